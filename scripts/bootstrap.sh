@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests and the local stack need beyond npm packages:
+# Debian's Mosquitto 2.0.11 (with the dynamic-security plugin) and openssl,
+# then builds (or finds in the cache) the control-plane binaries from Go modules.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
+command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+
+if ((${#need[@]})); then
+  echo "[bootstrap] installing Debian packages: ${need[*]}" >&2
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go >= 1.26 is required to build the control plane" >&2; exit 1; }
+bash "$here/test/tools/build.sh" >/dev/null

@@ -1,0 +1,132 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { userInfo } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import mqtt from "mqtt";
+import type { KeyPair } from "./pki.js";
+import { issueCertificate } from "./pki.js";
+import { freePort } from "./ports.js";
+import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
+
+const run = promisify(execFile);
+
+const PLUGIN_CANDIDATES = [
+  "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+  "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+  "/usr/lib/mosquitto_dynamic_security.so",
+];
+
+export interface Broker {
+  readonly host: string;
+  /** mTLS listener for devices: client certificate required, subject is the username. */
+  readonly mtlsPort: number;
+  /** Loopback password listener for the dynamic-security admin client. */
+  readonly adminPort: number;
+  readonly adminUsername: string;
+  readonly adminPassword: string;
+  /** Verifies the broker's server certificate (the device root CA). */
+  readonly caFile: string;
+  readonly configFile: string;
+  readonly dynsecFile: string;
+  stop(): Promise<void>;
+}
+
+export interface BrokerOptions {
+  readonly stateDir: string;
+  /** The root CA that device certificates chain to; it also signs the broker's server certificate. */
+  readonly deviceRootCA: KeyPair;
+}
+
+export function mosquittoBinary(): string {
+  for (const candidate of ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"])
+    if (existsSync(candidate)) return candidate;
+  throw new Error("mosquitto is not installed (Debian package 'mosquitto'); run `npm run bootstrap`");
+}
+
+function dynsecPlugin(): string {
+  const found = PLUGIN_CANDIDATES.find((p) => existsSync(p));
+  if (!found) throw new Error(`mosquitto_dynamic_security.so not found in ${PLUGIN_CANDIDATES.join(", ")}`);
+  return found;
+}
+
+export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
+  const dir = join(options.stateDir, "mosquitto");
+  await mkdir(dir, { recursive: true });
+  const host = "127.0.0.1";
+  const [mtlsPort, adminPort] = await Promise.all([freePort(), freePort()]);
+  const adminUsername = "operator-admin";
+  const adminPassword = randomBytes(18).toString("base64url");
+  const serverCert = await issueCertificate(dir, options.deviceRootCA, "broker", {
+    subject: "/CN=mosquitto",
+    dnsNames: ["localhost"],
+    ips: [host],
+    usages: ["serverAuth"],
+  });
+  const dynsecFile = join(dir, "dynamic-security.json");
+  await run("mosquitto_ctrl", ["dynsec", "init", dynsecFile, adminUsername, adminPassword]);
+
+  const configFile = join(dir, "mosquitto.conf");
+  await writeFile(
+    configFile,
+    [
+      // Running as root, mosquitto would drop to user 'mosquitto', which cannot read these keys.
+      ...(userInfo().uid === 0 ? ["user root"] : []),
+      "per_listener_settings false",
+      "allow_anonymous false",
+      "persistence false",
+      "log_dest stdout",
+      "log_type error",
+      "log_type warning",
+      "log_type notice",
+      "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+      `plugin ${dynsecPlugin()}`,
+      `plugin_opt_config_file ${dynsecFile}`,
+      "",
+      `listener ${adminPort} ${host}`,
+      "",
+      `listener ${mtlsPort} ${host}`,
+      `cafile ${options.deviceRootCA.certFile}`,
+      `certfile ${serverCert.certFile}`,
+      `keyfile ${serverCert.keyFile}`,
+      "require_certificate true",
+      "use_subject_as_username true",
+      "",
+    ].join("\n"),
+  );
+
+  const broker: ManagedProcess = startProcess("mosquitto", mosquittoBinary(), ["-c", configFile], {
+    logFile: join(dir, "mosquitto.log"),
+  });
+  await waitUntil(
+    "mosquitto",
+    () =>
+      new Promise<boolean>((resolve) => {
+        const client = mqtt.connect({
+          host,
+          port: adminPort,
+          username: adminUsername,
+          password: adminPassword,
+          reconnectPeriod: 0,
+          connectTimeout: 2_000,
+        });
+        client.once("connect", () => client.end(true, () => resolve(true)));
+        client.once("error", () => client.end(true, () => resolve(false)));
+      }),
+    { timeoutMs: 20_000, process: broker },
+  );
+
+  return {
+    host,
+    mtlsPort,
+    adminPort,
+    adminUsername,
+    adminPassword,
+    caFile: options.deviceRootCA.certFile,
+    configFile,
+    dynsecFile,
+    stop: () => broker.stop(),
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * `npm run stack:up` / `npm run stack:down`: the local stack in the background,
+ * its connection settings in `.stack/env` (DESIGN §8).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, openSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { repoRoot, startStack, writeEnvFile } from "./stack.js";
+
+const stackDir = join(repoRoot, ".stack");
+const envFile = join(stackDir, "env");
+const pidFile = join(stackDir, "pid");
+const logFile = join(stackDir, "stack.log");
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function runningPid(): Promise<number | undefined> {
+  if (!existsSync(pidFile)) return undefined;
+  const pid = Number((await readFile(pidFile, "utf8")).trim());
+  return Number.isInteger(pid) && alive(pid) ? pid : undefined;
+}
+
+async function up(): Promise<void> {
+  const pid = await runningPid();
+  if (pid !== undefined && existsSync(envFile)) {
+    console.log(`stack already running (pid ${pid}); settings in ${envFile}`);
+    return;
+  }
+  await mkdir(stackDir, { recursive: true });
+  await rm(envFile, { force: true });
+  const log = openSync(logFile, "w");
+  const server = spawn(process.execPath, [...process.execArgv, import.meta.filename, "serve"], {
+    detached: true,
+    stdio: ["ignore", log, log],
+    cwd: repoRoot,
+  });
+  server.unref();
+  const deadline = Date.now() + 10 * 60_000;
+  while (Date.now() < deadline) {
+    if (existsSync(envFile)) {
+      console.log(`stack up (pid ${server.pid}); run: source ${envFile}`);
+      return;
+    }
+    if (server.pid === undefined || !alive(server.pid)) {
+      throw new Error(`stack failed to start; see ${logFile}:\n${await readFile(logFile, "utf8")}`);
+    }
+    await sleep(250);
+  }
+  throw new Error(`stack not ready after 10 minutes; see ${logFile}`);
+}
+
+async function serve(): Promise<void> {
+  const stateDir = join(stackDir, "state");
+  await rm(stateDir, { recursive: true, force: true });
+  await mkdir(stateDir, { recursive: true });
+  const stack = await startStack(stateDir);
+  await writeEnvFile(envFile, stack.env);
+  await writeFile(pidFile, `${process.pid}\n`);
+  console.log(`stack ready; settings in ${envFile}`);
+  const shutdown = async () => {
+    await stack.stop();
+    await rm(envFile, { force: true });
+    await rm(pidFile, { force: true });
+    process.exit(0);
+  };
+  process.once("SIGTERM", shutdown);
+  process.once("SIGINT", shutdown);
+  setInterval(() => {}, 1 << 30);
+}
+
+async function down(): Promise<void> {
+  const pid = await runningPid();
+  if (pid === undefined) {
+    console.log("stack is not running");
+    await rm(envFile, { force: true });
+    return;
+  }
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (alive(pid) && Date.now() < deadline) await sleep(200);
+  if (alive(pid)) process.kill(pid, "SIGKILL");
+  await rm(envFile, { force: true });
+  await rm(pidFile, { force: true });
+  console.log("stack stopped");
+}
+
+const commands: Record<string, () => Promise<void>> = { up, down, serve };
+const command = commands[process.argv[2] ?? ""];
+if (!command) {
+  console.error("usage: stack-cli up|down");
+  process.exit(2);
+}
+command().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});

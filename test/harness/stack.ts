@@ -1,0 +1,132 @@
+import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { CERT_MANAGER_NAMESPACE, type ControlPlane, startControlPlane } from "./control-plane.js";
+import { type Broker, startMosquitto } from "./mosquitto.js";
+import { createCA, type KeyPair } from "./pki.js";
+
+const run = promisify(execFile);
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The ClusterIssuer holding the device root CA that the broker trusts. */
+export const ROOT_ISSUER = "iot-root-ca";
+
+/** Everything a test or a tool needs to reach the stack; plain data, so vitest can pass it to workers. */
+export interface StackEnv {
+  readonly kubeconfig: string;
+  readonly server: string;
+  readonly etcdUrl: string;
+  readonly binDir: string;
+  readonly stateDir: string;
+  readonly rootIssuer: string;
+  readonly deviceRootCA: KeyPair;
+  readonly broker: Omit<Broker, "stop">;
+}
+
+export interface Stack {
+  readonly env: StackEnv;
+  readonly controlPlane: ControlPlane;
+  stop(): Promise<void>;
+}
+
+/** Builds (or finds cached) the control-plane binaries; returns their directory. */
+export async function buildTools(): Promise<string> {
+  const { stdout } = await run("bash", [join(repoRoot, "test/tools/build.sh")], { maxBuffer: 16 << 20 });
+  return stdout.trim();
+}
+
+export async function startStack(stateDir: string): Promise<Stack> {
+  const binDir = await buildTools();
+  const deviceRootCA = await createCA(stateDir, "device-root-ca", "iot-tenant-operator device root CA");
+  const [controlPlane, broker] = await Promise.allSettled([
+    startControlPlane({ binDir, stateDir }),
+    startMosquitto({ stateDir, deviceRootCA }),
+  ]);
+  if (controlPlane.status === "rejected" || broker.status === "rejected") {
+    if (controlPlane.status === "fulfilled") await controlPlane.value.stop();
+    if (broker.status === "fulfilled") await broker.value.stop();
+    throw controlPlane.status === "rejected" ? controlPlane.reason : (broker as PromiseRejectedResult).reason;
+  }
+  const stop = async () => {
+    await Promise.all([controlPlane.value.stop(), broker.value.stop()]);
+  };
+  try {
+    await installRootIssuer(controlPlane.value, deviceRootCA);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const { stop: _brokerStop, ...brokerEnv } = broker.value;
+  return {
+    env: {
+      kubeconfig: controlPlane.value.kubeconfig,
+      server: controlPlane.value.server,
+      etcdUrl: controlPlane.value.etcdUrl,
+      binDir,
+      stateDir,
+      rootIssuer: ROOT_ISSUER,
+      deviceRootCA,
+      broker: brokerEnv,
+    },
+    controlPlane: controlPlane.value,
+    stop,
+  };
+}
+
+/**
+ * Puts the device root CA into cert-manager as a ClusterIssuer and waits until
+ * cert-manager reports it Ready: that is also the proof that cert-manager runs.
+ */
+async function installRootIssuer(controlPlane: ControlPlane, ca: KeyPair): Promise<void> {
+  const [cert, key] = await Promise.all([readFile(ca.certFile), readFile(ca.keyFile)]);
+  const manifest = [
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      type: "kubernetes.io/tls",
+      metadata: { name: ROOT_ISSUER, namespace: CERT_MANAGER_NAMESPACE },
+      data: { "tls.crt": cert.toString("base64"), "tls.key": key.toString("base64") },
+    },
+    {
+      apiVersion: "cert-manager.io/v1",
+      kind: "ClusterIssuer",
+      metadata: { name: ROOT_ISSUER },
+      spec: { ca: { secretName: ROOT_ISSUER } },
+    },
+  ];
+  await controlPlane.kubectl(
+    ["apply", "--server-side", "-f", "-"],
+    manifest.map((m) => JSON.stringify(m)).join("\n"),
+  );
+  await controlPlane.kubectl([
+    "wait",
+    "--for=condition=Ready",
+    "--timeout=90s",
+    `clusterissuer/${ROOT_ISSUER}`,
+  ]);
+}
+
+/** The `.stack/env` contract (DESIGN §8): shell `export` lines. */
+export function envFileLines(env: StackEnv): string {
+  const vars: Record<string, string | number> = {
+    KUBECONFIG: env.kubeconfig,
+    BROKER_HOST: env.broker.host,
+    BROKER_MTLS_PORT: env.broker.mtlsPort,
+    BROKER_ADMIN_PORT: env.broker.adminPort,
+    BROKER_ADMIN_USERNAME: env.broker.adminUsername,
+    BROKER_ADMIN_PASSWORD: env.broker.adminPassword,
+    BROKER_CA_FILE: env.broker.caFile,
+    IOT_ROOT_ISSUER: env.rootIssuer,
+    IOT_STACK_BIN: env.binDir,
+  };
+  const quote = (v: string | number) => `'${String(v).replaceAll("'", `'\\''`)}'`;
+  return `${Object.entries(vars)
+    .map(([k, v]) => `export ${k}=${quote(v)}`)
+    .join("\n")}\nexport PATH=${quote(env.binDir)}:"$PATH"\n`;
+}
+
+export async function writeEnvFile(file: string, env: StackEnv): Promise<void> {
+  await writeFile(file, envFileLines(env), { mode: 0o600 });
+}
