@@ -39,7 +39,12 @@ cd "$here/k8s"
 cd "$here/cert-manager"
 [[ -x "$work/cert-manager-controller" ]] || timed cert-manager-controller go build -trimpath -ldflags="-s -w -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$cm_version" -o "$work/cert-manager-controller" .
 cd "$here/helm"
-[[ -x "$work/helm" ]] || timed helm go build -trimpath -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" -o "$work/helm" helm.sh/helm/v3/cmd/helm
+# Offline rendering (helm template, lint) assumes this Kubernetes version instead of helm's default 1.20.
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
+done
+[[ -x "$work/helm" ]] || timed helm go build -trimpath -ldflags="$helm_ldflags" -o "$work/helm" helm.sh/helm/v3/cmd/helm
 
 # cert-manager's CRDs ship in its module; keep them with the binaries.
 mkdir -p "$work/cert-manager-crds"
