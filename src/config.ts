@@ -1,0 +1,52 @@
+import { z } from "zod";
+import { OPERATOR_NAMESPACE } from "./api/group.js";
+
+const port = z.coerce.number().int().min(1).max(65535);
+/** A comma-separated list of ports, e.g. "8883,443". */
+const portList = z
+  .string()
+  .transform((text) => text.split(",").map((p) => Number(p.trim())))
+  .pipe(z.array(z.int().min(1).max(65535)).min(1));
+const seconds = z.coerce.number().positive();
+
+/**
+ * The operator's configuration, read from the environment (`.stack/env` exports the broker part).
+ * Everything has a default that suits a cluster with the project's Helm chart installed.
+ */
+export const operatorConfigSchema = z.object({
+  OPERATOR_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
+  /** Identity the operator runs as; its own writes are exempt from the admission policy. */
+  OPERATOR_SERVICE_ACCOUNT: z.string().min(1).default("iot-tenant-operator"),
+  /** ClusterIssuer (or Issuer in the operator's namespace) that signs every tenant's intermediate CA. */
+  ROOT_ISSUER_NAME: z.string().min(1).default("iot-root-ca"),
+  ROOT_ISSUER_KIND: z.enum(["ClusterIssuer", "Issuer"]).default("ClusterIssuer"),
+  /** Where the MQTT broker's pods run, for the tenant egress policy. */
+  BROKER_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
+  BROKER_POD_PORTS: portList.default([8883]),
+  DNS_NAMESPACE: z.string().min(1).default("kube-system"),
+  DNS_POD_LABEL: z
+    .string()
+    .regex(/^[^=]+=[^=]+$/, "must be key=value")
+    .default("k8s-app=kube-dns"),
+  BROKER_HOST: z.string().min(1).default("127.0.0.1"),
+  BROKER_MTLS_PORT: port.default(8883),
+  BROKER_ADMIN_PORT: port.default(1883),
+  BROKER_ADMIN_USERNAME: z.string().min(1).default("operator-admin"),
+  BROKER_ADMIN_PASSWORD: z.string().min(1).optional(),
+  BROKER_CA_FILE: z.string().min(1).optional(),
+  PROBE_BIND_ADDRESS: z.string().default("127.0.0.1:8081"),
+  LEASE_DURATION_SECONDS: seconds.default(15),
+  LEASE_RENEW_DEADLINE_SECONDS: seconds.default(10),
+  LEASE_RETRY_PERIOD_SECONDS: seconds.default(2),
+  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+});
+export type OperatorConfig = z.infer<typeof operatorConfigSchema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const parsed = operatorConfigSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`invalid operator configuration: ${problems}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,195 @@
+import { describe, expect, it } from "vitest";
+import { parseTenant } from "../api/tenant.js";
+import { operatorConfigSchema } from "../config.js";
+import {
+  DEVICES_QUOTA_RESOURCE,
+  desiredTenant,
+  type KubeObject,
+  TenantObjectName,
+  tenantTopicRoot,
+} from "./tenant.js";
+
+const config = operatorConfigSchema.parse({});
+
+function tenant(spec: Record<string, unknown> = {}, name = "acme") {
+  return {
+    ...parseTenant({
+      apiVersion: "iot.tenant-operator.io/v1alpha1",
+      kind: "Tenant",
+      metadata: { name },
+      spec,
+    }),
+    metadata: { name, uid: "uid-1" },
+  };
+}
+
+const byKind = (objects: KubeObject[], kind: string) => objects.filter((o) => o.kind === kind);
+const named = (objects: KubeObject[], name: string, namespace: string) =>
+  objects.find((o) => o.metadata.name === name && o.metadata.namespace === namespace);
+
+/** Every namespaceSelector in every rule of every policy, anywhere in the spec. */
+function namespaceSelectors(value: unknown): unknown[] {
+  if (Array.isArray(value)) return value.flatMap(namespaceSelectors);
+  if (value === null || typeof value !== "object") return [];
+  return Object.entries(value).flatMap(([key, v]) =>
+    key === "namespaceSelector" ? [v] : namespaceSelectors(v),
+  );
+}
+
+describe("desiredTenant", () => {
+  it.each([
+    { spec: {}, namespaces: ["acme"] },
+    { spec: { namespaces: ["acme-prod", "acme-dev"] }, namespaces: ["acme-prod", "acme-dev"] },
+  ])("makes owned, labelled, restricted namespaces $namespaces", ({ spec, namespaces }) => {
+    const desired = desiredTenant(tenant(spec), config);
+    expect(desired.namespaces.map((n) => n.metadata.name)).toEqual(namespaces);
+    for (const ns of desired.namespaces) {
+      expect(ns.metadata.labels).toMatchObject({
+        "iot.tenant-operator.io/tenant": "acme",
+        "pod-security.kubernetes.io/enforce": "restricted",
+      });
+      expect(ns.metadata.ownerReferences).toEqual([
+        expect.objectContaining({ kind: "Tenant", name: "acme", uid: "uid-1", controller: true }),
+      ]);
+    }
+  });
+
+  it("denies all traffic by default in every namespace", () => {
+    const desired = desiredTenant(tenant({ namespaces: ["a1", "a2"] }), config);
+    for (const ns of ["a1", "a2"]) {
+      const deny = named(desired.namespaced, TenantObjectName.defaultDeny, ns);
+      expect(deny?.spec).toEqual({ podSelector: {}, policyTypes: ["Ingress", "Egress"] });
+    }
+  });
+
+  it("selects namespaces only by the immutable kubernetes.io/metadata.name label", () => {
+    const desired = desiredTenant(
+      tenant({ namespaces: ["a1", "a2"], network: { allowFromNamespaces: ["ingress"] } }),
+      config,
+    );
+    const selectors = namespaceSelectors(byKind(desired.namespaced, "NetworkPolicy"));
+    expect(selectors.length).toBeGreaterThan(0);
+    for (const selector of selectors) {
+      expect(selector).toEqual({
+        matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: expect.any(Array) }],
+      });
+    }
+    const same = named(desired.namespaced, TenantObjectName.allowSameTenant, "a2");
+    expect(namespaceSelectors(same)).toEqual([
+      { matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: ["a1", "a2"] }] },
+      { matchExpressions: [{ key: "kubernetes.io/metadata.name", operator: "In", values: ["a1", "a2"] }] },
+    ]);
+  });
+
+  it.each([
+    { network: {}, present: [] as string[] },
+    { network: { allowFromNamespaces: ["monitoring"] }, present: [TenantObjectName.allowFromNamespaces] },
+    { network: { allowEgressCIDRs: ["10.20.0.0/16"] }, present: [TenantObjectName.allowEgressCidrs] },
+  ])("adds allow-list policies only when asked: $network", ({ network, present }) => {
+    const names = byKind(desiredTenant(tenant({ network }), config).namespaced, "NetworkPolicy").map(
+      (p) => p.metadata.name,
+    );
+    expect(names).toEqual([
+      TenantObjectName.defaultDeny,
+      TenantObjectName.allowSameTenant,
+      TenantObjectName.allowDns,
+      TenantObjectName.allowBroker,
+      ...present,
+    ]);
+  });
+
+  it("allows egress to the broker's namespace on the broker ports and to DNS", () => {
+    const desired = desiredTenant(tenant(), {
+      ...config,
+      BROKER_NAMESPACE: "mqtt",
+      BROKER_POD_PORTS: [8883, 443],
+    });
+    expect(named(desired.namespaced, TenantObjectName.allowBroker, "acme")?.spec).toMatchObject({
+      policyTypes: ["Egress"],
+      egress: [
+        {
+          to: [{ namespaceSelector: { matchExpressions: [{ values: ["mqtt"] }] } }],
+          ports: [
+            { protocol: "TCP", port: 8883 },
+            { protocol: "TCP", port: 443 },
+          ],
+        },
+      ],
+    });
+    expect(named(desired.namespaced, TenantObjectName.allowDns, "acme")?.spec).toMatchObject({
+      egress: [{ to: [{ podSelector: { matchLabels: { "k8s-app": "kube-dns" } } }] }],
+    });
+  });
+
+  it("opens egress CIDRs on the listed ports only", () => {
+    const desired = desiredTenant(
+      tenant({ network: { allowEgressCIDRs: ["10.20.0.0/16"], egressPorts: [{ port: 443 }] } }),
+      config,
+    );
+    expect(named(desired.namespaced, TenantObjectName.allowEgressCidrs, "acme")?.spec).toMatchObject({
+      egress: [{ to: [{ ipBlock: { cidr: "10.20.0.0/16" } }], ports: [{ protocol: "TCP", port: 443 }] }],
+    });
+  });
+
+  it.each([
+    { admins: undefined, subjects: undefined },
+    {
+      admins: [
+        { kind: "User", name: "alice" },
+        { kind: "ServiceAccount", name: "ci", namespace: "acme" },
+      ],
+      subjects: [
+        { kind: "User", name: "alice", apiGroup: "rbac.authorization.k8s.io" },
+        { kind: "ServiceAccount", name: "ci", namespace: "acme" },
+      ],
+    },
+  ])("binds admins to the tenant-admin ClusterRole: $admins", ({ admins, subjects }) => {
+    const binding = named(
+      desiredTenant(tenant(admins ? { admins } : {}), config).namespaced,
+      TenantObjectName.adminBinding,
+      "acme",
+    );
+    expect(binding?.subjects).toEqual(subjects);
+    if (binding) expect(binding.roleRef).toMatchObject({ kind: "ClusterRole", name: "iot-tenant-admin" });
+  });
+
+  it("caps devices through the quota next to the spec's own limits", () => {
+    const desired = desiredTenant(
+      tenant({ devices: { maxDevices: 7 }, quota: { hard: { pods: "20" } } }),
+      config,
+    );
+    expect(named(desired.namespaced, TenantObjectName.quota, "acme")?.spec).toEqual({
+      hard: { pods: "20", [DEVICES_QUOTA_RESOURCE]: "7" },
+    });
+  });
+
+  it("puts the tenant CA and Issuer in the operator's namespace, signed by the root issuer", () => {
+    const [ca, issuer] = desiredTenant(tenant(), config).pki;
+    expect(ca).toMatchObject({
+      kind: "Certificate",
+      metadata: { name: "tenant-acme-ca", namespace: "iot-system" },
+      spec: {
+        isCA: true,
+        secretName: "tenant-acme-ca",
+        issuerRef: { kind: "ClusterIssuer", name: "iot-root-ca" },
+      },
+    });
+    expect(issuer).toMatchObject({
+      kind: "Issuer",
+      metadata: { name: "tenant-acme", namespace: "iot-system" },
+      spec: { ca: { secretName: "tenant-acme-ca" } },
+    });
+  });
+
+  it("refuses a tenant that was never read from the API (no uid to own objects by)", () => {
+    const unread = { ...tenant(), metadata: { name: "acme" } };
+    expect(() => desiredTenant(unread, config)).toThrow(/no uid/);
+  });
+
+  it.each([
+    { spec: {}, root: "tenants/acme" },
+    { spec: { broker: { topicRoot: "customers/acme-corp" } }, root: "customers/acme-corp" },
+  ])("uses topic root $root", ({ spec, root }) => {
+    expect(tenantTopicRoot(tenant(spec))).toBe(root);
+  });
+});

@@ -1,0 +1,318 @@
+import { API_VERSION } from "../api/group.js";
+import type { Tenant } from "../api/tenant.js";
+import { DEFAULT_TOPIC_ROOT_PREFIX } from "../api/topics.js";
+import type { OperatorConfig } from "../config.js";
+import { managedLabels, NAMESPACE_NAME_LABEL, TENANT_LABEL } from "./labels.js";
+
+/**
+ * Desired state of a Tenant: spec in, Kubernetes objects out. No IO; the tenant
+ * reconciler applies what this returns and prunes what it no longer returns.
+ */
+
+export interface KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: OwnerReference[];
+  };
+  [field: string]: unknown;
+}
+
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+  controller: boolean;
+  blockOwnerDeletion: boolean;
+}
+
+export type TenantDesiredConfig = Pick<
+  OperatorConfig,
+  | "OPERATOR_NAMESPACE"
+  | "ROOT_ISSUER_NAME"
+  | "ROOT_ISSUER_KIND"
+  | "BROKER_NAMESPACE"
+  | "BROKER_POD_PORTS"
+  | "DNS_NAMESPACE"
+  | "DNS_POD_LABEL"
+>;
+
+export const TENANT_ADMIN_CLUSTER_ROLE = "iot-tenant-admin";
+export const DEVICES_QUOTA_RESOURCE = "count/devices.iot.tenant-operator.io";
+
+/** Names of the per-namespace objects; fixed so that pruning and the admission policy can find them. */
+export const TenantObjectName = {
+  defaultDeny: "iot-default-deny",
+  allowSameTenant: "iot-allow-same-tenant",
+  allowDns: "iot-allow-dns",
+  allowBroker: "iot-allow-broker",
+  allowFromNamespaces: "iot-allow-from-namespaces",
+  allowEgressCidrs: "iot-allow-egress-cidrs",
+  adminBinding: "iot-tenant-admins",
+  quota: "iot-tenant-quota",
+  limits: "iot-tenant-limits",
+} as const;
+
+/** The CA chain of a tenant lives in the operator's namespace, out of every tenant's reach (I3). */
+export function tenantCaName(tenant: string): string {
+  return `tenant-${tenant}-ca`;
+}
+export function tenantIssuerName(tenant: string): string {
+  return `tenant-${tenant}`;
+}
+
+export function tenantNamespaces(tenant: Pick<Tenant, "metadata" | "spec">): string[] {
+  return tenant.spec.namespaces?.length ? [...tenant.spec.namespaces] : [tenant.metadata.name];
+}
+
+export function tenantTopicRoot(tenant: Pick<Tenant, "metadata" | "spec">): string {
+  return tenant.spec.broker.topicRoot ?? `${DEFAULT_TOPIC_ROOT_PREFIX}${tenant.metadata.name}`;
+}
+
+export function tenantOwnerReference(tenant: { metadata: { name: string; uid?: string } }): OwnerReference {
+  if (!tenant.metadata.uid)
+    throw new Error(`Tenant ${tenant.metadata.name} has no uid: read it from the API first`);
+  return {
+    apiVersion: API_VERSION,
+    kind: "Tenant",
+    name: tenant.metadata.name,
+    uid: tenant.metadata.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+export interface TenantDesiredState {
+  /** Namespaces first: everything else lives in them. */
+  namespaces: KubeObject[];
+  /** Policies, RBAC and quotas inside the tenant's namespaces. */
+  namespaced: KubeObject[];
+  /** The tenant's CA Certificate and Issuer in the operator's namespace. */
+  pki: KubeObject[];
+}
+
+type TenantInput = Pick<Tenant, "metadata" | "spec"> & { metadata: { uid?: string } };
+
+export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig): TenantDesiredState {
+  const name = tenant.metadata.name;
+  const namespaces = tenantNamespaces(tenant);
+  const owner = tenantOwnerReference(tenant);
+  const labels = managedLabels(name);
+  const meta = (objectName: string, namespace?: string) => ({
+    name: objectName,
+    ...(namespace ? { namespace } : {}),
+    labels: { ...labels },
+    ownerReferences: [owner],
+  });
+
+  return {
+    namespaces: namespaces.map((ns) => ({
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { ...meta(ns), labels: { ...labels, ...restrictedPodSecurity } },
+    })),
+    namespaced: namespaces.flatMap((ns) => [
+      ...networkPolicies(tenant, namespaces, ns, config).map((policy) => ({
+        apiVersion: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        metadata: meta(policy.name, ns),
+        spec: policy.spec,
+      })),
+      ...adminBinding(tenant, ns, meta),
+      {
+        apiVersion: "v1",
+        kind: "ResourceQuota",
+        metadata: meta(TenantObjectName.quota, ns),
+        spec: {
+          hard: {
+            ...(tenant.spec.quota?.hard ?? {}),
+            [DEVICES_QUOTA_RESOURCE]: String(tenant.spec.devices.maxDevices),
+          },
+        },
+      },
+      {
+        apiVersion: "v1",
+        kind: "LimitRange",
+        metadata: meta(TenantObjectName.limits, ns),
+        spec: {
+          limits: [
+            {
+              type: "Container",
+              defaultRequest: { cpu: "50m", memory: "64Mi" },
+              default: { cpu: "500m", memory: "256Mi" },
+            },
+          ],
+        },
+      },
+    ]),
+    pki: tenantPki(name, config, labels),
+  };
+}
+
+const restrictedPodSecurity = {
+  "pod-security.kubernetes.io/enforce": "restricted",
+  "pod-security.kubernetes.io/enforce-version": "latest",
+  "pod-security.kubernetes.io/audit": "restricted",
+  "pod-security.kubernetes.io/warn": "restricted",
+};
+
+/** Selects namespaces by the label Kubernetes itself sets and nobody can change (I1), never by a tenant's label. */
+function namespacesNamed(names: readonly string[]) {
+  return { matchExpressions: [{ key: NAMESPACE_NAME_LABEL, operator: "In", values: [...names].sort() }] };
+}
+
+function networkPolicies(
+  tenant: TenantInput,
+  namespaces: readonly string[],
+  namespace: string,
+  config: TenantDesiredConfig,
+): Array<{ name: string; spec: Record<string, unknown> }> {
+  const all = { podSelector: {} };
+  const [dnsKey = "", dnsValue = ""] = config.DNS_POD_LABEL.split("=");
+  const { allowFromNamespaces = [], allowEgressCIDRs = [], egressPorts = [] } = tenant.spec.network;
+  const policies: Array<{ name: string; spec: Record<string, unknown> }> = [
+    { name: TenantObjectName.defaultDeny, spec: { ...all, policyTypes: ["Ingress", "Egress"] } },
+    {
+      name: TenantObjectName.allowSameTenant,
+      spec: {
+        ...all,
+        policyTypes: ["Ingress", "Egress"],
+        ingress: [{ from: [{ namespaceSelector: namespacesNamed(namespaces) }] }],
+        egress: [{ to: [{ namespaceSelector: namespacesNamed(namespaces) }] }],
+      },
+    },
+    {
+      name: TenantObjectName.allowDns,
+      spec: {
+        ...all,
+        policyTypes: ["Egress"],
+        egress: [
+          {
+            to: [
+              {
+                namespaceSelector: namespacesNamed([config.DNS_NAMESPACE]),
+                podSelector: { matchLabels: { [dnsKey]: dnsValue } },
+              },
+            ],
+            ports: [
+              { protocol: "UDP", port: 53 },
+              { protocol: "TCP", port: 53 },
+            ],
+          },
+        ],
+      },
+    },
+    {
+      name: TenantObjectName.allowBroker,
+      spec: {
+        ...all,
+        policyTypes: ["Egress"],
+        egress: [
+          {
+            to: [{ namespaceSelector: namespacesNamed([config.BROKER_NAMESPACE]) }],
+            ports: config.BROKER_POD_PORTS.map((port) => ({ protocol: "TCP", port })),
+          },
+        ],
+      },
+    },
+  ];
+  if (allowFromNamespaces.length) {
+    policies.push({
+      name: TenantObjectName.allowFromNamespaces,
+      spec: {
+        ...all,
+        policyTypes: ["Ingress"],
+        ingress: [{ from: [{ namespaceSelector: namespacesNamed(allowFromNamespaces) }] }],
+      },
+    });
+  }
+  if (allowEgressCIDRs.length) {
+    policies.push({
+      name: TenantObjectName.allowEgressCidrs,
+      spec: {
+        ...all,
+        policyTypes: ["Egress"],
+        egress: [
+          {
+            to: [...allowEgressCIDRs].sort().map((cidr) => ({ ipBlock: { cidr } })),
+            ...(egressPorts.length
+              ? { ports: egressPorts.map((p) => ({ protocol: p.protocol, port: p.port })) }
+              : {}),
+          },
+        ],
+      },
+    });
+  }
+  return policies;
+}
+
+function adminBinding(
+  tenant: TenantInput,
+  namespace: string,
+  meta: (name: string, namespace?: string) => KubeObject["metadata"],
+): KubeObject[] {
+  const admins = tenant.spec.admins ?? [];
+  if (!admins.length) return [];
+  return [
+    {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "RoleBinding",
+      metadata: meta(TenantObjectName.adminBinding, namespace),
+      roleRef: {
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "ClusterRole",
+        name: TENANT_ADMIN_CLUSTER_ROLE,
+      },
+      subjects: admins.map((admin) =>
+        admin.kind === "ServiceAccount"
+          ? { kind: "ServiceAccount", name: admin.name, namespace: admin.namespace }
+          : { kind: admin.kind, name: admin.name, apiGroup: "rbac.authorization.k8s.io" },
+      ),
+    },
+  ];
+}
+
+/**
+ * An intermediate CA per tenant, signed by the cluster's root issuer, and an Issuer
+ * that signs only that tenant's device certificates. Both sit in the operator's
+ * namespace; a cluster-scoped owner keeps them collectable, the finalizer removes
+ * the CA Secret that cert-manager leaves behind.
+ */
+function tenantPki(
+  tenant: string,
+  config: TenantDesiredConfig,
+  labels: Record<string, string>,
+): KubeObject[] {
+  const namespace = config.OPERATOR_NAMESPACE;
+  const caName = tenantCaName(tenant);
+  return [
+    {
+      apiVersion: "cert-manager.io/v1",
+      kind: "Certificate",
+      metadata: { name: caName, namespace, labels: { ...labels, [TENANT_LABEL]: tenant } },
+      spec: {
+        isCA: true,
+        commonName: `${tenant} device CA`,
+        subject: { organizations: [tenant] },
+        secretName: caName,
+        secretTemplate: { labels: { ...labels } },
+        duration: "43800h",
+        renewBefore: "8760h",
+        privateKey: { algorithm: "ECDSA", size: 256, rotationPolicy: "Always" },
+        usages: ["cert sign", "crl sign", "digital signature"],
+        issuerRef: { group: "cert-manager.io", kind: config.ROOT_ISSUER_KIND, name: config.ROOT_ISSUER_NAME },
+      },
+    },
+    {
+      apiVersion: "cert-manager.io/v1",
+      kind: "Issuer",
+      metadata: { name: tenantIssuerName(tenant), namespace, labels: { ...labels } },
+      spec: { ca: { secretName: caName } },
+    },
+  ];
+}
