@@ -1,0 +1,53 @@
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { inject } from "vitest";
+
+const run = promisify(execFile);
+
+export interface KubectlResult {
+  ok: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The stack's kubectl (built from the same Kubernetes version) as cluster admin, or
+ * impersonating a user and groups with `as`. Never throws on a refused request: tests
+ * assert on `ok` and the message.
+ */
+export async function kubectl(
+  args: readonly string[],
+  options: { stdin?: string; as?: { user: string; groups?: readonly string[] } } = {},
+): Promise<KubectlResult> {
+  const stack = inject("stack");
+  const impersonation = options.as
+    ? [`--as=${options.as.user}`, ...(options.as.groups ?? []).map((g) => `--as-group=${g}`)]
+    : [];
+  const child = run(
+    join(stack.binDir, "kubectl"),
+    [`--kubeconfig=${stack.kubeconfig}`, ...impersonation, ...args],
+    {
+      maxBuffer: 64 << 20,
+    },
+  );
+  child.child.stdin?.end(options.stdin ?? "");
+  try {
+    const { stdout, stderr } = await child;
+    return { ok: true, stdout, stderr };
+  } catch (error) {
+    const failed = error as { stdout?: string; stderr?: string };
+    return { ok: false, stdout: failed.stdout ?? "", stderr: failed.stderr ?? "" };
+  }
+}
+
+/** Server-side applies objects (as JSON documents) as cluster admin; throws if the API server refuses. */
+export async function applyObjects(objects: readonly unknown[]): Promise<void> {
+  const result = await kubectl(
+    ["apply", "--server-side", "--force-conflicts", "--field-manager=test", "-f", "-"],
+    {
+      stdin: objects.map((o) => JSON.stringify(o)).join("\n"),
+    },
+  );
+  if (!result.ok) throw new Error(`kubectl apply failed: ${result.stderr}`);
+}
