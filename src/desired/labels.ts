@@ -5,8 +5,6 @@ export const TENANT_LABEL = `${API_GROUP}/tenant`;
 export const DEVICE_LABEL = `${API_GROUP}/device`;
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGER = "iot-tenant-operator";
-/** The field manager of every server-side apply the operator makes. */
-export const FIELD_MANAGER = MANAGER;
 /** Kubernetes sets this label on every namespace to its name; nobody can change it. */
 export const NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name";
 export const TENANT_FINALIZER = `${API_GROUP}/cleanup`;

@@ -130,7 +130,8 @@ export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig):
         metadata: meta(TenantObjectName.quota, ns),
         spec: {
           hard: {
-            ...(tenant.spec.quota?.hard ?? {}),
+            // The API server stores quantities as strings; sending them as such keeps a converged tenant write-free.
+            ...Object.fromEntries(Object.entries(tenant.spec.quota?.hard ?? {}).map(([k, v]) => [k, String(v)])),
             [DEVICES_QUOTA_RESOURCE]: String(tenant.spec.devices.maxDevices),
           },
         },

@@ -1,0 +1,58 @@
+import { API_VERSION } from "../api/group.js";
+import type { ResourceType } from "../runtime/kube-object.js";
+
+/** Every kind the operator reads or writes, named once so that RBAC, informers and pruning agree. */
+export const Resource = {
+  tenant: { apiVersion: API_VERSION, kind: "Tenant", plural: "tenants", namespaced: false },
+  device: { apiVersion: API_VERSION, kind: "Device", plural: "devices", namespaced: true },
+  namespace: { apiVersion: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
+  secret: { apiVersion: "v1", kind: "Secret", plural: "secrets", namespaced: true },
+  resourceQuota: { apiVersion: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true },
+  limitRange: { apiVersion: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true },
+  networkPolicy: {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    plural: "networkpolicies",
+    namespaced: true,
+  },
+  roleBinding: {
+    apiVersion: "rbac.authorization.k8s.io/v1",
+    kind: "RoleBinding",
+    plural: "rolebindings",
+    namespaced: true,
+  },
+  clusterRole: {
+    apiVersion: "rbac.authorization.k8s.io/v1",
+    kind: "ClusterRole",
+    plural: "clusterroles",
+    namespaced: false,
+  },
+  validatingAdmissionPolicy: {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicy",
+    plural: "validatingadmissionpolicies",
+    namespaced: false,
+  },
+  validatingAdmissionPolicyBinding: {
+    apiVersion: "admissionregistration.k8s.io/v1",
+    kind: "ValidatingAdmissionPolicyBinding",
+    plural: "validatingadmissionpolicybindings",
+    namespaced: false,
+  },
+  certificate: {
+    apiVersion: "cert-manager.io/v1",
+    kind: "Certificate",
+    plural: "certificates",
+    namespaced: true,
+  },
+  issuer: { apiVersion: "cert-manager.io/v1", kind: "Issuer", plural: "issuers", namespaced: true },
+} as const satisfies Record<string, ResourceType>;
+
+/** The ResourceType of a desired object, by its apiVersion and kind. */
+export function resourceOf(object: { apiVersion: string; kind: string }): ResourceType {
+  const found = Object.values(Resource).find(
+    (r) => r.apiVersion === object.apiVersion && r.kind === object.kind,
+  );
+  if (!found) throw new Error(`no resource type for ${object.apiVersion} ${object.kind}`);
+  return found;
+}

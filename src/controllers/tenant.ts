@@ -1,0 +1,411 @@
+import { ConditionReason, TenantConditionType } from "../api/conditions.js";
+import { type Tenant, tenantSchema } from "../api/tenant.js";
+import type { OperatorConfig } from "../config.js";
+import { MANAGED_BY_LABEL, MANAGER, TENANT_FINALIZER, TENANT_LABEL } from "../desired/labels.js";
+import {
+  type KubeObject as DesiredObject,
+  desiredTenant,
+  tenantNamespaces,
+  tenantTopicRoot,
+} from "../desired/tenant.js";
+import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
+import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
+import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
+import { TerminalError } from "../runtime/errors.js";
+import type { Informer } from "../runtime/informer.js";
+import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
+import type { Manager } from "../runtime/manager.js";
+import { Resource, resourceOf } from "./resources.js";
+
+/** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
+export interface TenantBroker {
+  /** BrokerReady mirrors this: is the broker reachable and in sync for this tenant? */
+  tenantStatus(tenant: string): { ready: boolean; message: string };
+  /** Removes every trace of the tenant from the broker; called by the finalizer. */
+  removeTenant(tenant: string): Promise<void>;
+}
+
+const managedSelector = `${TENANT_LABEL},${MANAGED_BY_LABEL}=${MANAGER}`;
+/** Kinds the reconciler creates inside tenant namespaces, and prunes when no longer desired. */
+const namespacedKinds = [
+  Resource.networkPolicy,
+  Resource.roleBinding,
+  Resource.resourceQuota,
+  Resource.limitRange,
+];
+const pkiKinds = [Resource.certificate, Resource.issuer];
+const REQUEUE_WHILE_WAITING_MS = 5_000;
+
+function ownedBy(object: KubeObject | undefined, uid: string | undefined): boolean {
+  return Boolean(uid && object?.metadata.ownerReferences?.some((ref) => ref.uid === uid && ref.controller));
+}
+
+function conditionsOf(object: KubeObject): Condition[] {
+  const status = (object as { status?: { conditions?: Condition[] } }).status;
+  return status?.conditions ?? [];
+}
+
+function isReady(object: KubeObject | undefined): boolean {
+  return Boolean(object && conditionsOf(object).some((c) => c.type === "Ready" && c.status === "True"));
+}
+
+/**
+ * Tenant → namespaces, NetworkPolicies, RBAC, quotas and a CA: gather from the caches,
+ * compute the desired state, apply what differs, prune what is no longer desired (only
+ * objects this Tenant owns, by UID), then write status.
+ */
+export class TenantReconciler {
+  private readonly tenants: Informer;
+  private readonly namespaces: Informer;
+  private readonly devices: Informer;
+  private readonly children: Map<ResourceType, Informer>;
+  private readonly pki: Map<ResourceType, Informer>;
+
+  constructor(
+    private readonly manager: Manager,
+    private readonly config: OperatorConfig,
+    private readonly broker: TenantBroker,
+  ) {
+    this.tenants = manager.informer(Resource.tenant);
+    this.namespaces = manager.informer(Resource.namespace);
+    this.devices = manager.informer(Resource.device);
+    this.children = new Map(
+      namespacedKinds.map((kind) => [kind, manager.informer(kind, { labelSelector: managedSelector })]),
+    );
+    this.pki = new Map(
+      pkiKinds.map((kind) => [
+        kind,
+        manager.informer(kind, { namespace: config.OPERATOR_NAMESPACE, labelSelector: managedSelector }),
+      ]),
+    );
+  }
+
+  register(): void {
+    const byTenantLabel = (object: KubeObject) => {
+      const tenant = object.metadata.labels?.[TENANT_LABEL];
+      return tenant ? [tenant] : [];
+    };
+    // A namespace appearing or going away can free or block a tenant's namespace: reconcile the
+    // tenants that want it, and the one it is labelled for.
+    const byWantedNamespace = (namespace: KubeObject) => [
+      ...new Set([
+        ...byTenantLabel(namespace),
+        ...this.tenants
+          .list()
+          .filter((t) => tenantNamespaces(parseTenant(t)).includes(namespace.metadata.name))
+          .map((t) => t.metadata.name),
+      ]),
+    ];
+    const byDeviceNamespace = (device: KubeObject) => {
+      const namespace = this.namespaces.get(device.metadata.namespace ?? "");
+      return namespace ? byTenantLabel(namespace) : [];
+    };
+    this.manager.addController({
+      name: "tenant",
+      for: this.tenants,
+      watches: [
+        { informer: this.namespaces, map: byWantedNamespace },
+        { informer: this.devices, map: byDeviceNamespace },
+        ...[...this.children.values(), ...this.pki.values()].map((informer) => ({
+          informer,
+          map: byTenantLabel,
+        })),
+      ],
+      reconcile: (request, context) => this.reconcile(request, context),
+    });
+  }
+
+  async reconcile(
+    request: ReconcileRequest,
+    context: ReconcileContext,
+  ): Promise<ReconcileResult | undefined> {
+    const observed = this.tenants.get(request.key);
+    if (!observed) return undefined;
+    const tenant = { ...parseTenant(observed), metadata: observed.metadata };
+    const { signal } = context;
+
+    if (observed.metadata.deletionTimestamp) {
+      await this.finalize(observed, signal);
+      return undefined;
+    }
+    if (!observed.metadata.finalizers?.includes(TENANT_FINALIZER)) {
+      await this.manager.client.apply(
+        Resource.tenant,
+        {
+          apiVersion: Resource.tenant.apiVersion,
+          kind: "Tenant",
+          metadata: { name: tenant.metadata.name, finalizers: [TENANT_FINALIZER] },
+        },
+        signal,
+      );
+    }
+
+    const gathered = this.gather(tenant);
+    const desired = desiredTenant(
+      {
+        metadata: tenant.metadata,
+        spec: {
+          ...tenant.spec,
+          network: { ...tenant.spec.network, allowFromNamespaces: gathered.allowFrom },
+        },
+      },
+      this.config,
+    );
+
+    let writes = 0;
+    const apply = async (object: DesiredObject, cache: Informer | undefined) => {
+      const key = objectKey({ namespace: object.metadata.namespace, name: object.metadata.name });
+      if (await applyIfChanged(this.manager.client, resourceOf(object), object, cache?.get(key), signal))
+        writes++;
+    };
+    for (const namespace of desired.namespaces) {
+      if (gathered.usable.includes(namespace.metadata.name)) await apply(namespace, this.namespaces);
+    }
+    for (const object of desired.namespaced) {
+      if (gathered.ready.includes(object.metadata.namespace ?? "")) {
+        await apply(object, this.children.get(resourceOf(object)));
+      }
+    }
+    for (const object of desired.pki) await apply(object, this.pki.get(resourceOf(object)));
+    const pruned = await this.prune(tenant, [...desired.namespaces, ...desired.namespaced], signal);
+
+    const caReady = isReady(
+      this.pki.get(Resource.certificate)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
+    );
+    const issuerReady = isReady(
+      this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[1]?.metadata ?? { name: "" })),
+    );
+    const broker = this.broker.tenantStatus(tenant.metadata.name);
+    await this.writeStatus(
+      observed,
+      {
+        namespaces: gathered.ready,
+        deviceCount: gathered.ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
+        topicRoot: tenantTopicRoot(tenant),
+        conditions: [
+          gathered.notOwned.length
+            ? {
+                type: TenantConditionType.NamespacesReady,
+                status: "False",
+                reason: ConditionReason.NamespaceNotOwned,
+                message: `namespaces exist and do not belong to this tenant; they are left alone: ${gathered.notOwned.join(", ")}`,
+              }
+            : gathered.ready.length === desired.namespaces.length
+              ? {
+                  type: TenantConditionType.NamespacesReady,
+                  status: "True",
+                  reason: ConditionReason.Reconciled,
+                }
+              : {
+                  type: TenantConditionType.NamespacesReady,
+                  status: "False",
+                  reason: ConditionReason.Progressing,
+                  message: "waiting for namespaces to be created or to finish terminating",
+                },
+          gathered.foreignAllowFrom.length
+            ? {
+                type: TenantConditionType.NetworkIsolated,
+                status: "False",
+                reason: ConditionReason.NamespaceOfOtherTenant,
+                message: `spec.network.allowFromNamespaces names namespaces of other tenants; they are not allowed in: ${gathered.foreignAllowFrom.join(", ")}`,
+              }
+            : gathered.ready.length
+              ? {
+                  type: TenantConditionType.NetworkIsolated,
+                  status: "True",
+                  reason: ConditionReason.Reconciled,
+                  message: `default-deny and allow-list policies in ${gathered.ready.join(", ")}`,
+                }
+              : {
+                  type: TenantConditionType.NetworkIsolated,
+                  status: "False",
+                  reason: ConditionReason.DependencyNotReady,
+                  message: "no namespace of the tenant is ready yet",
+                },
+          caReady && issuerReady
+            ? { type: TenantConditionType.PKIReady, status: "True", reason: ConditionReason.Reconciled }
+            : {
+                type: TenantConditionType.PKIReady,
+                status: "False",
+                reason: ConditionReason.IssuerNotReady,
+                message: "waiting for cert-manager to issue the tenant CA",
+              },
+          broker.ready
+            ? {
+                type: TenantConditionType.BrokerReady,
+                status: "True",
+                reason: ConditionReason.Reconciled,
+                message: broker.message,
+              }
+            : {
+                type: TenantConditionType.BrokerReady,
+                status: "False",
+                reason: ConditionReason.BrokerError,
+                message: broker.message,
+              },
+        ],
+      },
+      context,
+    );
+
+    if (writes || pruned)
+      context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
+    const waiting =
+      !caReady ||
+      !issuerReady ||
+      gathered.ready.length < desired.namespaces.length - gathered.notOwned.length;
+    return waiting ? { requeueAfterMs: REQUEUE_WHILE_WAITING_MS } : undefined;
+  }
+
+  /** Which wanted namespaces the tenant may use (I7), which are ready for children, which allow-list entries are foreign. */
+  private gather(tenant: Tenant & { metadata: KubeObject["metadata"] }) {
+    const uid = tenant.metadata.uid;
+    const usable: string[] = [];
+    const ready: string[] = [];
+    const notOwned: string[] = [];
+    for (const name of tenantNamespaces(tenant)) {
+      const namespace = this.namespaces.get(name);
+      if (namespace && !ownedBy(namespace, uid)) {
+        notOwned.push(name);
+        continue;
+      }
+      usable.push(name);
+      if (namespace && !namespace.metadata.deletionTimestamp) ready.push(name);
+    }
+    const allowFrom: string[] = [];
+    const foreignAllowFrom: string[] = [];
+    for (const name of tenant.spec.network.allowFromNamespaces ?? []) {
+      const owner = this.namespaces.get(name)?.metadata.labels?.[TENANT_LABEL];
+      if (owner && owner !== tenant.metadata.name) foreignAllowFrom.push(name);
+      else allowFrom.push(name);
+    }
+    return { usable, ready, notOwned, allowFrom, foreignAllowFrom };
+  }
+
+  /** Deletes what this Tenant owns (by UID) and no longer wants; returns how many objects it deleted. */
+  private async prune(
+    tenant: { metadata: KubeObject["metadata"] },
+    desired: readonly DesiredObject[],
+    signal: AbortSignal,
+  ): Promise<number> {
+    const wanted = new Set(desired.map((o) => `${o.kind}/${objectKey(o.metadata)}`));
+    const candidates: Array<[ResourceType, KubeObject]> = [
+      ...this.namespaces
+        .list()
+        .filter((ns) => ns.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+        .map((ns): [ResourceType, KubeObject] => [Resource.namespace, ns]),
+      ...[...this.children].flatMap(([kind, informer]) =>
+        informer
+          .list()
+          .filter((o) => o.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+          .map((o): [ResourceType, KubeObject] => [kind, o]),
+      ),
+    ];
+    let deleted = 0;
+    for (const [kind, object] of candidates) {
+      if (wanted.has(`${kind.kind}/${objectKey(object.metadata)}`)) continue;
+      if (!ownedBy(object, tenant.metadata.uid) || object.metadata.deletionTimestamp) continue;
+      await this.manager.client.delete(kind, object.metadata, { signal });
+      deleted++;
+    }
+    return deleted;
+  }
+
+  /**
+   * What garbage collection cannot clean: broker state and the CA objects in the operator's
+   * namespace (cert-manager leaves the CA Secret behind). Namespaces go by owner reference.
+   */
+  private async finalize(observed: KubeObject, signal: AbortSignal): Promise<void> {
+    if (!observed.metadata.finalizers?.includes(TENANT_FINALIZER)) return;
+    const tenant = observed.metadata.name;
+    await this.broker.removeTenant(tenant);
+    for (const kind of [...pkiKinds, Resource.secret]) {
+      const listed = (await this.manager.client.request({
+        verb: "list",
+        method: "GET",
+        path: resourcePath(kind, { namespace: this.config.OPERATOR_NAMESPACE }),
+        query: { labelSelector: `${TENANT_LABEL}=${tenant},${MANAGED_BY_LABEL}=${MANAGER}` },
+        signal,
+      })) as { items?: KubeObject[] };
+      for (const item of listed.items ?? [])
+        await this.manager.client.delete(kind, item.metadata, { signal });
+    }
+    await this.manager.client.mergePatch(
+      Resource.tenant,
+      { name: tenant },
+      {
+        metadata: {
+          resourceVersion: observed.metadata.resourceVersion,
+          finalizers: observed.metadata.finalizers.filter((f) => f !== TENANT_FINALIZER),
+        },
+      },
+      signal,
+    );
+  }
+
+  private async writeStatus(
+    observed: KubeObject,
+    status: {
+      namespaces: string[];
+      deviceCount: number;
+      topicRoot: string;
+      conditions: Array<Omit<ConditionUpdate, "type"> & { type: string }>;
+    },
+    context: ReconcileContext,
+  ): Promise<void> {
+    const at = { generation: observed.metadata.generation, nowMs: this.manager.clock.now() };
+    let conditions = conditionsOf(observed);
+    for (const update of status.conditions) conditions = setCondition(conditions, update, at);
+    const allTrue = status.conditions.every((c) => c.status === "True");
+    const notReady = status.conditions.filter((c) => c.status !== "True").map((c) => c.type);
+    conditions = setCondition(
+      conditions,
+      allTrue
+        ? {
+            type: TenantConditionType.Ready,
+            status: "True",
+            reason: ConditionReason.Reconciled,
+            message: "tenant is isolated and ready",
+          }
+        : {
+            type: TenantConditionType.Ready,
+            status: "False",
+            reason: ConditionReason.DependencyNotReady,
+            message: `not ready: ${notReady.join(", ")}`,
+          },
+      at,
+    );
+    const wasReady = conditionsOf(observed).some((c) => c.type === "Ready" && c.status === "True");
+    const written = await applyStatusIfChanged(
+      this.manager.client,
+      Resource.tenant,
+      observed,
+      {
+        observedGeneration: observed.metadata.generation,
+        namespaces: status.namespaces,
+        deviceCount: status.deviceCount,
+        topicRoot: status.topicRoot,
+        conditions,
+      },
+      context.signal,
+    );
+    if (written && wasReady !== allTrue) {
+      await this.manager.events.record(observed, {
+        type: allTrue ? "Normal" : "Warning",
+        reason: allTrue ? "Ready" : "NotReady",
+        action: "Reconcile",
+        note: allTrue ? "tenant is isolated and ready" : `not ready: ${notReady.join(", ")}`,
+      });
+    }
+  }
+}
+
+function parseTenant(object: KubeObject): Tenant {
+  const parsed = tenantSchema.safeParse(object);
+  if (!parsed.success) {
+    throw new TerminalError(`invalid Tenant ${object.metadata.name}: ${parsed.error.issues[0]?.message}`, {
+      reason: "InvalidSpec",
+    });
+  }
+  return parsed.data;
+}
