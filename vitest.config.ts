@@ -1,7 +1,16 @@
 import { defineConfig } from "vitest/config";
 
-// Unit tests (`*.test.ts`) need nothing running; integration tests (`*.int.test.ts`)
-// share one real stack (control plane, cert-manager, Mosquitto) started by the global setup.
+// Unit tests (`*.test.ts`) need nothing running. Integration tests (`*.int.test.ts`) share one real
+// stack (control plane, cert-manager, Mosquitto) started by the global setup. Tests that run the
+// operator itself go last and one file at a time: an operator reconciles every Tenant in the
+// cluster, so it must not run beside tests that create Tenants for other reasons.
+const operatorTests = ["src/controllers/**/*.int.test.ts", "src/operator*.int.test.ts"];
+const integration = {
+  globalSetup: ["test/harness/global-setup.ts"],
+  testTimeout: 120_000,
+  hookTimeout: 300_000,
+};
+
 export default defineConfig({
   test: {
     projects: [
@@ -14,12 +23,21 @@ export default defineConfig({
       },
       {
         test: {
+          ...integration,
           name: "integration",
           include: ["src/**/*.int.test.ts", "test/**/*.int.test.ts"],
-          globalSetup: ["test/harness/global-setup.ts"],
-          testTimeout: 120_000,
-          hookTimeout: 300_000,
+          exclude: [...operatorTests, "**/node_modules/**"],
           maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        test: {
+          ...integration,
+          name: "operator",
+          include: operatorTests,
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
         },
       },
     ],

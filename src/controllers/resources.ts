@@ -39,6 +39,12 @@ export const Resource = {
     plural: "validatingadmissionpolicybindings",
     namespaced: false,
   },
+  customResourceDefinition: {
+    apiVersion: "apiextensions.k8s.io/v1",
+    kind: "CustomResourceDefinition",
+    plural: "customresourcedefinitions",
+    namespaced: false,
+  },
   certificate: {
     apiVersion: "cert-manager.io/v1",
     kind: "Certificate",

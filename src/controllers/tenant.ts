@@ -1,5 +1,5 @@
 import { ConditionReason, TenantConditionType } from "../api/conditions.js";
-import { type Tenant, tenantSchema } from "../api/tenant.js";
+import type { Tenant } from "../api/tenant.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, TENANT_FINALIZER, TENANT_LABEL } from "../desired/labels.js";
 import {
@@ -11,10 +11,10 @@ import {
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
-import { TerminalError } from "../runtime/errors.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
+import { parseTenantObject } from "./parse.js";
 import { Resource, resourceOf } from "./resources.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
@@ -35,6 +35,12 @@ const namespacedKinds = [
 ];
 const pkiKinds = [Resource.certificate, Resource.issuer];
 const REQUEUE_WHILE_WAITING_MS = 5_000;
+/** Reasons that only say "not yet": they resolve by themselves and get no Warning of their own. */
+const WAITING_REASONS = new Set<string>([
+  ConditionReason.Progressing,
+  ConditionReason.DependencyNotReady,
+  ConditionReason.IssuerNotReady,
+]);
 
 function ownedBy(object: KubeObject | undefined, uid: string | undefined): boolean {
   return Boolean(uid && object?.metadata.ownerReferences?.some((ref) => ref.uid === uid && ref.controller));
@@ -92,7 +98,7 @@ export class TenantReconciler {
         ...byTenantLabel(namespace),
         ...this.tenants
           .list()
-          .filter((t) => tenantNamespaces(parseTenant(t)).includes(namespace.metadata.name))
+          .filter((t) => tenantNamespaces(parseTenantObject(t)).includes(namespace.metadata.name))
           .map((t) => t.metadata.name),
       ]),
     ];
@@ -121,7 +127,7 @@ export class TenantReconciler {
   ): Promise<ReconcileResult | undefined> {
     const observed = this.tenants.get(request.key);
     if (!observed) return undefined;
-    const tenant = { ...parseTenant(observed), metadata: observed.metadata };
+    const tenant = parseTenantObject(observed);
     const { signal } = context;
 
     if (observed.metadata.deletionTimestamp) {
@@ -389,7 +395,22 @@ export class TenantReconciler {
       },
       context.signal,
     );
-    if (written && wasReady !== allTrue) {
+    if (!written) return;
+    // A problem only the user can fix gets its own Warning when it appears; readiness flips get one too.
+    const previous = conditionsOf(observed);
+    for (const update of status.conditions) {
+      const before = previous.find((c) => c.type === update.type);
+      const userFixable = update.status === "False" && !WAITING_REASONS.has(update.reason);
+      if (userFixable && (before?.status !== "False" || before.reason !== update.reason)) {
+        await this.manager.events.record(observed, {
+          type: "Warning",
+          reason: update.reason,
+          action: "Reconcile",
+          note: update.message ?? update.reason,
+        });
+      }
+    }
+    if (wasReady !== allTrue) {
       await this.manager.events.record(observed, {
         type: allTrue ? "Normal" : "Warning",
         reason: allTrue ? "Ready" : "NotReady",
@@ -398,14 +419,4 @@ export class TenantReconciler {
       });
     }
   }
-}
-
-function parseTenant(object: KubeObject): Tenant {
-  const parsed = tenantSchema.safeParse(object);
-  if (!parsed.success) {
-    throw new TerminalError(`invalid Tenant ${object.metadata.name}: ${parsed.error.issues[0]?.message}`, {
-      reason: "InvalidSpec",
-    });
-  }
-  return parsed.data;
 }

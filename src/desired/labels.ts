@@ -3,6 +3,11 @@ import { API_GROUP } from "../api/group.js";
 /** The label that ties every object the operator makes to its tenant; tenants can neither set nor remove it. */
 export const TENANT_LABEL = `${API_GROUP}/tenant`;
 export const DEVICE_LABEL = `${API_GROUP}/device`;
+/** On objects in the operator's namespace: the namespace of the Device they serve. */
+export const DEVICE_NAMESPACE_LABEL = `${API_GROUP}/device-namespace`;
+export const DEVICE_FINALIZER = `${API_GROUP}/broker`;
+/** Set to a new value to have a password device's password replaced. */
+export const ROTATE_PASSWORD_ANNOTATION = `${API_GROUP}/rotate-password`;
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGER = "iot-tenant-operator";
 /** Kubernetes sets this label on every namespace to its name; nobody can change it. */

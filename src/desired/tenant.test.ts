@@ -176,7 +176,7 @@ describe("desiredTenant", () => {
     });
     expect(issuer).toMatchObject({
       kind: "Issuer",
-      metadata: { name: "tenant-acme", namespace: "iot-system" },
+      metadata: { name: "tenant-acme-ca", namespace: "iot-system" },
       spec: { ca: { secretName: "tenant-acme-ca" } },
     });
   });

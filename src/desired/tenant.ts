@@ -1,3 +1,4 @@
+import { tenantCAName } from "../api/derived-names.js";
 import { API_VERSION } from "../api/group.js";
 import type { Tenant } from "../api/tenant.js";
 import { DEFAULT_TOPIC_ROOT_PREFIX } from "../api/topics.js";
@@ -57,14 +58,6 @@ export const TenantObjectName = {
   quota: "iot-tenant-quota",
   limits: "iot-tenant-limits",
 } as const;
-
-/** The CA chain of a tenant lives in the operator's namespace, out of every tenant's reach (I3). */
-export function tenantCaName(tenant: string): string {
-  return `tenant-${tenant}-ca`;
-}
-export function tenantIssuerName(tenant: string): string {
-  return `tenant-${tenant}`;
-}
 
 export function tenantNamespaces(tenant: Pick<Tenant, "metadata" | "spec">): string[] {
   return tenant.spec.namespaces?.length ? [...tenant.spec.namespaces] : [tenant.metadata.name];
@@ -131,7 +124,9 @@ export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig):
         spec: {
           hard: {
             // The API server stores quantities as strings; sending them as such keeps a converged tenant write-free.
-            ...Object.fromEntries(Object.entries(tenant.spec.quota?.hard ?? {}).map(([k, v]) => [k, String(v)])),
+            ...Object.fromEntries(
+              Object.entries(tenant.spec.quota?.hard ?? {}).map(([k, v]) => [k, String(v)]),
+            ),
             [DEVICES_QUOTA_RESOURCE]: String(tenant.spec.devices.maxDevices),
           },
         },
@@ -290,12 +285,12 @@ function tenantPki(
   labels: Record<string, string>,
 ): KubeObject[] {
   const namespace = config.OPERATOR_NAMESPACE;
-  const caName = tenantCaName(tenant);
+  const caName = tenantCAName(tenant);
   return [
     {
       apiVersion: "cert-manager.io/v1",
       kind: "Certificate",
-      metadata: { name: caName, namespace, labels: { ...labels, [TENANT_LABEL]: tenant } },
+      metadata: { name: caName, namespace, labels: { ...labels } },
       spec: {
         isCA: true,
         commonName: `${tenant} device CA`,
@@ -312,7 +307,7 @@ function tenantPki(
     {
       apiVersion: "cert-manager.io/v1",
       kind: "Issuer",
-      metadata: { name: tenantIssuerName(tenant), namespace, labels: { ...labels } },
+      metadata: { name: caName, namespace, labels: { ...labels } },
       spec: { ca: { secretName: caName } },
     },
   ];

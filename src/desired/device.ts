@@ -1,0 +1,138 @@
+import { createHash, X509Certificate } from "node:crypto";
+import { deviceCertificateName, deviceSecretName, tenantCAName } from "../api/derived-names.js";
+import { AuthenticationType, type Device } from "../api/device.js";
+import { API_VERSION } from "../api/group.js";
+import type { Tenant } from "../api/tenant.js";
+import type { BrokerDevice } from "../broker/adapter.js";
+import { subjectUsername } from "../broker/subject.js";
+import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, managedLabels } from "./labels.js";
+import { type KubeObject, tenantTopicRoot } from "./tenant.js";
+
+/**
+ * Desired state of a Device: its Certificate (x509) in the operator's namespace, the Secret
+ * with its credentials in its own namespace, and what the broker must grant it. No IO.
+ */
+
+type DeviceInput = Pick<Device, "spec"> & { metadata: { name: string; namespace?: string; uid?: string } };
+type TenantInput = Pick<Tenant, "spec"> & { metadata: { name: string } };
+
+const KEY_SIZES = { ECDSA: 256, RSA: 2048, Ed25519: undefined } as const;
+
+function deviceLabels(tenant: string, device: DeviceInput): Record<string, string> {
+  return {
+    ...managedLabels(tenant),
+    [DEVICE_LABEL]: device.metadata.name,
+    [DEVICE_NAMESPACE_LABEL]: device.metadata.namespace ?? "",
+  };
+}
+
+/**
+ * The device's client certificate, in the operator's namespace where tenants have no rights (I3):
+ * subject O=<tenant>, CN=<device> (the broker username), client auth only, signed by the tenant's CA.
+ */
+export function deviceCertificate(
+  device: DeviceInput,
+  tenant: TenantInput,
+  operatorNamespace: string,
+): KubeObject {
+  const tenantName = tenant.metadata.name;
+  const defaults = tenant.spec.devices.certificate;
+  const name = deviceCertificateName(tenantName, device.metadata.name);
+  const algorithm = defaults.keyAlgorithm;
+  const size = KEY_SIZES[algorithm];
+  return {
+    apiVersion: "cert-manager.io/v1",
+    kind: "Certificate",
+    metadata: { name, namespace: operatorNamespace, labels: deviceLabels(tenantName, device) },
+    spec: {
+      secretName: name,
+      secretTemplate: { labels: deviceLabels(tenantName, device) },
+      commonName: device.metadata.name,
+      subject: { organizations: [tenantName] },
+      duration: device.spec.certificate?.duration ?? defaults.duration,
+      renewBefore: device.spec.certificate?.renewBefore ?? defaults.renewBefore,
+      privateKey: { algorithm, ...(size ? { size } : {}), rotationPolicy: "Always", encoding: "PKCS8" },
+      usages: ["client auth", "digital signature", "key encipherment"],
+      issuerRef: { group: "cert-manager.io", kind: "Issuer", name: tenantCAName(tenantName) },
+    },
+  };
+}
+
+function ownerReference(device: DeviceInput) {
+  if (!device.metadata.uid)
+    throw new Error(`Device ${device.metadata.name} has no uid: read it from the API first`);
+  return {
+    apiVersion: API_VERSION,
+    kind: "Device",
+    name: device.metadata.name,
+    uid: device.metadata.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+/** The Secret the device (or its workload) mounts; owned by the Device so it goes with it. */
+export function credentialsSecret(
+  device: DeviceInput,
+  tenant: string,
+  content: { type: "kubernetes.io/tls" | "Opaque"; data: Record<string, string> },
+): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: {
+      name: deviceSecretName(device.metadata.name),
+      namespace: device.metadata.namespace ?? "",
+      labels: deviceLabels(tenant, device),
+      ownerReferences: [ownerReference(device)],
+    },
+    type: content.type,
+    data: content.data,
+  };
+}
+
+export interface IssuedCertificate {
+  readonly username: string;
+  readonly serialNumber: string;
+  readonly notAfter: string;
+  readonly sha256: string;
+}
+
+/**
+ * What the broker will see of an issued certificate. The username is derived from the
+ * certificate itself, not from a template, so it is what Mosquitto computes.
+ */
+export function describeCertificate(pem: string): IssuedCertificate {
+  const certificate = new X509Certificate(pem);
+  const attributes = certificate.subject.split("\n").map((line) => {
+    const eq = line.indexOf("=");
+    return { type: line.slice(0, eq), value: line.slice(eq + 1) };
+  });
+  return {
+    username: subjectUsername(attributes),
+    serialNumber: certificate.serialNumber.toLowerCase(),
+    notAfter: new Date(certificate.validTo).toISOString().replace(".000Z", "Z"),
+    sha256: createHash("sha256").update(certificate.raw).digest("hex"),
+  };
+}
+
+/** What the broker must grant the device: its own subtree plus its spec's topics, under the tenant root. */
+export function brokerDevice(
+  device: DeviceInput,
+  tenant: TenantInput,
+  credentials: BrokerDevice["credentials"],
+): BrokerDevice {
+  return {
+    tenant: tenant.metadata.name,
+    device: device.metadata.name,
+    topicRoot: tenantTopicRoot(tenant),
+    credentials,
+    ...(device.spec.topics ? { topics: device.spec.topics } : {}),
+    enabled: device.spec.enabled,
+    suspended: tenant.spec.suspended,
+  };
+}
+
+export function isPasswordDevice(device: DeviceInput): boolean {
+  return device.spec.authentication.type === AuthenticationType.Password;
+}
