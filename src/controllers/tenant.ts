@@ -3,8 +3,10 @@ import type { Tenant } from "../api/tenant.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, TENANT_FINALIZER, TENANT_LABEL } from "../desired/labels.js";
 import {
+  DEVICES_QUOTA_RESOURCE,
   type KubeObject as DesiredObject,
   desiredTenant,
+  TenantObjectName,
   tenantNamespaces,
   tenantTopicRoot,
 } from "../desired/tenant.js";
@@ -175,6 +177,17 @@ export class TenantReconciler {
     for (const object of desired.pki) await apply(object, this.pki.get(resourceOf(object)));
     const pruned = await this.prune(tenant, [...desired.namespaces, ...desired.namespaced], signal);
 
+    // Until the quota controller has counted the devices (status.used), the API server refuses every Device.
+    const quotaPending = gathered.ready.filter((ns) => {
+      const quota = this.children
+        .get(Resource.resourceQuota)
+        ?.get(objectKey({ namespace: ns, name: TenantObjectName.quota }));
+      return (
+        (quota as { status?: { used?: Record<string, string> } } | undefined)?.status?.used?.[
+          DEVICES_QUOTA_RESOURCE
+        ] === undefined
+      );
+    });
     const caReady = isReady(
       this.pki.get(Resource.certificate)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
     );
@@ -196,18 +209,25 @@ export class TenantReconciler {
                 reason: ConditionReason.NamespaceNotOwned,
                 message: `namespaces exist and do not belong to this tenant; they are left alone: ${gathered.notOwned.join(", ")}`,
               }
-            : gathered.ready.length === desired.namespaces.length
+            : gathered.ready.length === desired.namespaces.length && quotaPending.length
               ? {
-                  type: TenantConditionType.NamespacesReady,
-                  status: "True",
-                  reason: ConditionReason.Reconciled,
-                }
-              : {
                   type: TenantConditionType.NamespacesReady,
                   status: "False",
                   reason: ConditionReason.Progressing,
-                  message: "waiting for namespaces to be created or to finish terminating",
-                },
+                  message: `waiting for the quota controller to account for the device quota in ${quotaPending.join(", ")}`,
+                }
+              : gathered.ready.length === desired.namespaces.length
+                ? {
+                    type: TenantConditionType.NamespacesReady,
+                    status: "True",
+                    reason: ConditionReason.Reconciled,
+                  }
+                : {
+                    type: TenantConditionType.NamespacesReady,
+                    status: "False",
+                    reason: ConditionReason.Progressing,
+                    message: "waiting for namespaces to be created or to finish terminating",
+                  },
           gathered.foreignAllowFrom.length
             ? {
                 type: TenantConditionType.NetworkIsolated,
@@ -257,6 +277,7 @@ export class TenantReconciler {
     if (writes || pruned)
       context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
     const waiting =
+      quotaPending.length > 0 ||
       !caReady ||
       !issuerReady ||
       gathered.ready.length < desired.namespaces.length - gathered.notOwned.length;

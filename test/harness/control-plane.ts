@@ -137,6 +137,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         "--bind-address=127.0.0.1",
         `--secure-port=${kcmPort}`,
         "--concurrent-gc-syncs=5",
+        // A CRD installed after start is counted only from the next full quota sync (default 5 m).
+        "--resource-quota-sync-period=5s",
         "--concurrent-namespace-syncs=5",
       ],
       { logFile: join(logs, "kube-controller-manager.log") },

@@ -1,38 +1,13 @@
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import mqtt, { ErrorWithSubackPacket, type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
+import { connectWithCertificate, NOT_AUTHORIZED, subscribeCodes, tlsFromFiles } from "../support/mqtt.js";
 import { createCA, issueCertificate, type KeyPair } from "./pki.js";
 
 const stack = inject("stack");
-const REFUSED = 135; // MQTT v5 SUBACK reason "Not authorized"
-
-async function connectDevice(pair: KeyPair): Promise<MqttClient> {
-  return mqtt.connectAsync({
-    protocol: "mqtts",
-    host: stack.broker.host,
-    port: stack.broker.mtlsPort,
-    protocolVersion: 5,
-    ca: await readFile(stack.broker.caFile),
-    cert: await readFile(pair.certFile),
-    key: await readFile(pair.keyFile),
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-  });
-}
-
-/** SUBACK reason codes; mqtt.js rejects a refused subscription, so read the codes from its error too. */
-async function grantedCodes(client: MqttClient, filter: string): Promise<number[]> {
-  try {
-    const granted = await client.subscribeAsync(filter, { qos: 1 });
-    return granted.map((g) => g.qos);
-  } catch (error) {
-    if (error instanceof ErrorWithSubackPacket) return error.packet.granted.map(Number);
-    throw error;
-  }
-}
+const connectDevice = async (pair: KeyPair) => connectWithCertificate(await tlsFromFiles(pair));
 
 describe("the real Mosquitto with dynamic security and mTLS", () => {
   let dynsec: DynsecClient;
@@ -74,15 +49,15 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
 
     const client = await connectDevice(device);
     try {
-      expect(await grantedCodes(client, `${own}/#`)).toEqual([1]);
+      expect(await subscribeCodes(client, `${own}/#`)).toEqual([1]);
       const received = new Promise<string>((resolve) =>
         client.once("message", (topic, payload) => resolve(`${topic}=${payload.toString()}`)),
       );
       await client.publishAsync(`${own}/telemetry`, "21.5", { qos: 1 });
       expect(await received).toBe(`${own}/telemetry=21.5`);
 
-      expect(await grantedCodes(client, `smoke/${tenant}/dev-2/#`)).toEqual([REFUSED]);
-      expect(await grantedCodes(client, "#")).toEqual([REFUSED]);
+      expect(await subscribeCodes(client, `smoke/${tenant}/dev-2/#`)).toEqual([NOT_AUTHORIZED]);
+      expect(await subscribeCodes(client, "#")).toEqual([NOT_AUTHORIZED]);
     } finally {
       await client.endAsync();
     }
@@ -95,7 +70,7 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
     });
     const client = await connectDevice(stranger);
     try {
-      expect(await grantedCodes(client, `smoke/${tenant}/stranger/#`)).toEqual([REFUSED]);
+      expect(await subscribeCodes(client, `smoke/${tenant}/stranger/#`)).toEqual([NOT_AUTHORIZED]);
     } finally {
       await client.endAsync();
     }

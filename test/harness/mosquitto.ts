@@ -23,6 +23,8 @@ export interface Broker {
   readonly host: string;
   /** mTLS listener for devices: client certificate required, subject is the username. */
   readonly mtlsPort: number;
+  /** TLS listener for password devices: no client certificate, username and password checked by dynsec. */
+  readonly passwordPort: number;
   /** Loopback password listener for the dynamic-security admin client. */
   readonly adminPort: number;
   readonly adminUsername: string;
@@ -56,7 +58,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const dir = join(options.stateDir, "mosquitto");
   await mkdir(dir, { recursive: true });
   const host = "127.0.0.1";
-  const [mtlsPort, adminPort] = await Promise.all([freePort(), freePort()]);
+  const [mtlsPort, passwordPort, adminPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const adminUsername = "operator-admin";
   const adminPassword = randomBytes(18).toString("base64url");
   const serverCert = await issueCertificate(dir, options.deviceRootCA, "broker", {
@@ -94,6 +96,10 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
       "require_certificate true",
       "use_subject_as_username true",
       "",
+      `listener ${passwordPort} ${host}`,
+      `certfile ${serverCert.certFile}`,
+      `keyfile ${serverCert.keyFile}`,
+      "",
     ].join("\n"),
   );
 
@@ -121,6 +127,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   return {
     host,
     mtlsPort,
+    passwordPort,
     adminPort,
     adminUsername,
     adminPassword,

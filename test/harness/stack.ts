@@ -114,6 +114,7 @@ export function envFileLines(env: StackEnv): string {
     KUBECONFIG: env.kubeconfig,
     BROKER_HOST: env.broker.host,
     BROKER_MTLS_PORT: env.broker.mtlsPort,
+    BROKER_PASSWORD_PORT: env.broker.passwordPort,
     BROKER_ADMIN_PORT: env.broker.adminPort,
     BROKER_ADMIN_USERNAME: env.broker.adminUsername,
     BROKER_ADMIN_PASSWORD: env.broker.adminPassword,

@@ -24,7 +24,9 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 }
 
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
-export async function startTestOperator(config: OperatorConfig = stackOperatorConfig()): Promise<RunningOperator> {
+export async function startTestOperator(
+  config: OperatorConfig = stackOperatorConfig(),
+): Promise<RunningOperator> {
   const kubeConfig = adminKubeConfig();
   await install(new KubeClient(kubeConfig), config);
   return startOperator({

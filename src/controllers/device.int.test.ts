@@ -1,0 +1,300 @@
+import type { MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually, uniqueName } from "../../test/support/kube.js";
+import { kubectl } from "../../test/support/kubectl.js";
+import {
+  collectMessages,
+  connectWithCertificate,
+  connectWithPassword,
+  NOT_AUTHORIZED,
+  publishCode,
+  subscribeCodes,
+  type TlsMaterial,
+} from "../../test/support/mqtt.js";
+import { startTestOperator } from "../../test/support/operator.js";
+import type { RunningOperator } from "../operator.js";
+
+/**
+ * Devices end to end with the real cert-manager and the real Mosquitto: credentials are issued and
+ * mirrored, the broker grants exactly the device's topics (I2), a tenant cannot get another tenant's
+ * identity (I3), and a disabled, suspended or deleted device is cut off at once (I4).
+ */
+
+interface DeviceStatus {
+  username?: string;
+  secretName?: string;
+  certificate?: { serialNumber?: string; notAfter?: string; sha256?: string };
+  conditions?: Array<{ type: string; status: string; reason: string }>;
+}
+
+async function applyManifest(manifest: unknown): Promise<void> {
+  const result = await kubectl(["apply", "--server-side", "--field-manager=platform-team", "-f", "-"], {
+    stdin: JSON.stringify(manifest),
+  });
+  if (!result.ok) throw new Error(result.stderr);
+}
+
+/** Applies a Tenant and waits until it is Ready: only then does the API server accept its Devices. */
+async function tenant(name: string, spec: Record<string, unknown> = {}): Promise<void> {
+  await applyManifest({
+    apiVersion: "iot.tenant-operator.io/v1alpha1",
+    kind: "Tenant",
+    metadata: { name },
+    spec,
+  });
+  await eventually(
+    `Tenant ${name} Ready`,
+    async () => {
+      const result = await kubectl([
+        "get",
+        "tenant",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+      ]);
+      return result.stdout === "True" ? true : undefined;
+    },
+    90_000,
+  );
+}
+
+const device = (namespace: string, name: string, spec: Record<string, unknown> = {}) =>
+  applyManifest({
+    apiVersion: "iot.tenant-operator.io/v1alpha1",
+    kind: "Device",
+    metadata: { name, namespace },
+    spec,
+  });
+
+async function readyDevice(namespace: string, name: string): Promise<DeviceStatus> {
+  return eventually(
+    `Device ${namespace}/${name} Ready`,
+    async () => {
+      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
+      if (!result.ok) return undefined;
+      const status = (JSON.parse(result.stdout) as { status?: DeviceStatus }).status;
+      return status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? status : undefined;
+    },
+    90_000,
+  );
+}
+
+async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
+  const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+  return Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+}
+
+async function deviceTls(namespace: string, name: string): Promise<TlsMaterial> {
+  const data = await secretData(namespace, `${name}-mqtt`);
+  return { ca: data["ca.crt"] ?? "", cert: data["tls.crt"] ?? "", key: data["tls.key"] ?? "" };
+}
+
+/** Resolves with how long after `since` the client's connection closed. */
+function closedWithin(client: MqttClient, since: () => number): Promise<number> {
+  return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since())));
+}
+
+describe("the Device reconciler with cert-manager and Mosquitto", () => {
+  let operator: RunningOperator;
+  const tenantA = uniqueName("ta");
+  const tenantB = uniqueName("tb");
+  const rootA = `tenants/${tenantA}`;
+  const rootB = `tenants/${tenantB}`;
+  const open: MqttClient[] = [];
+  const track = (client: MqttClient) => {
+    open.push(client);
+    return client;
+  };
+
+  beforeAll(async () => {
+    operator = await startTestOperator();
+    await tenant(tenantA, { admins: [{ kind: "User", name: `alice-${tenantA}` }] });
+    await tenant(tenantB);
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
+    await operator?.stop();
+  });
+
+  it("issues a certificate, mirrors it into the device's namespace and reports it", async () => {
+    await device(tenantA, "sensor-1");
+    const status = await readyDevice(tenantA, "sensor-1");
+    expect(status.username).toBe(`CN=sensor-1,O=${tenantA}`);
+    expect(status.secretName).toBe("sensor-1-mqtt");
+    expect(status.certificate?.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(Date.parse(status.certificate?.notAfter ?? "")).toBeGreaterThan(Date.now() + 80 * 86_400_000);
+    const data = await secretData(tenantA, "sensor-1-mqtt");
+    expect(Object.keys(data).sort()).toEqual(["ca.crt", "tls.crt", "tls.key"]);
+  });
+
+  it("lets a device publish and subscribe in its own subtree only (I2)", async () => {
+    await device(tenantB, "sensor-1");
+    await device(tenantA, "sensor-2");
+    await Promise.all([
+      readyDevice(tenantB, "sensor-1"),
+      readyDevice(tenantA, "sensor-2"),
+      readyDevice(tenantA, "sensor-1"),
+    ]);
+    const b = track(await connectWithCertificate(await deviceTls(tenantB, "sensor-1")));
+    expect(await publishCode(b, `${rootB}/devices/sensor-1/state`, "b-retained", true)).toBeLessThan(128);
+
+    const a = track(await connectWithCertificate(await deviceTls(tenantA, "sensor-1")));
+    const received = collectMessages(a);
+    const own = `${rootA}/devices/sensor-1`;
+    expect(await subscribeCodes(a, `${own}/#`)).toEqual([1]);
+    expect(await publishCode(a, `${own}/telemetry`, "21.5")).toBeLessThan(128);
+    await eventually(
+      "own message",
+      async () => (received.some((m) => m.topic === `${own}/telemetry`) ? true : undefined),
+      5_000,
+    );
+
+    for (const filter of [
+      `${rootA}/devices/sensor-2/#`,
+      `${rootB}/#`,
+      `${rootB}/devices/sensor-1/#`,
+      "#",
+      "+/#",
+      "$SYS/#",
+      "$CONTROL/#",
+      `$share/g/${rootB}/#`,
+      `$share/g/${rootA}/devices/sensor-2/#`,
+    ]) {
+      expect([filter, await subscribeCodes(a, filter)]).toEqual([filter, [NOT_AUTHORIZED]]);
+    }
+    expect(await publishCode(a, `${rootB}/devices/sensor-1/cmd`, "x")).toBe(NOT_AUTHORIZED);
+    expect(await publishCode(a, `${rootA}/devices/sensor-2/cmd`, "x")).toBe(NOT_AUTHORIZED);
+
+    expect(await publishCode(b, `${rootB}/devices/sensor-1/state`, "b-live")).toBeLessThan(128);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received.filter((m) => m.topic.startsWith(rootB))).toEqual([]);
+  });
+
+  it("cannot hand a tenant a certificate that claims another tenant (I3)", async () => {
+    const alice = { user: `alice-${tenantA}` };
+    const certificate = JSON.stringify({
+      apiVersion: "cert-manager.io/v1",
+      kind: "Certificate",
+      metadata: { name: "forged", namespace: tenantA },
+      spec: {
+        secretName: "forged",
+        commonName: "sensor-1",
+        subject: { organizations: [tenantB] },
+        issuerRef: { name: `tenant-${tenantB}-ca` },
+      },
+    });
+    for (const attempt of [
+      kubectl(["create", "-f", "-"], { as: alice, stdin: certificate }),
+      kubectl(["-n", "iot-system", "get", "secret", `tenant-${tenantB}-ca`], { as: alice }),
+      kubectl(["-n", "iot-system", "get", "certificates"], { as: alice }),
+      kubectl(["-n", tenantB, "create", "-f", "-"], {
+        as: alice,
+        stdin: JSON.stringify({
+          apiVersion: "iot.tenant-operator.io/v1alpha1",
+          kind: "Device",
+          metadata: { name: "mole", namespace: tenantB },
+          spec: {},
+        }),
+      }),
+    ]) {
+      const result = await attempt;
+      expect(result.ok).toBe(false);
+      expect(result.stderr).toMatch(/forbidden/i);
+    }
+    // A Device named like another tenant's device still gets its own tenant's identity.
+    expect(
+      (
+        await kubectl(["-n", tenantA, "create", "-f", "-"], {
+          as: alice,
+          stdin: JSON.stringify({
+            apiVersion: "iot.tenant-operator.io/v1alpha1",
+            kind: "Device",
+            metadata: { name: "twin", namespace: tenantA },
+            spec: {},
+          }),
+        })
+      ).ok,
+    ).toBe(true);
+    await device(tenantB, "twin");
+    const [mine, theirs] = await Promise.all([readyDevice(tenantA, "twin"), readyDevice(tenantB, "twin")]);
+    expect(mine.username).toBe(`CN=twin,O=${tenantA}`);
+    expect(theirs.username).toBe(`CN=twin,O=${tenantB}`);
+  });
+
+  it("drops a disabled device within a second and gives it nothing after reconnecting (I4)", async () => {
+    await device(tenantA, "lost-1");
+    await readyDevice(tenantA, "lost-1");
+    const tls = await deviceTls(tenantA, "lost-1");
+    const live = track(await connectWithCertificate(tls));
+    expect(await subscribeCodes(live, `${rootA}/devices/lost-1/#`)).toEqual([1]);
+    let disabledAt = 0;
+    const dropped = closedWithin(live, () => disabledAt);
+    disabledAt = Date.now();
+    await device(tenantA, "lost-1", { enabled: false });
+    expect(await dropped).toBeLessThan(1_000);
+
+    const again = track(await connectWithCertificate(tls));
+    expect(await subscribeCodes(again, `${rootA}/devices/lost-1/#`)).toEqual([NOT_AUTHORIZED]);
+    expect(await publishCode(again, `${rootA}/devices/lost-1/telemetry`, "x")).toBe(NOT_AUTHORIZED);
+  });
+
+  it("cuts off a deleted device and removes its credentials", async () => {
+    await device(tenantA, "lost-2");
+    await readyDevice(tenantA, "lost-2");
+    const tls = await deviceTls(tenantA, "lost-2");
+    const live = track(await connectWithCertificate(tls));
+    let deletedAt = 0;
+    const dropped = closedWithin(live, () => deletedAt);
+    deletedAt = Date.now();
+    expect((await kubectl(["-n", tenantA, "delete", "device", "lost-2", "--wait=false"])).ok).toBe(true);
+    expect(await dropped).toBeLessThan(1_000);
+    const again = track(await connectWithCertificate(tls));
+    expect(await subscribeCodes(again, `${rootA}/devices/lost-2/#`)).toEqual([NOT_AUTHORIZED]);
+    await eventually(
+      "credentials gone",
+      async () => ((await kubectl(["-n", tenantA, "get", "secret", "lost-2-mqtt"])).ok ? undefined : true),
+      60_000,
+    );
+  });
+
+  it("suspends every device of a tenant and restores them when unsuspended", async () => {
+    const name = uniqueName("tsus");
+    await tenant(name);
+    await device(name, "meter");
+    await readyDevice(name, "meter");
+    const tls = await deviceTls(name, "meter");
+    const live = track(await connectWithCertificate(tls));
+    const dropped = closedWithin(live, () => 0);
+    await tenant(name, { suspended: true });
+    await dropped;
+    const suspended = track(await connectWithCertificate(tls));
+    expect(await subscribeCodes(suspended, `tenants/${name}/devices/meter/#`)).toEqual([NOT_AUTHORIZED]);
+    await tenant(name, { suspended: false });
+    await eventually(
+      "access restored",
+      async () => {
+        const client = track(await connectWithCertificate(tls));
+        const codes = await subscribeCodes(client, `tenants/${name}/devices/meter/#`);
+        await client.endAsync(true);
+        return codes[0] === 1 ? true : undefined;
+      },
+      30_000,
+    );
+  });
+
+  it("gives a password device a generated password that works in its own subtree only", async () => {
+    await device(tenantA, "legacy-1", { authentication: { type: "password" } });
+    const status = await readyDevice(tenantA, "legacy-1");
+    const data = await secretData(tenantA, "legacy-1-mqtt");
+    expect(data.username).toBe(status.username);
+    expect(data.password?.length).toBeGreaterThanOrEqual(24);
+    const client = track(await connectWithPassword(data.username ?? "", data.password ?? ""));
+    expect(await subscribeCodes(client, `${rootA}/devices/legacy-1/#`)).toEqual([1]);
+    expect(await subscribeCodes(client, `${rootA}/devices/sensor-1/#`)).toEqual([NOT_AUTHORIZED]);
+    await expect(connectWithPassword(data.username ?? "", "wrong-password")).rejects.toThrow();
+  });
+});
