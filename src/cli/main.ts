@@ -10,12 +10,14 @@ import { createLogger } from "../observability/logger.js";
 import { startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import type { KubeObject } from "../runtime/kube-object.js";
+import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
 const USAGE = `usage: iot-tenant-operator <command>
 
   run                  start the operator against KUBECONFIG (broker settings from the environment)
   install              apply the CRDs, the operator namespace, the tenant-admin ClusterRole and the admission policy
-  render FILE...       print what the Tenants in FILE(s) become, without a cluster`;
+  render FILE...       print what the Tenants in FILE(s) become, without a cluster
+  verify               check on the live cluster and broker that no tenant can reach another (exit 1 if one can)`;
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -26,6 +28,8 @@ export async function main(args: readonly string[]): Promise<number> {
       case "install":
         await installCommand(loadConfig());
         return 0;
+      case "verify":
+        return await verify(loadConfig());
       case "render":
         process.stdout.write(await render(loadConfig(), rest));
         return 0;
@@ -62,6 +66,15 @@ async function installCommand(config: OperatorConfig): Promise<void> {
   await install(new KubeClient(kubeConfig()), config, (object) =>
     process.stdout.write(`applied ${object.kind} ${object.metadata.name}\n`),
   );
+}
+
+async function verify(config: OperatorConfig): Promise<number> {
+  const checks = await verifyIsolation(new KubeClient(kubeConfig()), {
+    operatorNamespace: config.OPERATOR_NAMESPACE,
+    broker: { host: config.BROKER_HOST, mtlsPort: config.BROKER_MTLS_PORT },
+  });
+  process.stdout.write(`${formatChecks(checks)}\n`);
+  return checks.every((c) => c.ok) ? 0 : 1;
 }
 
 async function render(config: OperatorConfig, files: readonly string[]): Promise<string> {

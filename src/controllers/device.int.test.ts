@@ -11,7 +11,12 @@ import {
   subscribeCodes,
   type TlsMaterial,
 } from "../../test/support/mqtt.js";
-import { startTestOperator } from "../../test/support/operator.js";
+import {
+  applyDevice,
+  applyReadyTenant,
+  readyDevice,
+  startTestOperator,
+} from "../../test/support/operator.js";
 import type { RunningOperator } from "../operator.js";
 
 /**
@@ -19,65 +24,6 @@ import type { RunningOperator } from "../operator.js";
  * mirrored, the broker grants exactly the device's topics (I2), a tenant cannot get another tenant's
  * identity (I3), and a disabled, suspended or deleted device is cut off at once (I4).
  */
-
-interface DeviceStatus {
-  username?: string;
-  secretName?: string;
-  certificate?: { serialNumber?: string; notAfter?: string; sha256?: string };
-  conditions?: Array<{ type: string; status: string; reason: string }>;
-}
-
-async function applyManifest(manifest: unknown): Promise<void> {
-  const result = await kubectl(["apply", "--server-side", "--field-manager=platform-team", "-f", "-"], {
-    stdin: JSON.stringify(manifest),
-  });
-  if (!result.ok) throw new Error(result.stderr);
-}
-
-/** Applies a Tenant and waits until it is Ready: only then does the API server accept its Devices. */
-async function tenant(name: string, spec: Record<string, unknown> = {}): Promise<void> {
-  await applyManifest({
-    apiVersion: "iot.tenant-operator.io/v1alpha1",
-    kind: "Tenant",
-    metadata: { name },
-    spec,
-  });
-  await eventually(
-    `Tenant ${name} Ready`,
-    async () => {
-      const result = await kubectl([
-        "get",
-        "tenant",
-        name,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-      ]);
-      return result.stdout === "True" ? true : undefined;
-    },
-    90_000,
-  );
-}
-
-const device = (namespace: string, name: string, spec: Record<string, unknown> = {}) =>
-  applyManifest({
-    apiVersion: "iot.tenant-operator.io/v1alpha1",
-    kind: "Device",
-    metadata: { name, namespace },
-    spec,
-  });
-
-async function readyDevice(namespace: string, name: string): Promise<DeviceStatus> {
-  return eventually(
-    `Device ${namespace}/${name} Ready`,
-    async () => {
-      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
-      if (!result.ok) return undefined;
-      const status = (JSON.parse(result.stdout) as { status?: DeviceStatus }).status;
-      return status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? status : undefined;
-    },
-    90_000,
-  );
-}
 
 async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
   const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
@@ -112,8 +58,8 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
 
   beforeAll(async () => {
     operator = await startTestOperator();
-    await tenant(tenantA, { admins: [{ kind: "User", name: `alice-${tenantA}` }] });
-    await tenant(tenantB);
+    await applyReadyTenant(tenantA, { admins: [{ kind: "User", name: `alice-${tenantA}` }] });
+    await applyReadyTenant(tenantB);
   });
   afterAll(async () => {
     await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
@@ -121,7 +67,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   });
 
   it("issues a certificate, mirrors it into the device's namespace and reports it", async () => {
-    await device(tenantA, "sensor-1");
+    await applyDevice(tenantA, "sensor-1");
     const status = await readyDevice(tenantA, "sensor-1");
     expect(status.username).toBe(`CN=sensor-1,O=${tenantA}`);
     expect(status.secretName).toBe("sensor-1-mqtt");
@@ -132,8 +78,8 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   });
 
   it("lets a device publish and subscribe in its own subtree only (I2)", async () => {
-    await device(tenantB, "sensor-1");
-    await device(tenantA, "sensor-2");
+    await applyDevice(tenantB, "sensor-1");
+    await applyDevice(tenantA, "sensor-2");
     await Promise.all([
       readyDevice(tenantB, "sensor-1"),
       readyDevice(tenantA, "sensor-2"),
@@ -219,14 +165,14 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
         })
       ).ok,
     ).toBe(true);
-    await device(tenantB, "twin");
+    await applyDevice(tenantB, "twin");
     const [mine, theirs] = await Promise.all([readyDevice(tenantA, "twin"), readyDevice(tenantB, "twin")]);
     expect(mine.username).toBe(`CN=twin,O=${tenantA}`);
     expect(theirs.username).toBe(`CN=twin,O=${tenantB}`);
   });
 
   it("drops a disabled device within a second and gives it nothing after reconnecting (I4)", async () => {
-    await device(tenantA, "lost-1");
+    await applyDevice(tenantA, "lost-1");
     await readyDevice(tenantA, "lost-1");
     const tls = await deviceTls(tenantA, "lost-1");
     const live = track(await connectWithCertificate(tls));
@@ -234,7 +180,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     let disabledAt = 0;
     const dropped = closedWithin(live, () => disabledAt);
     disabledAt = Date.now();
-    await device(tenantA, "lost-1", { enabled: false });
+    await applyDevice(tenantA, "lost-1", { enabled: false });
     expect(await dropped).toBeLessThan(1_000);
 
     const again = track(await connectWithCertificate(tls));
@@ -243,7 +189,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   });
 
   it("cuts off a deleted device and removes its credentials", async () => {
-    await device(tenantA, "lost-2");
+    await applyDevice(tenantA, "lost-2");
     await readyDevice(tenantA, "lost-2");
     const tls = await deviceTls(tenantA, "lost-2");
     const live = track(await connectWithCertificate(tls));
@@ -263,17 +209,17 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
 
   it("suspends every device of a tenant and restores them when unsuspended", async () => {
     const name = uniqueName("tsus");
-    await tenant(name);
-    await device(name, "meter");
+    await applyReadyTenant(name);
+    await applyDevice(name, "meter");
     await readyDevice(name, "meter");
     const tls = await deviceTls(name, "meter");
     const live = track(await connectWithCertificate(tls));
     const dropped = closedWithin(live, () => 0);
-    await tenant(name, { suspended: true });
+    await applyReadyTenant(name, { suspended: true });
     await dropped;
     const suspended = track(await connectWithCertificate(tls));
     expect(await subscribeCodes(suspended, `tenants/${name}/devices/meter/#`)).toEqual([NOT_AUTHORIZED]);
-    await tenant(name, { suspended: false });
+    await applyReadyTenant(name, { suspended: false });
     await eventually(
       "access restored",
       async () => {
@@ -287,7 +233,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   });
 
   it("gives a password device a generated password that works in its own subtree only", async () => {
-    await device(tenantA, "legacy-1", { authentication: { type: "password" } });
+    await applyDevice(tenantA, "legacy-1", { authentication: { type: "password" } });
     const status = await readyDevice(tenantA, "legacy-1");
     const data = await secretData(tenantA, "legacy-1-mqtt");
     expect(data.username).toBe(status.username);

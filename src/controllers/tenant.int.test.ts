@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
-import { startTestOperator } from "../../test/support/operator.js";
+import { applyManifest, startTestOperator } from "../../test/support/operator.js";
 import type { RunningOperator } from "../operator.js";
 
 /**
@@ -35,13 +35,6 @@ async function list(args: string[]): Promise<Obj[]> {
   return (JSON.parse(result.stdout) as { items: Obj[] }).items;
 }
 
-async function apply(manifest: unknown): Promise<void> {
-  const result = await kubectl(["apply", "--server-side", "--field-manager=platform-team", "-f", "-"], {
-    stdin: JSON.stringify(manifest),
-  });
-  if (!result.ok) throw new Error(result.stderr);
-}
-
 const condition = (tenant: Obj | undefined, type: string) =>
   tenant?.status?.conditions?.find((c) => c.type === type);
 
@@ -64,7 +57,7 @@ describe("the Tenant reconciler", () => {
   it("turns a Tenant into isolated namespaces, policies, RBAC, quota and a CA, and reports Ready", async () => {
     const name = uniqueName("acme");
     const [prod, staging] = [`${name}-prod`, `${name}-staging`];
-    await apply(
+    await applyManifest(
       tenantManifest(name, {
         namespaces: [prod, staging],
         admins: [{ kind: "Group", name: `${name}-admins` }],
@@ -109,7 +102,7 @@ describe("the Tenant reconciler", () => {
   it("prunes exactly what a spec change no longer wants", async () => {
     const name = uniqueName("prune");
     const [a, b] = [`${name}-a`, `${name}-b`];
-    await apply(
+    await applyManifest(
       tenantManifest(name, { namespaces: [a, b], network: { allowEgressCIDRs: ["10.20.0.0/16"] } }),
     );
     await eventually(
@@ -117,7 +110,7 @@ describe("the Tenant reconciler", () => {
       async () => ((await get(["networkpolicy", "iot-allow-egress-cidrs", "-n", b])) ? true : undefined),
       60_000,
     );
-    await apply(tenantManifest(name, { namespaces: [a], network: {} }));
+    await applyManifest(tenantManifest(name, { namespaces: [a], network: {} }));
     await eventually(
       "namespace b deleted",
       async () => {
@@ -142,7 +135,7 @@ describe("the Tenant reconciler", () => {
     const foreign = `${name}-existing`;
     expect((await kubectl(["create", "namespace", foreign])).ok).toBe(true);
     await kubectl(["-n", foreign, "create", "configmap", "precious", "--from-literal=keep=me"]);
-    await apply(tenantManifest(name, { namespaces: [foreign, `${name}-own`] }));
+    await applyManifest(tenantManifest(name, { namespaces: [foreign, `${name}-own`] }));
     const tenant = await eventually(
       "NamespaceNotOwned reported",
       async () => {
@@ -174,7 +167,7 @@ describe("the Tenant reconciler", () => {
 
   it("restores a NetworkPolicy deleted by hand within seconds", async () => {
     const name = uniqueName("heal");
-    await apply(tenantManifest(name, {}));
+    await applyManifest(tenantManifest(name, {}));
     await eventually(
       "default deny present",
       async () => get(["networkpolicy", "iot-default-deny", "-n", name]),
@@ -192,9 +185,9 @@ describe("the Tenant reconciler", () => {
 
   it("refuses to open a tenant's namespaces to another tenant's namespace", async () => {
     const [first, second] = [uniqueName("one"), uniqueName("two")];
-    await apply(tenantManifest(first, {}));
+    await applyManifest(tenantManifest(first, {}));
     await eventually("first tenant's namespace", async () => get(["namespace", first]), 60_000);
-    await apply(tenantManifest(second, { network: { allowFromNamespaces: [first, "monitoring"] } }));
+    await applyManifest(tenantManifest(second, { network: { allowFromNamespaces: [first, "monitoring"] } }));
     const tenant = await eventually(
       "NamespaceOfOtherTenant",
       async () => {
@@ -213,7 +206,7 @@ describe("the Tenant reconciler", () => {
 
   it("leaves nothing behind when a Tenant is deleted", async () => {
     const name = uniqueName("gone");
-    await apply(tenantManifest(name, { namespaces: [`${name}-x`, `${name}-y`] }));
+    await applyManifest(tenantManifest(name, { namespaces: [`${name}-x`, `${name}-y`] }));
     await eventually(
       "PKI ready",
       async () => {

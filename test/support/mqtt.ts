@@ -1,9 +1,8 @@
 import { readFile } from "node:fs/promises";
-import mqtt, { ErrorWithReasonCode, ErrorWithSubackPacket, type MqttClient } from "mqtt";
+import mqtt, { type MqttClient } from "mqtt";
 import { inject } from "vitest";
 
-/** MQTT v5 SUBACK/PUBACK reason "Not authorized". */
-export const NOT_AUTHORIZED = 135;
+export { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
 
 export interface TlsMaterial {
   readonly ca: string | Buffer;
@@ -51,17 +50,6 @@ export async function connectWithPassword(username: string, password: string): P
   });
 }
 
-/** SUBACK reason codes; mqtt.js rejects a refused subscription, so read the codes from its error too. */
-export async function subscribeCodes(client: MqttClient, filter: string): Promise<number[]> {
-  try {
-    const granted = await client.subscribeAsync(filter, { qos: 1 });
-    return granted.map((g) => g.qos);
-  } catch (error) {
-    if (error instanceof ErrorWithSubackPacket) return error.packet.granted.map(Number);
-    throw error;
-  }
-}
-
 /** Collects every message the client receives, for "never receives" assertions. */
 export function collectMessages(
   client: MqttClient,
@@ -71,23 +59,4 @@ export function collectMessages(
     received.push({ topic, payload: payload.toString(), retain: packet.retain }),
   );
   return received;
-}
-
-/** Publishes at QoS 1 and returns the PUBACK reason code (0 or 16 = accepted, 135 = not authorized). */
-export async function publishCode(
-  client: MqttClient,
-  topic: string,
-  payload: string,
-  retain = false,
-): Promise<number> {
-  try {
-    const packet = (await client.publishAsync(topic, payload, { qos: 1, retain })) as
-      | { reasonCode?: number }
-      | undefined;
-    return packet?.reasonCode ?? 0;
-  } catch (error) {
-    // mqtt.js rejects a PUBACK that carries a failure reason; the code is on the error.
-    if (error instanceof ErrorWithReasonCode) return error.code;
-    throw error;
-  }
 }

@@ -1,10 +1,12 @@
 import { inject } from "vitest";
+import { API_VERSION } from "../../src/api/group.js";
 import { type OperatorConfig, operatorConfigSchema } from "../../src/config.js";
 import { install } from "../../src/install.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { type RunningOperator, startOperator } from "../../src/operator.js";
 import { KubeClient } from "../../src/runtime/kube-client.js";
-import { adminKubeConfig } from "./kube.js";
+import { adminKubeConfig, eventually } from "./kube.js";
+import { kubectl } from "./kubectl.js";
 
 /** The operator's configuration for the test stack. */
 export function stackOperatorConfig(overrides: Record<string, string> = {}): OperatorConfig {
@@ -36,4 +38,59 @@ export async function startTestOperator(
     leaderElection: false,
     informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
   });
+}
+
+/** Server-side applies a manifest as the platform team would (kubectl, its own field manager). */
+export async function applyManifest(manifest: unknown): Promise<void> {
+  const result = await kubectl(["apply", "--server-side", "--field-manager=platform-team", "-f", "-"], {
+    stdin: JSON.stringify(manifest),
+  });
+  if (!result.ok) throw new Error(result.stderr);
+}
+
+/** Applies a Tenant and waits until it is Ready: only then does the API server accept its Devices. */
+export async function applyReadyTenant(name: string, spec: Record<string, unknown> = {}): Promise<void> {
+  await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name }, spec });
+  await eventually(
+    `Tenant ${name} Ready`,
+    async () => {
+      const result = await kubectl([
+        "get",
+        "tenant",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+      ]);
+      return result.stdout === "True" ? true : undefined;
+    },
+    90_000,
+  );
+}
+
+export function applyDevice(
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown> = {},
+): Promise<void> {
+  return applyManifest({ apiVersion: API_VERSION, kind: "Device", metadata: { name, namespace }, spec });
+}
+
+export interface DeviceStatus {
+  username?: string;
+  secretName?: string;
+  certificate?: { serialNumber?: string; notAfter?: string; sha256?: string };
+  conditions?: Array<{ type: string; status: string; reason: string }>;
+}
+
+export function readyDevice(namespace: string, name: string): Promise<DeviceStatus> {
+  return eventually(
+    `Device ${namespace}/${name} Ready`,
+    async () => {
+      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
+      if (!result.ok) return undefined;
+      const status = (JSON.parse(result.stdout) as { status?: DeviceStatus }).status;
+      return status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? status : undefined;
+    },
+    90_000,
+  );
 }

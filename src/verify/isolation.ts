@@ -1,0 +1,344 @@
+import mqtt from "mqtt";
+import { z } from "zod";
+import { deviceSecretName } from "../api/derived-names.js";
+import { parseTenantObject } from "../controllers/parse.js";
+import { Resource } from "../controllers/resources.js";
+import { NAMESPACE_NAME_LABEL } from "../desired/labels.js";
+import { TenantObjectName, tenantTopicRoot } from "../desired/tenant.js";
+import type { KubeClient } from "../runtime/kube-client.js";
+import {
+  type KubeObject,
+  kubeObjectSchema,
+  type ResourceType,
+  resourcePath,
+} from "../runtime/kube-object.js";
+import { NOT_AUTHORIZED, subscribeCodes } from "./mqtt-probe.js";
+
+/**
+ * Answers "can tenant A touch tenant B?" on a live cluster and broker, by looking at what is
+ * really there and by asking the real authorities: the API server (SubjectAccessReview) and the
+ * broker (a device's own certificate trying another tenant's topics).
+ */
+
+export interface IsolationCheck {
+  readonly property: "I1" | "I2" | "I5";
+  readonly tenant: string;
+  readonly check: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+export interface BrokerEndpoint {
+  readonly host: string;
+  readonly mtlsPort: number;
+}
+
+const listSchema = z.object({ items: z.array(kubeObjectSchema) });
+const reviewSchema = z.object({ status: z.object({ allowed: z.boolean() }).loose() });
+
+interface TenantView {
+  readonly name: string;
+  readonly namespaces: string[];
+  readonly topicRoot: string;
+  readonly admins: Array<{ kind: string; name: string; namespace?: string | undefined }>;
+}
+
+async function list(client: KubeClient, resource: ResourceType, namespace?: string): Promise<KubeObject[]> {
+  const body = await client.request({
+    verb: "list",
+    method: "GET",
+    path: resourcePath(resource, { namespace }),
+  });
+  return listSchema.parse(body).items;
+}
+
+/** Every namespaceSelector in a policy's rules: the only way a policy can reach across namespaces. */
+function namespaceSelectors(value: unknown): unknown[] {
+  if (Array.isArray(value)) return value.flatMap(namespaceSelectors);
+  if (value === null || typeof value !== "object") return [];
+  return Object.entries(value).flatMap(([key, v]) =>
+    key === "namespaceSelector" ? [v] : namespaceSelectors(v),
+  );
+}
+
+const selectorSchema = z.object({
+  matchExpressions: z.array(
+    z.object({
+      key: z.literal(NAMESPACE_NAME_LABEL),
+      operator: z.literal("In"),
+      values: z.array(z.string()),
+    }),
+  ),
+});
+
+async function networkChecks(
+  client: KubeClient,
+  tenant: TenantView,
+  others: TenantView[],
+): Promise<IsolationCheck[]> {
+  const foreign = new Set(others.flatMap((o) => o.namespaces));
+  const checks: IsolationCheck[] = [];
+  for (const namespace of tenant.namespaces) {
+    const policies = await list(client, Resource.networkPolicy, namespace);
+    const deny = policies.find((p) => p.metadata.name === TenantObjectName.defaultDeny) as
+      | (KubeObject & {
+          spec?: { podSelector?: object; policyTypes?: string[]; ingress?: unknown; egress?: unknown };
+        })
+      | undefined;
+    const denies =
+      deny?.spec !== undefined &&
+      Object.keys(deny.spec.podSelector ?? { x: 1 }).length === 0 &&
+      ["Ingress", "Egress"].every((t) => deny.spec?.policyTypes?.includes(t)) &&
+      deny.spec.ingress === undefined &&
+      deny.spec.egress === undefined;
+    checks.push({
+      property: "I1",
+      tenant: tenant.name,
+      check: `${namespace}: default deny for ingress and egress`,
+      ok: denies,
+      detail: denies ? "iot-default-deny selects every pod, allows nothing" : "missing or weakened",
+    });
+    const reaches = policies.flatMap((policy) =>
+      namespaceSelectors((policy as { spec?: unknown }).spec).map((selector) => ({
+        policy: policy.metadata.name,
+        selector,
+      })),
+    );
+    const loose = reaches.filter(({ selector }) => !selectorSchema.safeParse(selector).success);
+    const crossing = reaches.flatMap(({ policy, selector }) => {
+      const parsed = selectorSchema.safeParse(selector);
+      if (!parsed.success) return [];
+      return parsed.data.matchExpressions.flatMap((e) =>
+        e.values.filter((v) => foreign.has(v)).map((v) => `${policy} → ${v}`),
+      );
+    });
+    checks.push({
+      property: "I1",
+      tenant: tenant.name,
+      check: `${namespace}: no policy admits another tenant's namespace`,
+      ok: loose.length === 0 && crossing.length === 0,
+      detail: loose.length
+        ? `selects namespaces by a label a tenant could set: ${loose.map((l) => l.policy).join(", ")}`
+        : crossing.length
+          ? crossing.join(", ")
+          : `${reaches.length} namespace selectors, all by ${NAMESPACE_NAME_LABEL}, none foreign`,
+    });
+  }
+  return checks;
+}
+
+async function allowed(
+  client: KubeClient,
+  subject: TenantView["admins"][number],
+  attributes: { verb: string; group: string; resource: string; namespace: string },
+): Promise<boolean> {
+  const who =
+    subject.kind === "User"
+      ? { user: subject.name }
+      : subject.kind === "Group"
+        ? { user: "verify-probe", groups: [subject.name] }
+        : { user: `system:serviceaccount:${subject.namespace}:${subject.name}` };
+  const body = await client.request({
+    verb: "create",
+    method: "POST",
+    path: "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+    body: {
+      apiVersion: "authorization.k8s.io/v1",
+      kind: "SubjectAccessReview",
+      spec: { ...who, resourceAttributes: attributes },
+    },
+  });
+  return reviewSchema.parse(body).status.allowed;
+}
+
+async function rbacChecks(
+  client: KubeClient,
+  tenant: TenantView,
+  others: TenantView[],
+  operatorNamespace: string,
+): Promise<IsolationCheck[]> {
+  const own = tenant.namespaces[0];
+  if (!own) return [];
+  const forbidden = [
+    ...others.flatMap((other) =>
+      other.namespaces.map((ns) => ({
+        verb: "get",
+        group: "",
+        resource: "secrets",
+        namespace: ns,
+        what: `read Secrets of ${other.name}`,
+      })),
+    ),
+    ...others.flatMap((other) =>
+      other.namespaces.map((ns) => ({
+        verb: "list",
+        group: "iot.tenant-operator.io",
+        resource: "devices",
+        namespace: ns,
+        what: `list Devices of ${other.name}`,
+      })),
+    ),
+    {
+      verb: "get",
+      group: "",
+      resource: "secrets",
+      namespace: operatorNamespace,
+      what: "read device keys and CAs",
+    },
+    {
+      verb: "create",
+      group: "cert-manager.io",
+      resource: "certificates",
+      namespace: own,
+      what: "mint a certificate",
+    },
+    {
+      verb: "delete",
+      group: "networking.k8s.io",
+      resource: "networkpolicies",
+      namespace: own,
+      what: "delete its NetworkPolicies",
+    },
+    { verb: "update", group: "", resource: "resourcequotas", namespace: own, what: "raise its quota" },
+    {
+      verb: "create",
+      group: "rbac.authorization.k8s.io",
+      resource: "rolebindings",
+      namespace: own,
+      what: "bind roles",
+    },
+  ];
+  const checks: IsolationCheck[] = [];
+  for (const admin of tenant.admins) {
+    const granted: string[] = [];
+    for (const { what, ...attributes } of forbidden)
+      if (await allowed(client, admin, attributes)) granted.push(what);
+    checks.push({
+      property: "I5",
+      tenant: tenant.name,
+      check: `admin ${admin.kind} ${admin.name} cannot reach other tenants or escalate`,
+      ok: granted.length === 0,
+      detail: granted.length
+        ? `allowed to: ${granted.join(", ")}`
+        : `${forbidden.length} requests denied by the API server`,
+    });
+  }
+  return checks;
+}
+
+async function brokerChecks(
+  client: KubeClient,
+  broker: BrokerEndpoint,
+  tenant: TenantView,
+  others: TenantView[],
+): Promise<IsolationCheck[]> {
+  const devices = (
+    await Promise.all(tenant.namespaces.map((ns) => list(client, Resource.device, ns)))
+  ).flat();
+  const candidate = devices.find((d) => {
+    const status = (
+      d as { status?: { username?: string; conditions?: Array<{ type: string; status: string }> } }
+    ).status;
+    return (
+      status?.username?.startsWith("CN=") &&
+      status.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+    );
+  });
+  if (!candidate) {
+    return [
+      {
+        property: "I2",
+        tenant: tenant.name,
+        check: "broker isolation",
+        ok: true,
+        detail: "no ready x509 device to probe with",
+      },
+    ];
+  }
+  const secret = (await client.get(Resource.secret, {
+    namespace: candidate.metadata.namespace ?? "",
+    name: deviceSecretName(candidate.metadata.name),
+  })) as (KubeObject & { data?: Record<string, string> }) | undefined;
+  const pem = (key: string) => Buffer.from(secret?.data?.[key] ?? "", "base64");
+  const connection = await mqtt.connectAsync({
+    protocol: "mqtts",
+    host: broker.host,
+    port: broker.mtlsPort,
+    protocolVersion: 5,
+    ca: pem("ca.crt"),
+    cert: pem("tls.crt"),
+    key: pem("tls.key"),
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+  });
+  try {
+    const filters = [
+      ...others.flatMap((o) => [`${o.topicRoot}/#`, `$share/probe/${o.topicRoot}/#`]),
+      "#",
+      "+/#",
+      "$SYS/#",
+    ];
+    const granted: string[] = [];
+    for (const filter of filters) {
+      const codes = await subscribeCodes(connection, filter);
+      if (codes.some((c) => c !== NOT_AUTHORIZED)) granted.push(filter);
+    }
+    return [
+      {
+        property: "I2",
+        tenant: tenant.name,
+        check: `device ${candidate.metadata.name} cannot subscribe outside its tenant`,
+        ok: granted.length === 0,
+        detail: granted.length
+          ? `granted: ${granted.join(", ")}`
+          : `${filters.length} subscriptions refused by the broker`,
+      },
+    ];
+  } finally {
+    await connection.endAsync(true);
+  }
+}
+
+export async function verifyIsolation(
+  client: KubeClient,
+  options: { broker?: BrokerEndpoint; operatorNamespace: string },
+): Promise<IsolationCheck[]> {
+  const tenants: TenantView[] = (await list(client, Resource.tenant)).map((object) => {
+    const tenant = parseTenantObject(object);
+    const status = (object as { status?: { namespaces?: string[] } }).status;
+    return {
+      name: tenant.metadata.name,
+      namespaces: status?.namespaces ?? [],
+      topicRoot: tenantTopicRoot(tenant),
+      admins: tenant.spec.admins ?? [],
+    };
+  });
+  const checks: IsolationCheck[] = [];
+  for (const tenant of tenants) {
+    const others = tenants.filter((t) => t !== tenant);
+    checks.push(...(await networkChecks(client, tenant, others)));
+    checks.push(...(await rbacChecks(client, tenant, others, options.operatorNamespace)));
+    if (options.broker) checks.push(...(await brokerChecks(client, options.broker, tenant, others)));
+  }
+  return checks;
+}
+
+export function formatChecks(checks: readonly IsolationCheck[]): string {
+  const rows = checks.map((c) => [c.ok ? "PASS" : "FAIL", c.property, c.tenant, c.check, c.detail]);
+  const header = ["", "prop", "tenant", "check", "evidence"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd();
+  const failed = checks.filter((c) => !c.ok).length;
+  return [
+    line(header),
+    ...rows.map(line),
+    "",
+    failed === 0
+      ? `Can a tenant touch another tenant? No: ${checks.length} checks passed.`
+      : `${failed} of ${checks.length} checks FAILED: isolation is broken.`,
+  ].join("\n");
+}
