@@ -4,7 +4,11 @@ import { defineConfig } from "vitest/config";
 // stack (control plane, cert-manager, Mosquitto) started by the global setup. Tests that run the
 // operator itself go last and one file at a time: an operator reconciles every Tenant in the
 // cluster, so it must not run beside tests that create Tenants for other reasons.
-const operatorTests = ["src/controllers/**/*.int.test.ts", "src/verify/**/*.int.test.ts", "src/operator*.int.test.ts"];
+const operatorTests = [
+  "src/controllers/**/*.int.test.ts",
+  "src/verify/**/*.int.test.ts",
+  "src/desired/operator-rbac.int.test.ts",
+];
 const integration = {
   globalSetup: ["test/harness/global-setup.ts"],
   testTimeout: 120_000,

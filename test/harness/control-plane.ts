@@ -152,7 +152,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const kubectl = async (args: readonly string[], stdin?: string) => {
       const child = run(bin("kubectl"), [`--kubeconfig=${kubeconfig}`, ...args], { maxBuffer: 64 << 20 });
-      if (stdin !== undefined) child.child.stdin?.end(stdin);
+      child.child.stdin?.on("error", () => undefined);
+      child.child.stdin?.end(stdin ?? "");
       return (await child).stdout;
     };
     const helm = async (args: readonly string[]) =>

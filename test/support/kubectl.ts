@@ -31,6 +31,8 @@ export async function kubectl(
       maxBuffer: 64 << 20,
     },
   );
+  // kubectl may exit before reading stdin (a refused request): that is its answer, not an error here.
+  child.child.stdin?.on("error", () => undefined);
   child.child.stdin?.end(options.stdin ?? "");
   try {
     const { stdout, stderr } = await child;
