@@ -1,0 +1,54 @@
+/**
+ * Condition types and reasons that the operator writes into status.conditions. Scripts, alerts and
+ * GitOps health checks match on these strings, so they are part of the API: add, never rename.
+ */
+
+export const TenantConditionType = {
+  /** Everything below is True: the tenant is isolated and its devices can be served. */
+  Ready: "Ready",
+  NamespacesReady: "NamespacesReady",
+  NetworkIsolated: "NetworkIsolated",
+  PKIReady: "PKIReady",
+  BrokerReady: "BrokerReady",
+} as const;
+export type TenantConditionType = (typeof TenantConditionType)[keyof typeof TenantConditionType];
+
+export const DeviceConditionType = {
+  /** Credentials issued and the broker grants exactly the device's topics. */
+  Ready: "Ready",
+  CredentialsIssued: "CredentialsIssued",
+  BrokerSynced: "BrokerSynced",
+} as const;
+export type DeviceConditionType = (typeof DeviceConditionType)[keyof typeof DeviceConditionType];
+
+export const ConditionReason = {
+  /** The condition holds. */
+  Reconciled: "Reconciled",
+  /** Work is under way, e.g. a Certificate waits for cert-manager. */
+  Progressing: "Progressing",
+  /** Another condition of the same object is not True; Ready uses this. */
+  DependencyNotReady: "DependencyNotReady",
+  /** A namespace in spec.namespaces exists and was not created by this tenant (never adopted). */
+  NamespaceNotOwned: "NamespaceNotOwned",
+  /** spec.network.allowFromNamespaces names a namespace that another tenant owns. */
+  NamespaceOfOtherTenant: "NamespaceOfOtherTenant",
+  /** spec.broker.topicRoot equals, contains or lies inside another tenant's root. */
+  TopicRootConflict: "TopicRootConflict",
+  /** The tenant's intermediate CA or its Issuer is not ready yet. */
+  IssuerNotReady: "IssuerNotReady",
+  /** The broker refused or could not be reached; retried with backoff. */
+  BrokerError: "BrokerError",
+  /** spec.suspended is true: every device is cut off from the broker. */
+  Suspended: "Suspended",
+  /** spec.enabled of the device is false: it is cut off from the broker. */
+  Disabled: "Disabled",
+  /** The Device's namespace belongs to no Tenant. */
+  TenantNotFound: "TenantNotFound",
+  /** The tenant already has spec.devices.maxDevices devices. */
+  DeviceLimitReached: "DeviceLimitReached",
+  /** Another Device of the same tenant (in another of its namespaces) has this name; the older one keeps it. */
+  DeviceNameTaken: "DeviceNameTaken",
+  /** The effective certificate settings (device overrides over tenant defaults) renew after expiry. */
+  InvalidCertificateSettings: "InvalidCertificateSettings",
+} as const;
+export type ConditionReason = (typeof ConditionReason)[keyof typeof ConditionReason];

@@ -1,0 +1,110 @@
+import { describe, expect, it } from "vitest";
+import { deviceSchema, parseDevice } from "./device.js";
+import { goDurationSeconds, isCidr } from "./fields.js";
+import { API_VERSION } from "./group.js";
+import { parseTenant, tenantSchema } from "./tenant.js";
+
+const tenant = (spec: unknown, name = "acme") => ({
+  apiVersion: API_VERSION,
+  kind: "Tenant",
+  metadata: { name },
+  spec,
+});
+const device = (spec: unknown, name = "sensor-1") => ({
+  apiVersion: API_VERSION,
+  kind: "Device",
+  metadata: { name, namespace: "acme" },
+  spec,
+});
+
+describe("Tenant schema", () => {
+  it("fills the defaults the CRD declares", () => {
+    expect(parseTenant(tenant(undefined)).spec).toEqual({
+      network: {},
+      broker: {},
+      devices: {
+        maxDevices: 100,
+        certificate: { duration: "2160h", renewBefore: "720h", keyAlgorithm: "ECDSA" },
+      },
+      suspended: false,
+    });
+  });
+
+  it.each([
+    ["reserved name", tenant({}, "kube-public"), "metadata.name"],
+    ["operator namespace as name", tenant({}, "iot-system"), "metadata.name"],
+    ["namespace listed twice", tenant({ namespaces: ["a", "a"] }), "spec.namespaces.1"],
+    ["reserved namespace", tenant({ namespaces: ["default"] }), "spec.namespaces.0"],
+    [
+      "ServiceAccount without namespace",
+      tenant({ admins: [{ kind: "ServiceAccount", name: "x" }] }),
+      "spec.admins.0.namespace",
+    ],
+    [
+      "same port twice",
+      tenant({ network: { egressPorts: [{ port: 1 }, { port: 1 }] } }),
+      "spec.network.egressPorts.1",
+    ],
+    ["bad CIDR", tenant({ network: { allowEgressCIDRs: ["10.0.0.1"] } }), "spec.network.allowEgressCIDRs.0"],
+    [
+      "renewBefore after expiry",
+      tenant({ devices: { certificate: { duration: "2h", renewBefore: "3h" } } }),
+      "spec.devices.certificate.renewBefore",
+    ],
+    ["float maxDevices", tenant({ devices: { maxDevices: 1.5 } }), "spec.devices.maxDevices"],
+  ])("refuses %s at %s", (_, manifest, path) => {
+    const paths = tenantSchema.safeParse(manifest).error?.issues.map((issue) => issue.path.join("."));
+    expect(paths).toContain(path);
+  });
+});
+
+describe("Device schema", () => {
+  it("fills the defaults the CRD declares, and leaves topics unset for the device's own subtree", () => {
+    expect(parseDevice(device({})).spec).toEqual({ enabled: true, authentication: { type: "x509" } });
+    expect(parseDevice(device({ topics: { subscribe: ["#"] } })).spec.topics).toEqual({
+      publish: [],
+      subscribe: ["#"],
+    });
+  });
+
+  it.each([
+    ["device name with a dot", device({}, "a.b"), "metadata.name"],
+    [
+      "certificate on a password device",
+      device({ authentication: { type: "password" }, certificate: {} }),
+      "spec.certificate",
+    ],
+    ["filter listed twice", device({ topics: { publish: ["a", "a"] } }), "spec.topics.publish.1"],
+    ["bad filter", device({ topics: { subscribe: ["#/a"] } }), "spec.topics.subscribe.0"],
+  ])("refuses %s at %s", (_, manifest, path) => {
+    const paths = deviceSchema.safeParse(manifest).error?.issues.map((issue) => issue.path.join("."));
+    expect(paths).toContain(path);
+  });
+});
+
+describe("field helpers", () => {
+  it.each([
+    ["2160h", 2160 * 3600],
+    ["1h30m", 5400],
+    ["90m", 5400],
+    ["45s", 45],
+    ["90d", undefined],
+    ["1m1h", undefined],
+    ["h", undefined],
+  ])("goDurationSeconds(%j) = %j", (text, seconds) => {
+    expect(goDurationSeconds(text)).toBe(seconds);
+  });
+
+  it.each([
+    ["10.0.0.0/8", true],
+    ["192.0.2.1/32", true],
+    ["2001:db8::/32", true],
+    ["10.0.0.0/33", false],
+    ["10.0.0.0", false],
+    ["10.0.0.0/8/1", false],
+    ["example.com/24", false],
+    ["fe80::1%eth0/64", false],
+  ])("isCidr(%j) is %j", (text, expected) => {
+    expect(isCidr(text)).toBe(expected);
+  });
+});
