@@ -243,4 +243,77 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await subscribeCodes(client, `${rootA}/devices/sensor-1/#`)).toEqual([NOT_AUTHORIZED]);
     await expect(connectWithPassword(data.username ?? "", "wrong-password")).rejects.toThrow();
   });
+
+  it("mirrors a renewed certificate into the device's Secret again", async () => {
+    await applyDevice(tenantA, "renewing");
+    const before = await readyDevice(tenantA, "renewing");
+    const mirroredBefore = await secretData(tenantA, "renewing-mqtt");
+    // What `cmctl renew` does: ask cert-manager to issue now.
+    const renew = await kubectl([
+      "-n",
+      "iot-system",
+      "patch",
+      "certificate",
+      `${tenantA}.renewing`,
+      "--subresource=status",
+      "--type=json",
+      "-p",
+      JSON.stringify([
+        {
+          op: "add",
+          path: "/status/conditions/-",
+          value: {
+            type: "Issuing",
+            status: "True",
+            reason: "ManuallyTriggered",
+            message: "test",
+            lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+          },
+        },
+      ]),
+    ]);
+    expect(renew.stderr).toBe("");
+    const after = await eventually(
+      "new serial in status",
+      async () => {
+        const status = await readyDevice(tenantA, "renewing");
+        return status.certificate?.serialNumber !== before.certificate?.serialNumber ? status : undefined;
+      },
+      60_000,
+    );
+    const mirroredAfter = await secretData(tenantA, "renewing-mqtt");
+    expect(mirroredAfter["tls.crt"]).not.toBe(mirroredBefore["tls.crt"]);
+    expect(mirroredAfter["tls.key"]).not.toBe(mirroredBefore["tls.key"]);
+    expect(after.certificate?.sha256).not.toBe(before.certificate?.sha256);
+    const client = track(await connectWithCertificate(await deviceTls(tenantA, "renewing")));
+    expect(await subscribeCodes(client, `${rootA}/devices/renewing/#`)).toEqual([1]);
+  });
+
+  it("replaces a password device's password on request and refuses the old one", async () => {
+    await applyDevice(tenantA, "legacy-2", { authentication: { type: "password" } });
+    await readyDevice(tenantA, "legacy-2");
+    const before = await secretData(tenantA, "legacy-2-mqtt");
+    expect(
+      (
+        await kubectl([
+          "-n",
+          tenantA,
+          "annotate",
+          "device",
+          "legacy-2",
+          "iot.tenant-operator.io/rotate-password=2026-11-25",
+        ])
+      ).ok,
+    ).toBe(true);
+    const after = await eventually("password replaced", async () => {
+      const data = await secretData(tenantA, "legacy-2-mqtt");
+      return data.password !== before.password ? data : undefined;
+    });
+    const client = await eventually("new password accepted", async () =>
+      connectWithPassword(after.username ?? "", after.password ?? "").catch(() => undefined),
+    );
+    track(client);
+    expect(await subscribeCodes(client, `${rootA}/devices/legacy-2/#`)).toEqual([1]);
+    await expect(connectWithPassword(before.username ?? "", before.password ?? "")).rejects.toThrow();
+  });
 });
