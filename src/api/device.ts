@@ -191,7 +191,8 @@ export const deviceResource: ResourceDefinition = {
     readyColumn,
     {
       name: "Expires",
-      type: "date",
+      // "date" would print an age, and kubectl shows a future time as <invalid>.
+      type: "string",
       jsonPath: ".status.certificate.notAfter",
       description: "When the device's certificate expires.",
     },

@@ -13,6 +13,7 @@ import {
 } from "../../test/support/mqtt.js";
 import {
   applyDevice,
+  applyManifest,
   applyReadyTenant,
   readyDevice,
   startTestOperator,
@@ -315,5 +316,37 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     track(client);
     expect(await subscribeCodes(client, `${rootA}/devices/legacy-2/#`)).toEqual([1]);
     await expect(connectWithPassword(before.username ?? "", before.password ?? "")).rejects.toThrow();
+  });
+
+  it("gives no broker access to a tenant whose topic root lies inside another tenant's (I2)", async () => {
+    const mallory = uniqueName("mallory");
+    await applyManifest({
+      apiVersion: "iot.tenant-operator.io/v1alpha1",
+      kind: "Tenant",
+      metadata: { name: mallory },
+      spec: { broker: { topicRoot: `${rootA}/devices` } },
+    });
+    const condition = (type: string) =>
+      kubectl(["get", "tenant", mallory, "-o", `jsonpath={.status.conditions[?(@.type=='${type}')].reason}`]);
+    await eventually(
+      "namespace usable",
+      async () => ((await condition("NamespacesReady")).stdout === "Reconciled" ? true : undefined),
+      90_000,
+    );
+    expect((await condition("BrokerReady")).stdout).toBe("TopicRootConflict");
+    await applyDevice(mallory, "sensor-1");
+    await eventually("device refused broker access", async () => {
+      const reason = await kubectl([
+        "get",
+        "device",
+        "sensor-1",
+        "-n",
+        mallory,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
+      ]);
+      return reason.stdout === "TopicRootConflict" ? true : undefined;
+    });
+    expect((await kubectl(["get", "secret", "sensor-1-mqtt", "-n", mallory])).ok).toBe(false);
   });
 });

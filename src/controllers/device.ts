@@ -27,7 +27,7 @@ import {
   ROTATE_PASSWORD_ANNOTATION,
   TENANT_LABEL,
 } from "../desired/labels.js";
-import { tenantNamespaces } from "../desired/tenant.js";
+import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
@@ -37,7 +37,7 @@ import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-obje
 import type { Manager } from "../runtime/manager.js";
 import { type Parsed, parseDeviceObject, parseTenantObject } from "./parse.js";
 import { Resource } from "./resources.js";
-import type { TenantBroker } from "./tenant.js";
+import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
 const managedSelector = `${TENANT_LABEL},${MANAGED_BY_LABEL}=${MANAGER}`;
 const REQUEUE_WHILE_ISSUING_MS = 3_000;
@@ -99,7 +99,13 @@ export class DeviceReconciler implements TenantBroker {
       name: "device",
       for: this.devices,
       watches: [
-        { informer: this.tenants, map: (tenant) => this.keysOfTenant(tenant.metadata.name) },
+        {
+          informer: this.tenants,
+          map: (tenant) =>
+            [tenant.metadata.name, ...overlappingTenants(this.tenants, tenant)].flatMap((t) =>
+              this.keysOfTenant(t),
+            ),
+        },
         { informer: this.namespaces, map: (ns) => devicesInNamespaces([ns.metadata.name]) },
         { informer: this.certificates, map: byDeviceLabels },
         { informer: this.secrets as Informer, map: byDeviceLabels },
@@ -250,6 +256,13 @@ export class DeviceReconciler implements TenantBroker {
     device: ParsedDevice,
     tenant: ParsedTenant,
   ): { reason: string; message: string } | undefined {
+    const rootOwner = topicRootConflict(tenant, this.tenants.list().map(parseTenantObject));
+    if (rootOwner) {
+      return {
+        reason: ConditionReason.TopicRootConflict,
+        message: `the tenant's topic root overlaps tenant ${rootOwner}'s; no broker access until it is unique`,
+      };
+    }
     const all = tenantNamespaces(tenant)
       .flatMap((ns) => this.devices.list(ns))
       .filter((d) => !d.metadata.deletionTimestamp)

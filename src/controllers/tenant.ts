@@ -9,6 +9,8 @@ import {
   TenantObjectName,
   tenantNamespaces,
   tenantTopicRoot,
+  topicRootConflict,
+  topicRootsOverlap,
 } from "../desired/tenant.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
@@ -43,6 +45,19 @@ const WAITING_REASONS = new Set<string>([
   ConditionReason.DependencyNotReady,
   ConditionReason.IssuerNotReady,
 ]);
+
+/** Names of the other tenants whose topic root overlaps `changed`'s. */
+export function overlappingTenants(tenants: Informer, changed: KubeObject): string[] {
+  const root = tenantTopicRoot(parseTenantObject(changed));
+  return tenants
+    .list()
+    .filter(
+      (t) =>
+        t.metadata.name !== changed.metadata.name &&
+        topicRootsOverlap(root, tenantTopicRoot(parseTenantObject(t))),
+    )
+    .map((t) => t.metadata.name);
+}
 
 function ownedBy(object: KubeObject | undefined, uid: string | undefined): boolean {
   return Boolean(uid && object?.metadata.ownerReferences?.some((ref) => ref.uid === uid && ref.controller));
@@ -114,6 +129,8 @@ export class TenantReconciler {
       watches: [
         { informer: this.namespaces, map: byWantedNamespace },
         { informer: this.devices, map: byDeviceNamespace },
+        // A tenant whose root overlaps this one's appearing or leaving settles who keeps the root.
+        { informer: this.tenants, map: (changed) => overlappingTenants(this.tenants, changed) },
         ...[...this.children.values(), ...this.pki.values()].map((informer) => ({
           informer,
           map: byTenantLabel,
@@ -195,6 +212,7 @@ export class TenantReconciler {
       this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[1]?.metadata ?? { name: "" })),
     );
     const broker = this.broker.tenantStatus(tenant.metadata.name);
+    const rootConflict = topicRootConflict(tenant, this.tenants.list().map(parseTenantObject));
     await this.writeStatus(
       observed,
       {
@@ -256,19 +274,26 @@ export class TenantReconciler {
                 reason: ConditionReason.IssuerNotReady,
                 message: "waiting for cert-manager to issue the tenant CA",
               },
-          broker.ready
+          rootConflict
             ? {
                 type: TenantConditionType.BrokerReady,
-                status: "True",
-                reason: ConditionReason.Reconciled,
-                message: broker.message,
-              }
-            : {
-                type: TenantConditionType.BrokerReady,
                 status: "False",
-                reason: ConditionReason.BrokerError,
-                message: broker.message,
-              },
+                reason: ConditionReason.TopicRootConflict,
+                message: `topic root ${tenantTopicRoot(tenant)} overlaps the root of the older tenant ${rootConflict}; no device gets broker access until spec.broker.topicRoot is unique`,
+              }
+            : broker.ready
+              ? {
+                  type: TenantConditionType.BrokerReady,
+                  status: "True",
+                  reason: ConditionReason.Reconciled,
+                  message: broker.message,
+                }
+              : {
+                  type: TenantConditionType.BrokerReady,
+                  status: "False",
+                  reason: ConditionReason.BrokerError,
+                  message: broker.message,
+                },
         ],
       },
       context,

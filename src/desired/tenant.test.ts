@@ -7,6 +7,8 @@ import {
   type KubeObject,
   TenantObjectName,
   tenantTopicRoot,
+  topicRootConflict,
+  topicRootsOverlap,
 } from "./tenant.js";
 
 const config = operatorConfigSchema.parse({});
@@ -191,5 +193,35 @@ describe("desiredTenant", () => {
     { spec: { broker: { topicRoot: "customers/acme-corp" } }, root: "customers/acme-corp" },
   ])("uses topic root $root", ({ spec, root }) => {
     expect(tenantTopicRoot(tenant(spec))).toBe(root);
+  });
+});
+
+describe("topic roots", () => {
+  it.each([
+    ["tenants/acme", "tenants/acme", true],
+    ["tenants/acme", "tenants/acme/devices", true],
+    ["tenants", "tenants/acme", true],
+    ["tenants/acme", "tenants/acme-corp", false],
+    ["tenants/acme", "customers/acme", false],
+  ])("%s and %s overlap: %s", (a, b, overlap) => {
+    expect(topicRootsOverlap(a, b)).toBe(overlap);
+    expect(topicRootsOverlap(b, a)).toBe(overlap);
+  });
+
+  const view = (name: string, created: string, topicRoot?: string) => ({
+    metadata: { name, creationTimestamp: created },
+    spec: { broker: topicRoot ? { topicRoot } : {} },
+  });
+
+  it("lets the older tenant keep an overlapping root", () => {
+    const older = view("acme", "2026-01-01T00:00:00Z");
+    const squatter = view("mallory", "2026-02-01T00:00:00Z", "tenants/acme/devices");
+    expect(topicRootConflict(squatter, [older, squatter])).toBe("acme");
+    expect(topicRootConflict(older, [older, squatter])).toBeUndefined();
+  });
+
+  it("finds no conflict between distinct roots", () => {
+    const tenants = [view("acme", "2026-01-01T00:00:00Z"), view("acme-corp", "2026-01-02T00:00:00Z")];
+    expect(tenants.map((t) => topicRootConflict(t, tenants))).toEqual([undefined, undefined]);
   });
 });

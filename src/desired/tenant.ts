@@ -63,8 +63,39 @@ export function tenantNamespaces(tenant: Pick<Tenant, "metadata" | "spec">): str
   return tenant.spec.namespaces?.length ? [...tenant.spec.namespaces] : [tenant.metadata.name];
 }
 
-export function tenantTopicRoot(tenant: Pick<Tenant, "metadata" | "spec">): string {
+export function tenantTopicRoot(tenant: {
+  metadata: { name: string };
+  spec: { broker: { topicRoot?: string | undefined } };
+}): string {
   return tenant.spec.broker.topicRoot ?? `${DEFAULT_TOPIC_ROOT_PREFIX}${tenant.metadata.name}`;
+}
+
+/** Whether two topic roots share a subtree: equal, or one lies inside the other (level-wise). */
+export function topicRootsOverlap(a: string, b: string): boolean {
+  return a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+}
+
+interface TenantRootView {
+  metadata: { name: string; creationTimestamp?: unknown };
+  spec: { broker: { topicRoot?: string | undefined } };
+}
+
+/**
+ * The older tenant whose topic root overlaps this tenant's, if any: it keeps the root and this
+ * tenant gets no broker access until the overlap is gone, or its devices could reach the other's topics (I2).
+ */
+export function topicRootConflict(
+  tenant: TenantRootView,
+  others: readonly TenantRootView[],
+): string | undefined {
+  const age = (t: TenantRootView) => `${String(t.metadata.creationTimestamp ?? "")}/${t.metadata.name}`;
+  const root = tenantTopicRoot(tenant);
+  return others.find(
+    (other) =>
+      other.metadata.name !== tenant.metadata.name &&
+      age(other) < age(tenant) &&
+      topicRootsOverlap(root, tenantTopicRoot(other)),
+  )?.metadata.name;
 }
 
 export function tenantOwnerReference(tenant: { metadata: { name: string; uid?: string } }): OwnerReference {
