@@ -29,6 +29,13 @@ export class DynsecCommandError extends Error {
   }
 }
 
+/** The admin connection to the broker is gone; every pending and later request fails with this. */
+export class BrokerConnectionLost extends Error {
+  constructor() {
+    super("dynamic-security: connection to the broker lost");
+  }
+}
+
 export interface DynsecConnection {
   readonly host: string;
   readonly port: number;
@@ -41,8 +48,13 @@ export interface DynsecConnection {
  * a time and each waits for its own response (matched by correlation data).
  */
 export class DynsecClient {
-  private readonly pending = new Map<string, (responses: DynsecResponse[]) => void>();
+  private readonly pending = new Map<
+    string,
+    { resolve: (responses: DynsecResponse[]) => void; reject: (error: Error) => void }
+  >();
+  private readonly closeListeners = new Set<() => void>();
   private queue: Promise<unknown> = Promise.resolve();
+  private lost = false;
 
   private constructor(
     private readonly client: MqttClient,
@@ -50,15 +62,33 @@ export class DynsecClient {
   ) {
     client.on("message", (topic, payload) => {
       if (topic !== RESPONSE_TOPIC) return;
-      const parsed = responseSchema.safeParse(JSON.parse(payload.toString("utf8")));
+      const parsed = responseSchema.safeParse(parseJson(payload.toString("utf8")));
       if (!parsed.success) return;
       const key = parsed.data.responses[0]?.correlationData;
-      const resolve = key ? this.pending.get(key) : undefined;
-      if (key && resolve) {
+      const waiter = key ? this.pending.get(key) : undefined;
+      if (key && waiter) {
         this.pending.delete(key);
-        resolve(parsed.data.responses);
+        waiter.resolve(parsed.data.responses);
       }
     });
+    client.on("close", () => {
+      if (this.lost) return;
+      this.lost = true;
+      for (const waiter of this.pending.values()) waiter.reject(new BrokerConnectionLost());
+      this.pending.clear();
+      for (const listener of this.closeListeners) listener();
+    });
+  }
+
+  /** False once the connection has ended; the client does not reconnect by itself. */
+  get connected(): boolean {
+    return !this.lost;
+  }
+
+  /** Calls `listener` once when the connection ends, whoever ended it. */
+  onClose(listener: () => void): void {
+    if (this.lost) listener();
+    else this.closeListeners.add(listener);
   }
 
   static async connect(
@@ -74,7 +104,11 @@ export class DynsecClient {
       reconnectPeriod: 0,
       connectTimeout: 5_000,
     });
-    await client.subscribeAsync(RESPONSE_TOPIC, { qos: 1 });
+    // QoS 0 both ways: with QoS 1 the broker writes PUBACK and response as two small segments, and
+    // Nagle's algorithm on its socket holds the second for the client's delayed ACK (~40 ms per command).
+    // Over one loopback TCP connection nothing is lost while it lasts; a lost connection fails every
+    // pending request, and the adapter re-reads the broker before it writes again.
+    await client.subscribeAsync(RESPONSE_TOPIC, { qos: 0 });
     return new DynsecClient(client, options.timeoutMs ?? 10_000);
   }
 
@@ -94,27 +128,45 @@ export class DynsecClient {
   }
 
   async close(): Promise<void> {
-    await this.client.endAsync();
+    await this.client.endAsync(true);
   }
 
   private exchange(commands: readonly DynsecCommand[]): Promise<DynsecResponse[]> {
     const key = randomUUID();
     const tagged = commands.map((c) => ({ ...c, correlationData: key }));
     return new Promise((resolve, reject) => {
+      if (this.lost) {
+        reject(new BrokerConnectionLost());
+        return;
+      }
       const timer = setTimeout(() => {
         this.pending.delete(key);
         reject(new Error(`dynamic-security: no response within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
-      this.pending.set(key, (responses) => {
-        clearTimeout(timer);
-        resolve(responses);
+      this.pending.set(key, {
+        resolve: (responses) => {
+          clearTimeout(timer);
+          resolve(responses);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       });
-      this.client.publish(CONTROL_TOPIC, JSON.stringify({ commands: tagged }), { qos: 1 }, (error) => {
+      this.client.publish(CONTROL_TOPIC, JSON.stringify({ commands: tagged }), { qos: 0 }, (error) => {
         if (!error) return;
         clearTimeout(timer);
         this.pending.delete(key);
         reject(error);
       });
     });
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }

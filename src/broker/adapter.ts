@@ -1,0 +1,66 @@
+/**
+ * The broker seen by the Device and Tenant reconcilers. Mosquitto with dynamic security implements
+ * it first (mosquitto-dynsec.ts); NATS with accounts (tenant = account, device = user JWT) can
+ * implement the same contract: state in, convergence out, orphans deleted on a full resync.
+ */
+
+/** How the device proves its identity to the broker. */
+export type DeviceCredentials =
+  /** `username` is the certificate subject as the broker derives it (see subjectUsername). */
+  | { readonly type: "x509"; readonly username: string }
+  | { readonly type: "password"; readonly username: string; readonly password: string };
+
+/** Topic filters relative to the tenant's topic root, as in Device `spec.topics`. */
+export interface DeviceTopics {
+  readonly publish: readonly string[];
+  readonly subscribe: readonly string[];
+}
+
+/** Everything the broker needs to know about one device. */
+export interface BrokerDevice {
+  readonly tenant: string;
+  readonly device: string;
+  readonly topicRoot: string;
+  readonly credentials: DeviceCredentials;
+  /** Grants on top of the device's own subtree `devices/<device>/#`. */
+  readonly topics?: DeviceTopics;
+  /** Device `spec.enabled`. */
+  readonly enabled: boolean;
+  /** Tenant `spec.suspended`. */
+  readonly suspended: boolean;
+}
+
+export interface DeviceRef {
+  readonly tenant: string;
+  readonly device: string;
+}
+
+/** Whether the broker holds the desired state; feeds the `BrokerSynced` condition. */
+export type BrokerStatus =
+  | { readonly synced: true }
+  | { readonly synced: false; readonly reason: "BrokerError"; readonly message: string };
+
+export interface SyncReport {
+  /** Mutating commands sent to the broker during the sync. */
+  readonly commands: number;
+  /** Devices present in the broker that the desired set no longer has, now deleted. */
+  readonly orphansDeleted: number;
+  readonly durationMs: number;
+}
+
+export interface BrokerAdapter {
+  /**
+   * Replaces the desired set with `devices` (every device of every tenant) and converges the broker
+   * to it, deleting the operator's entries that are not in it. Call at start; the adapter repeats
+   * it by itself periodically and after every reconnect with the last complete set.
+   */
+  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport>;
+  /** Makes one device's broker state match; resolves when the broker holds it. Idempotent. */
+  applyDevice(device: BrokerDevice): Promise<void>;
+  /** Removes the device from the broker; its live connection is dropped. Idempotent. */
+  removeDevice(ref: DeviceRef): Promise<void>;
+  status(): BrokerStatus;
+  /** Called on every change of status(); returns the unsubscribe function. */
+  onStatusChange(listener: (status: BrokerStatus) => void): () => void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,108 @@
+import { createHash } from "node:crypto";
+import type { BrokerDevice, DeviceRef } from "./adapter.js";
+
+export interface Acl {
+  /** dynsec ACL type, e.g. publishClientSend or subscribePattern. */
+  readonly acltype: string;
+  readonly topic: string;
+  readonly priority: number;
+  readonly allow: boolean;
+}
+
+/** A dynsec client the operator owns: `owner` (its textname) ties it to its device's role. */
+export interface DesiredClient {
+  readonly username: string;
+  readonly password?: string;
+  /** Fingerprint of the password kept in textdescription, so that a changed password is seen as drift. */
+  readonly passwordFingerprint?: string;
+}
+
+/** The broker state of one device: its role always, its client only while it may connect. */
+export interface DesiredDevice {
+  /** Role name, also the textname of the device's client; starts with the owner prefix. */
+  readonly owner: string;
+  readonly acls: readonly Acl[];
+  readonly client?: DesiredClient;
+}
+
+/** Own subtree of every device, relative to the tenant root. */
+export function ownSubtree(device: string): string {
+  return `devices/${device}/#`;
+}
+
+/** Role name and client textname of a device; tenant and device names are DNS labels, so ':' cannot occur in them. */
+export function ownerName(prefix: string, tenant: string, device: string): string {
+  return `${prefix}${tenant}:${device}`;
+}
+
+/** Tenant and device of an owner name, or undefined for a name the operator did not make. */
+export function ownerRef(prefix: string, owner: string): DeviceRef | undefined {
+  if (!owner.startsWith(prefix)) return undefined;
+  const [tenant, device, ...rest] = owner.slice(prefix.length).split(":");
+  return tenant && device && rest.length === 0 ? { tenant, device } : undefined;
+}
+
+function aclKey(acl: Acl): string {
+  return `${acl.acltype}\u0000${acl.topic}\u0000${acl.priority}\u0000${acl.allow}`;
+}
+
+/** ACLs in a canonical order without duplicates, so that two lists compare by value. */
+export function canonicalAcls(acls: readonly Acl[]): Acl[] {
+  const unique = new Map(acls.map((acl) => [aclKey(acl), acl]));
+  return [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, acl]) => acl);
+}
+
+export function sameAcls(a: readonly Acl[], b: readonly Acl[]): boolean {
+  const left = canonicalAcls(a).map(aclKey);
+  const right = canonicalAcls(b).map(aclKey);
+  return left.length === right.length && left.every((key, index) => key === right[index]);
+}
+
+/** True when `current` grants something that `next` does not: live sessions must then be kicked. */
+export function narrows(current: readonly Acl[], next: readonly Acl[]): boolean {
+  const kept = new Set(next.map(aclKey));
+  return current.some((acl) => !kept.has(aclKey(acl)));
+}
+
+/**
+ * Exact grants under the tenant root. Subscribe grants also cover the shared-subscription form
+ * `$share/<any group>/<filter>`, because dynsec matches the whole filter; nothing else is granted
+ * and the broker's default denies publishing and subscribing.
+ */
+export function deviceAcls(
+  topicRoot: string,
+  device: BrokerDevice["device"],
+  topics: BrokerDevice["topics"],
+): Acl[] {
+  const own = ownSubtree(device);
+  const publish = [own, ...(topics?.publish ?? [])].map((filter) => `${topicRoot}/${filter}`);
+  const subscribe = [own, ...(topics?.subscribe ?? [])].map((filter) => `${topicRoot}/${filter}`);
+  return canonicalAcls([
+    ...publish.map((topic): Acl => ({ acltype: "publishClientSend", topic, priority: 0, allow: true })),
+    ...subscribe.flatMap((topic): Acl[] => [
+      { acltype: "subscribePattern", topic, priority: 0, allow: true },
+      { acltype: "subscribePattern", topic: `$share/+/${topic}`, priority: 0, allow: true },
+    ]),
+  ]);
+}
+
+export function passwordFingerprint(password: string): string {
+  return `sha256:${createHash("sha256").update(password, "utf8").digest("hex")}`;
+}
+
+/** The broker state one device should have; a disabled or suspended device keeps its role but has no client. */
+export function desiredDevice(prefix: string, device: BrokerDevice): DesiredDevice {
+  const owner = ownerName(prefix, device.tenant, device.device);
+  const acls = deviceAcls(device.topicRoot, device.device, device.topics);
+  if (!device.enabled || device.suspended) return { owner, acls };
+  const { credentials } = device;
+  const client: DesiredClient =
+    credentials.type === "password"
+      ? {
+          username: credentials.username,
+          password: credentials.password,
+          passwordFingerprint: passwordFingerprint(credentials.password),
+        }
+      : { username: credentials.username };
+  return { owner, acls, client };
+}

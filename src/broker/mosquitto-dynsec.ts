@@ -1,0 +1,426 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "pino";
+import { z } from "zod";
+import type { BrokerAdapter, BrokerDevice, BrokerStatus, DeviceRef, SyncReport } from "./adapter.js";
+import { type DesiredDevice, desiredDevice, ownerName, ownerRef } from "./desired.js";
+import {
+  BrokerConnectionLost,
+  DynsecClient,
+  type DynsecCommand,
+  type DynsecConnection,
+} from "./dynsec-client.js";
+import {
+  isCutOff,
+  NOTHING_OBSERVED,
+  type ObservedClient,
+  type ObservedDevice,
+  observationOf,
+  planDevice,
+} from "./plan.js";
+
+export const DEFAULT_OWNER_PREFIX = "iot:";
+
+export interface CommandEvent {
+  readonly command: string;
+  readonly owner: string;
+  readonly durationMs: number;
+  readonly error?: string;
+}
+
+export interface MosquittoDynsecOptions {
+  readonly connection: DynsecConnection;
+  /** The adapter owns exactly the roles, and clients by textname, that start with this; nothing else is touched. */
+  readonly ownerPrefix?: string;
+  /** Pause after each change = pacing × that change's duration: 1 keeps the broker busy at most half the time; 0 is unpaced. */
+  readonly pacing?: number;
+  readonly resyncIntervalMs?: number;
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly commandTimeoutMs?: number;
+  readonly logger?: Logger;
+  /** Observes every mutating command (benchmarks, metrics). */
+  readonly onCommand?: (event: CommandEvent) => void;
+}
+
+/** The broker refused a change for a reason that retrying will not fix, e.g. a username held by a foreign client. */
+export class BrokerConflictError extends Error {}
+
+/** The broker cannot be reached; the adapter retries by itself and converges once it is back. */
+export class BrokerUnavailableError extends Error {}
+
+const aclSchema = z.object({
+  acltype: z.string(),
+  topic: z.string(),
+  priority: z.number().int(),
+  allow: z.boolean(),
+});
+const roleSchema = z.object({ rolename: z.string(), acls: z.array(aclSchema) });
+const clientSchema = z.object({
+  username: z.string(),
+  textname: z.string().optional(),
+  textdescription: z.string().optional(),
+  roles: z.array(z.object({ rolename: z.string() })).default([]),
+});
+const listRolesSchema = z.object({ roles: z.array(roleSchema) });
+const listClientsSchema = z.object({ clients: z.array(clientSchema) });
+const getRoleSchema = z.object({ role: roleSchema });
+const getClientSchema = z.object({ client: clientSchema });
+
+const NOT_FOUND = /not found/i;
+const MUTATING = new Set([
+  "createRole",
+  "modifyRole",
+  "deleteRole",
+  "createClient",
+  "deleteClient",
+  "addClientRole",
+  "removeClientRole",
+]);
+const ATTEMPTS_PER_DEVICE = 3;
+
+interface Waiter {
+  readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
+}
+
+function toObservedClient(client: z.infer<typeof clientSchema>): ObservedClient {
+  return {
+    username: client.username,
+    ...(client.textname !== undefined ? { textname: client.textname } : {}),
+    ...(client.textdescription !== undefined ? { textdescription: client.textdescription } : {}),
+    roles: client.roles.map((role) => role.rolename),
+  };
+}
+
+/**
+ * Mosquitto 2.0.x dynamic security as the broker behind the operator. One writer owns the admin
+ * connection: it diffs desired against observed state per device and sends one command per message,
+ * pausing after each, because every 2.0.x change rewrites the whole state file and stalls the broker.
+ * Cut-offs jump the queue. See README.md for why and for the measured limits.
+ */
+export class MosquittoDynsecAdapter implements BrokerAdapter {
+  private readonly prefix: string;
+  private readonly pacing: number;
+  private readonly resyncIntervalMs: number;
+  private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+  /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives. */
+  private readonly desired = new Map<string, DesiredDevice | null>();
+  private complete = false;
+  private observed = new Map<string, ObservedDevice>();
+  private readonly dirty = new Set<string>();
+  private readonly waiters = new Map<string, Waiter[]>();
+  private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
+  private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
+  private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
+  private client: DynsecClient | undefined;
+  private observeAllNeeded = true;
+  /** The last connection attempt or exchange failed; requests fail fast until the adapter is back. */
+  private unreachable = false;
+  private nextResyncAt = 0;
+  private round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
+  private closed = false;
+  private wake: () => void = () => undefined;
+  private readonly loop: Promise<void>;
+
+  constructor(private readonly options: MosquittoDynsecOptions) {
+    this.prefix = options.ownerPrefix ?? DEFAULT_OWNER_PREFIX;
+    this.pacing = options.pacing ?? 1;
+    this.resyncIntervalMs = options.resyncIntervalMs ?? 300_000;
+    this.backoff = options.backoff ?? { initialMs: 200, maxMs: 10_000 };
+    this.loop = this.run();
+  }
+
+  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport> {
+    this.desired.clear();
+    for (const device of devices) {
+      const desired = desiredDevice(this.prefix, device);
+      this.desired.set(desired.owner, desired);
+    }
+    this.complete = true;
+    this.observeAllNeeded = true;
+    const done = new Promise<SyncReport>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
+    this.wake();
+    return done;
+  }
+
+  applyDevice(device: BrokerDevice): Promise<void> {
+    const desired = desiredDevice(this.prefix, device);
+    return this.want(desired.owner, desired);
+  }
+
+  removeDevice(ref: DeviceRef): Promise<void> {
+    return this.want(ownerName(this.prefix, ref.tenant, ref.device), null);
+  }
+
+  status(): BrokerStatus {
+    return this.current;
+  }
+
+  onStatusChange(listener: (status: BrokerStatus) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wake();
+    await this.loop;
+    await this.client?.close();
+    this.client = undefined;
+    this.failAll(new BrokerUnavailableError("broker adapter closed"));
+  }
+
+  private want(owner: string, desired: DesiredDevice | null): Promise<void> {
+    this.desired.set(owner, desired);
+    this.dirty.add(owner);
+    const done = new Promise<void>((resolve, reject) => {
+      const list = this.waiters.get(owner) ?? [];
+      list.push({ resolve, reject });
+      this.waiters.set(owner, list);
+    });
+    if (this.unreachable && !this.current.synced)
+      this.settle(owner, new BrokerUnavailableError(this.current.message));
+    this.wake();
+    return done;
+  }
+
+  /** Listeners hear flips of `synced`; the message of an ongoing outage is read with status(). */
+  private setStatus(status: BrokerStatus): void {
+    const flipped = status.synced !== this.current.synced;
+    this.current = status;
+    if (flipped) for (const listener of this.statusListeners) listener(status);
+  }
+
+  private settle(owner: string, error?: Error): void {
+    const list = this.waiters.get(owner);
+    this.waiters.delete(owner);
+    for (const waiter of list ?? []) {
+      if (error) waiter.reject(error);
+      else waiter.resolve();
+    }
+  }
+
+  private failAll(error: Error): void {
+    for (const owner of [...this.waiters.keys()]) this.settle(owner, error);
+    for (const waiter of this.syncWaiters) waiter.reject(error);
+    this.syncWaiters = [];
+  }
+
+  private async run(): Promise<void> {
+    let delay = this.backoff.initialMs;
+    while (!this.closed) {
+      try {
+        const client = await this.connected();
+        if (this.observeAllNeeded || performance.now() >= this.nextResyncAt) await this.observeAll(client);
+        const owner = this.nextDirty();
+        if (owner === undefined) {
+          this.finishRound();
+          this.setStatus({ synced: true });
+          await this.idle();
+          continue;
+        }
+        await this.converge(client, owner);
+        delay = this.backoff.initialMs;
+      } catch (error) {
+        if (this.closed) return;
+        const message = error instanceof Error ? error.message : String(error);
+        this.options.logger?.warn({ err: message, retryInMs: delay }, "broker unreachable; reconnecting");
+        await this.client?.close().catch(() => undefined);
+        this.client = undefined;
+        this.unreachable = true;
+        this.observeAllNeeded = true;
+        this.setStatus({ synced: false, reason: "BrokerError", message });
+        this.failAll(new BrokerUnavailableError(message));
+        await Promise.race([
+          sleep(delay * (0.5 + Math.random() / 2), undefined, { ref: false }),
+          new Promise<void>((r) => (this.wake = r)),
+        ]);
+        delay = Math.min(delay * 2, this.backoff.maxMs);
+      }
+    }
+  }
+
+  private async connected(): Promise<DynsecClient> {
+    if (this.client?.connected) return this.client;
+    if (this.client) throw new BrokerConnectionLost();
+    const client = await DynsecClient.connect(this.options.connection, {
+      timeoutMs: this.options.commandTimeoutMs ?? 10_000,
+    });
+    client.onClose(() => {
+      if (this.client === client) this.wake();
+    });
+    this.client = client;
+    this.unreachable = false;
+    this.options.logger?.info("connected to the broker's dynamic-security API");
+    return client;
+  }
+
+  private idle(): Promise<void> {
+    const untilResync = Math.max(0, this.nextResyncAt - performance.now());
+    // Unreferenced: a waiting adapter must not keep a process alive that has nothing else to do.
+    return Promise.race([
+      sleep(untilResync, undefined, { ref: false }),
+      new Promise<void>((resolve) => (this.wake = resolve)),
+    ]);
+  }
+
+  /** Cut-offs first, so that a device losing access never waits behind others gaining it. */
+  private nextDirty(): string | undefined {
+    let first: string | undefined;
+    for (const owner of this.dirty) {
+      if (isCutOff(this.desiredOf(owner), this.observed.get(owner) ?? NOTHING_OBSERVED)) return owner;
+      first ??= owner;
+    }
+    return first;
+  }
+
+  private desiredOf(owner: string): DesiredDevice | undefined {
+    return this.desired.get(owner) ?? undefined;
+  }
+
+  /** Whether the adapter may decide about `owner`: it is desired, removed, or the desired set is complete. */
+  private decides(owner: string): boolean {
+    return this.desired.has(owner) || this.complete;
+  }
+
+  private finishRound(): void {
+    if (this.syncWaiters.length === 0) return;
+    const report: SyncReport = {
+      commands: this.round.commands,
+      orphansDeleted: this.round.orphansDeleted,
+      durationMs: performance.now() - this.round.startedAt,
+    };
+    for (const waiter of this.syncWaiters) waiter.resolve(report);
+    this.syncWaiters = [];
+  }
+
+  private async observeAll(client: DynsecClient): Promise<void> {
+    this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
+    const [roles, clients] = await Promise.all([
+      this.query(client, { command: "listRoles", verbose: true }, listRolesSchema),
+      this.query(client, { command: "listClients", verbose: true }, listClientsSchema),
+    ]);
+    const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
+    const entry = (owner: string) => {
+      const found = observed.get(owner) ?? { clients: [] };
+      observed.set(owner, found);
+      return found;
+    };
+    for (const role of roles.roles)
+      if (role.rolename.startsWith(this.prefix)) entry(role.rolename).role = role;
+    for (const found of clients.clients)
+      if (found.textname?.startsWith(this.prefix))
+        entry(found.textname).clients.push(toObservedClient(found));
+    this.observed = observed;
+    for (const owner of new Set([...this.desired.keys(), ...observed.keys()]))
+      if (this.decides(owner)) this.dirty.add(owner);
+    this.observeAllNeeded = false;
+    this.nextResyncAt = performance.now() + this.resyncIntervalMs;
+  }
+
+  private async converge(client: DynsecClient, owner: string): Promise<void> {
+    const entry = this.desired.get(owner);
+    const desired = entry ?? undefined;
+    for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      const commands = planDevice(desired, this.observed.get(owner) ?? NOTHING_OBSERVED);
+      const isOrphan = entry === undefined && commands.length > 0;
+      if ((await this.apply(client, owner, commands)) === "applied") {
+        this.observed.set(owner, observationOf(desired));
+        if (isOrphan) this.round.orphansDeleted++;
+        // A newer desired state arrived meanwhile: the device stays dirty and is planned again.
+        if (this.desired.get(owner) !== entry) return;
+        if (entry === null) this.desired.delete(owner);
+        this.dirty.delete(owner);
+        this.settle(owner);
+        return;
+      }
+      try {
+        await this.refresh(client, owner, desired);
+      } catch (error) {
+        if (!(error instanceof BrokerConflictError)) throw error;
+        this.giveUp(owner, error);
+        return;
+      }
+    }
+    this.giveUp(
+      owner,
+      new BrokerConflictError(`${owner}: no convergence after ${ATTEMPTS_PER_DEVICE} attempts`),
+    );
+  }
+
+  /** A child logger with `tenant` and `device`, or `owner` for a name that does not parse. */
+  private deviceLogger(owner: string): Logger | undefined {
+    return this.options.logger?.child(ownerRef(this.prefix, owner) ?? { owner });
+  }
+
+  /** Leaves the device until the next full resync and tells its callers why. */
+  private giveUp(owner: string, error: BrokerConflictError): void {
+    this.dirty.delete(owner);
+    this.deviceLogger(owner)?.error({ err: error.message }, "device not synced to the broker");
+    this.settle(owner, error);
+  }
+
+  /** Sends the commands one per message, paced; "not found" on a delete counts as done. */
+  private async apply(client: DynsecClient, owner: string, commands: readonly DynsecCommand[]) {
+    for (const command of commands) {
+      const started = performance.now();
+      const [response] = await client.send([command]);
+      const durationMs = performance.now() - started;
+      if (MUTATING.has(command.command)) this.round.commands++;
+      this.options.onCommand?.({
+        command: command.command,
+        owner,
+        durationMs,
+        ...(response?.error ? { error: response.error } : {}),
+      });
+      if (this.pacing > 0) await sleep(durationMs * this.pacing);
+      if (!response) throw new Error(`dynamic-security ${command.command}: no response`);
+      const gone = response.error && command.command.startsWith("delete") && NOT_FOUND.test(response.error);
+      if (response.error && !gone) {
+        this.deviceLogger(owner)?.info(
+          { command: command.command, reason: response.error },
+          "broker state drifted; re-reading",
+        );
+        return "drifted";
+      }
+    }
+    return "applied";
+  }
+
+  /** Re-reads one device's state after a refused command. */
+  private async refresh(
+    client: DynsecClient,
+    owner: string,
+    desired: DesiredDevice | undefined,
+  ): Promise<void> {
+    const role = await this.lookup(client, { command: "getRole", rolename: owner }, getRoleSchema);
+    const usernames = new Set((this.observed.get(owner)?.clients ?? []).map((found) => found.username));
+    if (desired?.client) usernames.add(desired.client.username);
+    const clients: ObservedClient[] = [];
+    for (const username of usernames) {
+      const found = await this.lookup(client, { command: "getClient", username }, getClientSchema);
+      if (!found) continue;
+      if (found.client.textname === owner) clients.push(toObservedClient(found.client));
+      else if (username === desired?.client?.username)
+        throw new BrokerConflictError(
+          `${owner}: username ${username} belongs to a client the operator does not own`,
+        );
+    }
+    this.observed.set(owner, { ...(role ? { role: role.role } : {}), clients });
+  }
+
+  private async query<T>(client: DynsecClient, command: DynsecCommand, schema: z.ZodType<T>): Promise<T> {
+    return schema.parse(await client.run(command));
+  }
+
+  private async lookup<T>(
+    client: DynsecClient,
+    command: DynsecCommand,
+    schema: z.ZodType<T>,
+  ): Promise<T | undefined> {
+    const [response] = await client.send([command]);
+    if (response?.error && NOT_FOUND.test(response.error)) return undefined;
+    if (!response || response.error)
+      throw new Error(`dynamic-security ${command.command}: ${response?.error ?? "no response"}`);
+    return schema.parse(response.data);
+  }
+}

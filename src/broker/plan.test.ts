@@ -1,0 +1,134 @@
+import { describe, expect, it } from "vitest";
+import type { Acl, DesiredDevice } from "./desired.js";
+import { isCutOff, NOTHING_OBSERVED, type ObservedDevice, observationOf, planDevice } from "./plan.js";
+
+const own: Acl = { acltype: "publishClientSend", topic: "t/devices/d/#", priority: 0, allow: true };
+const extra: Acl = { acltype: "subscribePattern", topic: "t/#", priority: 0, allow: true };
+const owner = "iot:t:d";
+const enabled: DesiredDevice = { owner, acls: [own], client: { username: "CN=d,O=t" } };
+const disabled: DesiredDevice = { owner, acls: [own] };
+const user = "CN=d,O=t";
+
+const observed = (acls: Acl[], clients: ObservedDevice["clients"]): ObservedDevice => ({
+  role: { rolename: owner, acls },
+  clients,
+});
+const ownClient = { username: user, textname: owner, roles: [owner] };
+
+describe("planDevice", () => {
+  it.each([
+    {
+      name: "new device: role, then client",
+      desired: enabled,
+      observed: NOTHING_OBSERVED,
+      commands: [
+        { command: "createRole", rolename: owner, acls: [own] },
+        { command: "createClient", username: user, textname: owner, roles: [{ rolename: owner }] },
+      ],
+    },
+    { name: "in sync: nothing", desired: enabled, observed: observationOf(enabled), commands: [] },
+    {
+      name: "disabled: the client goes, the role stays",
+      desired: disabled,
+      observed: observationOf(enabled),
+      commands: [{ command: "deleteClient", username: user }],
+    },
+    {
+      name: "re-enabled: one command",
+      desired: enabled,
+      observed: observationOf(disabled),
+      commands: [{ command: "createClient", username: user, textname: owner, roles: [{ rolename: owner }] }],
+    },
+    {
+      name: "removed: client, then role",
+      desired: undefined,
+      observed: observationOf(enabled),
+      commands: [
+        { command: "deleteClient", username: user },
+        { command: "deleteRole", rolename: owner },
+      ],
+    },
+    { name: "removed and absent: nothing", desired: undefined, observed: NOTHING_OBSERVED, commands: [] },
+    {
+      name: "widened role: modified without a kick",
+      desired: { ...enabled, acls: [own, extra] },
+      observed: observationOf(enabled),
+      commands: [{ command: "modifyRole", rolename: owner, acls: [own, extra] }],
+    },
+    {
+      name: "narrowed role: modified, then the client is kicked by removing and adding its role",
+      desired: enabled,
+      observed: observationOf({ ...enabled, acls: [own, extra] }),
+      commands: [
+        { command: "modifyRole", rolename: owner, acls: [own] },
+        { command: "removeClientRole", username: user, rolename: owner },
+        { command: "addClientRole", username: user, rolename: owner },
+      ],
+    },
+    {
+      name: "drifted client roles: foreign role removed, own role added",
+      desired: enabled,
+      observed: observed([own], [{ ...ownClient, roles: ["admin"] }]),
+      commands: [
+        { command: "removeClientRole", username: user, rolename: "admin" },
+        { command: "addClientRole", username: user, rolename: owner },
+      ],
+    },
+    {
+      name: "changed username (reissued certificate): old client deleted, new one created",
+      desired: { ...enabled, client: { username: "CN=d,O=t,C=DE" } },
+      observed: observationOf(enabled),
+      commands: [
+        { command: "deleteClient", username: user },
+        { command: "createClient", username: "CN=d,O=t,C=DE", textname: owner, roles: [{ rolename: owner }] },
+      ],
+    },
+    {
+      name: "changed password: client recreated with the new one",
+      desired: {
+        owner,
+        acls: [own],
+        client: { username: "t/d", password: "new", passwordFingerprint: "fp-new" },
+      },
+      observed: observed(
+        [own],
+        [{ username: "t/d", textname: owner, textdescription: "fp-old", roles: [owner] }],
+      ),
+      commands: [
+        { command: "deleteClient", username: "t/d" },
+        {
+          command: "createClient",
+          username: "t/d",
+          password: "new",
+          textname: owner,
+          textdescription: "fp-new",
+          roles: [{ rolename: owner }],
+        },
+      ],
+    },
+  ])("$name", ({ desired, observed, commands }) => {
+    expect(planDevice(desired, observed)).toEqual(commands);
+  });
+});
+
+describe("isCutOff", () => {
+  it.each([
+    { name: "new device", desired: enabled, observed: NOTHING_OBSERVED, expected: false },
+    { name: "disabling", desired: disabled, observed: observationOf(enabled), expected: true },
+    { name: "removing", desired: undefined, observed: observationOf(enabled), expected: true },
+    {
+      name: "narrowing",
+      desired: enabled,
+      observed: observationOf({ ...enabled, acls: [own, extra] }),
+      expected: true,
+    },
+    {
+      name: "widening",
+      desired: { ...enabled, acls: [own, extra] },
+      observed: observationOf(enabled),
+      expected: false,
+    },
+  ])("$name: $expected", ({ desired, observed, expected }) => {
+    expect(isCutOff(desired, observed)).toBe(expected);
+  });
+});
