@@ -349,4 +349,36 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     });
     expect((await kubectl(["get", "secret", "sensor-1-mqtt", "-n", mallory])).ok).toBe(false);
   });
+
+  it("holds a tenant to maxDevices: the API server refuses one namespace's excess, the operator the tenant's (I6)", async () => {
+    const small = uniqueName("small");
+    const [first, second] = [`${small}-a`, `${small}-b`];
+    await applyReadyTenant(small, { namespaces: [first, second], devices: { maxDevices: 1 } });
+    await applyDevice(first, "only");
+    await readyDevice(first, "only");
+    const refused = await kubectl(["-n", first, "create", "-f", "-"], {
+      stdin: JSON.stringify({
+        apiVersion: "iot.tenant-operator.io/v1alpha1",
+        kind: "Device",
+        metadata: { name: "extra", namespace: first },
+        spec: {},
+      }),
+    });
+    expect(refused.ok).toBe(false);
+    expect(refused.stderr).toMatch(/exceeded quota: iot-tenant-quota.*count\/devices.iot.tenant-operator.io/);
+    await applyDevice(second, "over");
+    await eventually("over the tenant's limit", async () => {
+      const reason = await kubectl([
+        "get",
+        "device",
+        "over",
+        "-n",
+        second,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
+      ]);
+      return reason.stdout === "DeviceLimitReached" ? true : undefined;
+    });
+    expect((await kubectl(["get", "secret", "over-mqtt", "-n", second])).ok).toBe(false);
+  });
 });

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -99,7 +100,9 @@ export async function issueCertificate(
       ca.certFile,
       "-CAkey",
       ca.keyFile,
-      "-CAcreateserial",
+      // A random serial instead of a serial file: tests issue from one CA in parallel.
+      "-set_serial",
+      `0x${randomBytes(12).toString("hex")}`,
       "-days",
       "3650",
       "-extfile",
