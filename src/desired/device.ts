@@ -1,12 +1,11 @@
 import { createHash, X509Certificate } from "node:crypto";
 import { deviceCertificateName, deviceSecretName, tenantCAName } from "../api/derived-names.js";
 import { AuthenticationType, type Device } from "../api/device.js";
-import { API_VERSION } from "../api/group.js";
 import type { Tenant } from "../api/tenant.js";
 import type { BrokerDevice } from "../broker/adapter.js";
 import { subjectUsername } from "../broker/subject.js";
 import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, managedLabels } from "./labels.js";
-import { type KubeObject, tenantTopicRoot } from "./tenant.js";
+import { type KubeObject, ownerReferenceTo, tenantTopicRoot } from "./tenant.js";
 
 /**
  * Desired state of a Device: its Certificate (x509) in the operator's namespace, the Secret
@@ -58,19 +57,6 @@ export function deviceCertificate(
   };
 }
 
-function ownerReference(device: DeviceInput) {
-  if (!device.metadata.uid)
-    throw new Error(`Device ${device.metadata.name} has no uid: read it from the API first`);
-  return {
-    apiVersion: API_VERSION,
-    kind: "Device",
-    name: device.metadata.name,
-    uid: device.metadata.uid,
-    controller: true,
-    blockOwnerDeletion: true,
-  };
-}
-
 /** The Secret the device (or its workload) mounts; owned by the Device so it goes with it. */
 export function credentialsSecret(
   device: DeviceInput,
@@ -84,7 +70,7 @@ export function credentialsSecret(
       name: deviceSecretName(device.metadata.name),
       namespace: device.metadata.namespace ?? "",
       labels: deviceLabels(tenant, device),
-      ownerReferences: [ownerReference(device)],
+      ownerReferences: [ownerReferenceTo("Device", device)],
     },
     type: content.type,
     data: content.data,

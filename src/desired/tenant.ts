@@ -98,14 +98,18 @@ export function topicRootConflict(
   )?.metadata.name;
 }
 
-export function tenantOwnerReference(tenant: { metadata: { name: string; uid?: string } }): OwnerReference {
-  if (!tenant.metadata.uid)
-    throw new Error(`Tenant ${tenant.metadata.name} has no uid: read it from the API first`);
+/** The controller reference that makes an object the Tenant's or Device's: GC and the I7 checks rely on it. */
+export function ownerReferenceTo(
+  kind: "Tenant" | "Device",
+  owner: { metadata: { name: string; uid?: string | undefined } },
+): OwnerReference {
+  if (!owner.metadata.uid)
+    throw new Error(`${kind} ${owner.metadata.name} has no uid: read it from the API first`);
   return {
     apiVersion: API_VERSION,
-    kind: "Tenant",
-    name: tenant.metadata.name,
-    uid: tenant.metadata.uid,
+    kind,
+    name: owner.metadata.name,
+    uid: owner.metadata.uid,
     controller: true,
     blockOwnerDeletion: true,
   };
@@ -125,7 +129,7 @@ type TenantInput = Pick<Tenant, "metadata" | "spec"> & { metadata: { uid?: strin
 export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig): TenantDesiredState {
   const name = tenant.metadata.name;
   const namespaces = tenantNamespaces(tenant);
-  const owner = tenantOwnerReference(tenant);
+  const owner = ownerReferenceTo("Tenant", tenant);
   const labels = managedLabels(name);
   const meta = (objectName: string, namespace?: string) => ({
     name: objectName,

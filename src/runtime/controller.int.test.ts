@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
+import { CONFIG_MAP, NAMESPACE } from "../../test/fixtures/runtime/resources.js";
 import { CRD_RESOURCE, WIDGET, widgetCrd } from "../../test/fixtures/runtime/widget-crd.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { createLogger } from "../observability/logger.js";
@@ -18,19 +19,6 @@ import {
 } from "./kube-object.js";
 import { Manager } from "./manager.js";
 import { ExponentialFailureRateLimiter } from "./rate-limiter.js";
-
-const CONFIG_MAP: ResourceType = {
-  apiVersion: "v1",
-  kind: "ConfigMap",
-  plural: "configmaps",
-  namespaced: true,
-};
-const NAMESPACE: ResourceType = {
-  apiVersion: "v1",
-  kind: "Namespace",
-  plural: "namespaces",
-  namespaced: false,
-};
 
 const widgetSchema = kubeObjectSchema.extend({
   spec: z.looseObject({ data: z.record(z.string(), z.string()).optional(), fail: z.string().optional() }),

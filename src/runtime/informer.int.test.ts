@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { CONFIG_MAP, NAMESPACE } from "../../test/fixtures/runtime/resources.js";
 import { type ControlPlane, startControlPlane } from "../../test/harness/control-plane.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { createLogger } from "../observability/logger.js";
@@ -11,18 +12,6 @@ import { Informer } from "./informer.js";
 import { KubeClient } from "./kube-client.js";
 import type { KubeObject, ResourceType } from "./kube-object.js";
 
-const CONFIG_MAP: ResourceType = {
-  apiVersion: "v1",
-  kind: "ConfigMap",
-  plural: "configmaps",
-  namespaced: true,
-};
-const NAMESPACE: ResourceType = {
-  apiVersion: "v1",
-  kind: "Namespace",
-  plural: "namespaces",
-  namespaced: false,
-};
 const logger = createLogger({ level: "warn" });
 
 // These tests restart kube-apiserver and compact etcd, so they get a control plane of their own.

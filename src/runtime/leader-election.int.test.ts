@@ -1,23 +1,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { CONFIG_MAP, NAMESPACE } from "../../test/fixtures/runtime/resources.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { KubeClient } from "./kube-client.js";
 import type { ResourceType } from "./kube-object.js";
 import { LEASE_RESOURCE } from "./leader-election.js";
 
-const CONFIG_MAP: ResourceType = {
-  apiVersion: "v1",
-  kind: "ConfigMap",
-  plural: "configmaps",
-  namespaced: true,
-};
-const NAMESPACE: ResourceType = {
-  apiVersion: "v1",
-  kind: "Namespace",
-  plural: "namespaces",
-  namespaced: false,
-};
 const LEASE_DURATION_MS = 3_000;
 const RETRY_PERIOD_MS = 500;
 const FIXTURE = new URL("../../test/fixtures/runtime/leader-operator.ts", import.meta.url).pathname;
