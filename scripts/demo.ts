@@ -3,8 +3,7 @@
  * and Mosquitto, installs and runs the operator (its real executable), applies the example tenants
  * and devices, waits until they are Ready, and prints what they became and the isolation report.
  */
-import { execFile, spawn } from "node:child_process";
-import { openSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

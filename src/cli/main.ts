@@ -3,13 +3,11 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { parseAllDocuments, stringify } from "yaml";
 import { parseTenant } from "../api/tenant.js";
 import { loadConfig, type OperatorConfig } from "../config.js";
-import { resourceOf } from "../controllers/resources.js";
 import { desiredTenant } from "../desired/tenant.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
 import { startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
-import type { KubeObject } from "../runtime/kube-object.js";
 import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
 const USAGE = `usage: iot-tenant-operator <command>

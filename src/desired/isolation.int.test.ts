@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../../test/harness/stack.js";
-import { eventually, uniqueName } from "../../test/support/kube.js";
+import { uniqueName } from "../../test/support/kube.js";
 import { applyObjects, kubectl } from "../../test/support/kubectl.js";
 import { parseTenant } from "../api/tenant.js";
 import { operatorConfigSchema } from "../config.js";

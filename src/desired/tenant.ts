@@ -3,7 +3,7 @@ import { API_VERSION } from "../api/group.js";
 import type { Tenant } from "../api/tenant.js";
 import { DEFAULT_TOPIC_ROOT_PREFIX } from "../api/topics.js";
 import type { OperatorConfig } from "../config.js";
-import { managedLabels, NAMESPACE_NAME_LABEL, TENANT_LABEL } from "./labels.js";
+import { managedLabels, NAMESPACE_NAME_LABEL } from "./labels.js";
 
 /**
  * Desired state of a Tenant: spec in, Kubernetes objects out. No IO; the tenant
@@ -145,7 +145,7 @@ export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig):
       metadata: { ...meta(ns), labels: { ...labels, ...restrictedPodSecurity } },
     })),
     namespaced: namespaces.flatMap((ns) => [
-      ...networkPolicies(tenant, namespaces, ns, config).map((policy) => ({
+      ...networkPolicies(tenant, namespaces, config).map((policy) => ({
         apiVersion: "networking.k8s.io/v1",
         kind: "NetworkPolicy",
         metadata: meta(policy.name, ns),
@@ -200,7 +200,6 @@ function namespacesNamed(names: readonly string[]) {
 function networkPolicies(
   tenant: TenantInput,
   namespaces: readonly string[],
-  namespace: string,
   config: TenantDesiredConfig,
 ): Array<{ name: string; spec: Record<string, unknown> }> {
   const all = { podSelector: {} };

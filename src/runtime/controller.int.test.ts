@@ -10,13 +10,7 @@ import type { ReconcileRequest } from "./controller.js";
 import { TerminalError } from "./errors.js";
 import { EVENT_RESOURCE } from "./events.js";
 import { KubeClient } from "./kube-client.js";
-import {
-  controllerReference,
-  kubeObjectSchema,
-  objectKey,
-  type ResourceType,
-  resourcePath,
-} from "./kube-object.js";
+import { controllerReference, kubeObjectSchema, objectKey, resourcePath } from "./kube-object.js";
 import { Manager } from "./manager.js";
 import { ExponentialFailureRateLimiter } from "./rate-limiter.js";
 

@@ -10,7 +10,7 @@ import { createLogger } from "../observability/logger.js";
 import { OperatorMetrics } from "../observability/metrics.js";
 import { Informer } from "./informer.js";
 import { KubeClient } from "./kube-client.js";
-import type { KubeObject, ResourceType } from "./kube-object.js";
+import type { KubeObject } from "./kube-object.js";
 
 const logger = createLogger({ level: "warn" });
 

@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { CONFIG_MAP, NAMESPACE } from "../../test/fixtures/runtime/resources.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { KubeClient } from "./kube-client.js";
-import type { ResourceType } from "./kube-object.js";
 import { LEASE_RESOURCE } from "./leader-election.js";
 
 const LEASE_DURATION_MS = 3_000;
