@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { freePort } from "../test/harness/ports.js";
 import { killServersOnSignal, startProcess } from "../test/harness/process.js";
-import { repoRoot, startStack } from "../test/harness/stack.js";
+import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
 
 const run = promisify(execFile);
 
@@ -26,14 +26,7 @@ async function main(): Promise<void> {
   const { env } = stack;
   const operatorEnv = {
     ...process.env,
-    KUBECONFIG: env.kubeconfig,
-    BROKER_HOST: env.broker.host,
-    BROKER_MTLS_PORT: String(env.broker.mtlsPort),
-    BROKER_ADMIN_PORT: String(env.broker.adminPort),
-    BROKER_ADMIN_USERNAME: env.broker.adminUsername,
-    BROKER_ADMIN_PASSWORD: env.broker.adminPassword,
-    BROKER_CA_FILE: env.broker.caFile,
-    ROOT_ISSUER_NAME: env.rootIssuer,
+    ...stackVariables(env),
     PROBE_BIND_ADDRESS: `127.0.0.1:${await freePort()}`,
   };
   const cli = join(repoRoot, "bin/iot-tenant-operator.js");

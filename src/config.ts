@@ -34,6 +34,11 @@ export const operatorConfigSchema = z.object({
   BROKER_ADMIN_USERNAME: z.string().min(1).default("operator-admin"),
   BROKER_ADMIN_PASSWORD: z.string().min(1).optional(),
   BROKER_CA_FILE: z.string().min(1).optional(),
+  /** A broker on this host: the operator writes the combined CRL here and SIGHUPs the PID in BROKER_PID_FILE. */
+  BROKER_CRL_FILE: z.string().min(1).optional(),
+  BROKER_PID_FILE: z.string().min(1).optional(),
+  /** CRLs of other issuers the broker checks (e.g. the root CA's), prepended to the tenants' CRLs. */
+  BROKER_CRL_INCLUDE_FILE: z.string().min(1).optional(),
   PROBE_BIND_ADDRESS: z.string().default("127.0.0.1:8081"),
   LEASE_DURATION_SECONDS: seconds.default(15),
   LEASE_RENEW_DEADLINE_SECONDS: seconds.default(10),

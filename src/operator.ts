@@ -4,6 +4,7 @@ import type { BrokerAdapter } from "./broker/adapter.js";
 import { MosquittoDynsecAdapter } from "./broker/mosquitto-dynsec.js";
 import type { OperatorConfig } from "./config.js";
 import { DeviceReconciler } from "./controllers/device.js";
+import { RevocationReconciler } from "./controllers/revocation.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import type { Logger } from "./observability/logger.js";
 import { errorMessage } from "./runtime/errors.js";
@@ -66,7 +67,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     logger: logger.child({ component: "broker" }),
     ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
   });
-  const devices = new DeviceReconciler(manager, config, broker);
+  const revocations = new RevocationReconciler(manager, config);
+  revocations.register();
+  const devices = new DeviceReconciler(manager, config, broker, revocations);
   devices.register();
   new TenantReconciler(manager, config, devices).register();
 

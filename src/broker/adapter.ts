@@ -35,7 +35,11 @@ export interface DeviceRef {
   readonly device: string;
 }
 
-/** Whether the broker holds the desired state; feeds the `BrokerSynced` condition. */
+/**
+ * Whether the adapter reaches the broker and has read its state. False means an outage: every
+ * device's `BrokerSynced` is False with reason BrokerError. While true, each device's own
+ * applyDevice result decides its condition.
+ */
 export type BrokerStatus =
   | { readonly synced: true }
   | { readonly synced: false; readonly reason: "BrokerError"; readonly message: string };

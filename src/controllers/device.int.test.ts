@@ -201,6 +201,19 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await dropped).toBeLessThan(1_000);
     const again = track(await connectWithCertificate(tls));
     expect(await subscribeCodes(again, `${rootA}/devices/lost-2/#`)).toEqual([NOT_AUTHORIZED]);
+    // Then the tenant's CRL lists the certificate and the broker refuses the handshake itself.
+    await eventually(
+      "certificate revoked at the TLS layer",
+      async () =>
+        connectWithCertificate(tls).then(
+          async (client) => {
+            await client.endAsync(true);
+            return undefined;
+          },
+          (error: Error) => (/revoked/.test(String(error.message)) ? true : undefined),
+        ),
+      30_000,
+    );
     await eventually(
       "credentials gone",
       async () => ((await kubectl(["-n", tenantA, "get", "secret", "lost-2-mqtt"])).ok ? undefined : true),
@@ -281,6 +294,23 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
         return status.certificate?.serialNumber !== before.certificate?.serialNumber ? status : undefined;
       },
       60_000,
+    );
+    const superseded = {
+      ca: mirroredBefore["ca.crt"] ?? "",
+      cert: mirroredBefore["tls.crt"] ?? "",
+      key: mirroredBefore["tls.key"] ?? "",
+    };
+    await eventually(
+      "superseded certificate revoked",
+      async () =>
+        connectWithCertificate(superseded).then(
+          async (client) => {
+            await client.endAsync(true);
+            return undefined;
+          },
+          (error: Error) => (/revoked/.test(String(error.message)) ? true : undefined),
+        ),
+      30_000,
     );
     const mirroredAfter = await secretData(tenantA, "renewing-mqtt");
     expect(mirroredAfter["tls.crt"]).not.toBe(mirroredBefore["tls.crt"]);

@@ -37,9 +37,10 @@ import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-obje
 import type { Manager } from "../runtime/manager.js";
 import { type Parsed, parseDeviceObject, parseTenantObject } from "./parse.js";
 import { Resource } from "./resources.js";
+import { MANAGED_SECRETS, type RevocationReconciler } from "./revocation.js";
 import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
-const managedSelector = `${TENANT_LABEL},${MANAGED_BY_LABEL}=${MANAGER}`;
+const managedSelector = MANAGED_SECRETS;
 const REQUEUE_WHILE_ISSUING_MS = 3_000;
 
 type Secret = KubeObject & { data?: Record<string, string>; type?: string };
@@ -73,6 +74,7 @@ export class DeviceReconciler implements TenantBroker {
     private readonly manager: Manager,
     private readonly config: OperatorConfig,
     private readonly broker: BrokerAdapter,
+    private readonly revocations: RevocationReconciler,
   ) {
     this.devices = manager.informer(Resource.device);
     this.namespaces = manager.informer(Resource.namespace);
@@ -334,7 +336,24 @@ export class DeviceReconciler implements TenantBroker {
     const [crt, key] = [issued?.data?.["tls.crt"], issued?.data?.["tls.key"]];
     // The device verifies the broker with the root CA, which is the tenant CA's own ca.crt.
     const rootCA = caSecret?.data?.["ca.crt"];
-    if (!crt || !key || !rootCA) return undefined;
+    // Until the broker holds this tenant's CRL, it refuses every certificate of the tenant's CA.
+    if (!crt || !key || !rootCA || !this.revocations.isPublished(tenant.metadata.name)) return undefined;
+    const described = describeCertificate(Buffer.from(crt, "base64").toString("utf8"));
+    const previous = (device as { status?: { certificate?: { serialNumber?: string; notAfter?: string } } })
+      .status?.certificate;
+    if (previous?.serialNumber && previous.notAfter && previous.serialNumber !== described.serialNumber) {
+      // Renewed with a new key: the old certificate must not work any more.
+      await this.revocations.revoke(
+        tenant.metadata.name,
+        {
+          serialNumber: previous.serialNumber,
+          notAfter: previous.notAfter,
+          revokedAt: new Date(this.manager.clock.now()).toISOString(),
+          device: objectKey(device.metadata),
+        },
+        signal,
+      );
+    }
     const mirror = credentialsSecret(device, tenant.metadata.name, {
       type: "kubernetes.io/tls",
       data: { "tls.crt": crt, "tls.key": key, "ca.crt": rootCA },
@@ -346,7 +365,6 @@ export class DeviceReconciler implements TenantBroker {
       this.secrets.get(objectKey(mirror.metadata)),
       signal,
     );
-    const described = describeCertificate(Buffer.from(crt, "base64").toString("utf8"));
     return { credentials: { type: "x509", username: described.username }, certificate: described };
   }
 
@@ -383,6 +401,20 @@ export class DeviceReconciler implements TenantBroker {
     if (tenant) {
       await this.broker.removeDevice({ tenant, device: device.metadata.name });
       const name = deviceCertificateName(tenant, device.metadata.name);
+      const pem = decode(this.issuedSecret(tenant, device.metadata.name), "tls.crt");
+      if (pem) {
+        const issued = describeCertificate(pem);
+        await this.revocations.revoke(
+          tenant,
+          {
+            serialNumber: issued.serialNumber,
+            notAfter: issued.notAfter,
+            revokedAt: new Date(this.manager.clock.now()).toISOString(),
+            device: objectKey(device.metadata),
+          },
+          signal,
+        );
+      }
       await this.manager.client.delete(
         Resource.certificate,
         { namespace: this.config.OPERATOR_NAMESPACE, name },

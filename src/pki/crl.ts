@@ -61,7 +61,9 @@ function oid(dotted: string): Buffer {
 /** UTCTime until 2049, GeneralizedTime after (RFC 5280 §4.1.2.5). */
 function time(date: Date): Buffer {
   const iso = date.toISOString().replace(/[-:T]/g, "").slice(0, 14);
-  return date.getUTCFullYear() < 2050 ? tlv(0x17, Buffer.from(`${iso.slice(2)}Z`)) : tlv(0x18, Buffer.from(`${iso}Z`));
+  return date.getUTCFullYear() < 2050
+    ? tlv(0x17, Buffer.from(`${iso.slice(2)}Z`))
+    : tlv(0x18, Buffer.from(`${iso}Z`));
 }
 
 /** Reads one TLV at `offset`: where its content starts and ends. */

@@ -1,11 +1,12 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
+import { signCrl } from "../../src/pki/crl.js";
 import type { KeyPair } from "./pki.js";
 import { issueCertificate } from "./pki.js";
 import { freePort } from "./ports.js";
@@ -33,6 +34,11 @@ export interface Broker {
   readonly caFile: string;
   readonly configFile: string;
   readonly dynsecFile: string;
+  /** The broker's `crlfile`: the operator rewrites it and sends SIGHUP to the PID in `pidFile`. */
+  readonly crlFile: string;
+  readonly pidFile: string;
+  /** The root CA's own CRL, which the operator puts in front of the tenants' CRLs. */
+  readonly rootCrlFile: string;
   stop(): Promise<void>;
 }
 
@@ -70,6 +76,22 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const dynsecFile = join(dir, "dynamic-security.json");
   await run("mosquitto_ctrl", ["dynsec", "init", dynsecFile, adminUsername, adminPassword]);
 
+  // With a crlfile the broker checks every client certificate's issuer against a CRL, so it
+  // starts with the root CA's (for certificates the root signs directly); tenants' CRLs follow.
+  const rootCrlFile = join(dir, "root-ca.crl");
+  const crlFile = join(dir, "crl.pem");
+  const pidFile = join(dir, "mosquitto.pid");
+  const rootCrl = signCrl({
+    caCertificatePem: await readFile(options.deviceRootCA.certFile, "utf8"),
+    caKeyPem: await readFile(options.deviceRootCA.keyFile, "utf8"),
+    revoked: [],
+    thisUpdate: new Date(Date.now() - 60_000),
+    nextUpdate: new Date(Date.now() + 30 * 86_400_000),
+    number: 1,
+  });
+  await writeFile(rootCrlFile, rootCrl);
+  await writeFile(crlFile, rootCrl);
+
   const configFile = join(dir, "mosquitto.conf");
   await writeFile(
     configFile,
@@ -79,6 +101,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
       "per_listener_settings false",
       "allow_anonymous false",
       "persistence false",
+      `pid_file ${pidFile}`,
       "log_dest stdout",
       "log_type error",
       "log_type warning",
@@ -93,6 +116,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
       `cafile ${options.deviceRootCA.certFile}`,
       `certfile ${serverCert.certFile}`,
       `keyfile ${serverCert.keyFile}`,
+      `crlfile ${crlFile}`,
       "require_certificate true",
       "use_subject_as_username true",
       "",
@@ -134,6 +158,9 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
     caFile: options.deviceRootCA.certFile,
     configFile,
     dynsecFile,
+    crlFile,
+    pidFile,
+    rootCrlFile,
     stop: () => broker.stop(),
   };
 }

@@ -108,22 +108,32 @@ async function installRootIssuer(controlPlane: ControlPlane, ca: KeyPair): Promi
   ]);
 }
 
-/** The `.stack/env` contract (DESIGN §8): shell `export` lines. */
-export function envFileLines(env: StackEnv): string {
-  const vars: Record<string, string | number> = {
+/**
+ * The stack's connection settings under the operator's own configuration names (src/config.ts),
+ * so `source .stack/env && iot-tenant-operator run` needs nothing else.
+ */
+export function stackVariables(env: StackEnv): Record<string, string> {
+  return {
     KUBECONFIG: env.kubeconfig,
     BROKER_HOST: env.broker.host,
-    BROKER_MTLS_PORT: env.broker.mtlsPort,
-    BROKER_PASSWORD_PORT: env.broker.passwordPort,
-    BROKER_ADMIN_PORT: env.broker.adminPort,
+    BROKER_MTLS_PORT: String(env.broker.mtlsPort),
+    BROKER_PASSWORD_PORT: String(env.broker.passwordPort),
+    BROKER_ADMIN_PORT: String(env.broker.adminPort),
     BROKER_ADMIN_USERNAME: env.broker.adminUsername,
     BROKER_ADMIN_PASSWORD: env.broker.adminPassword,
     BROKER_CA_FILE: env.broker.caFile,
-    IOT_ROOT_ISSUER: env.rootIssuer,
+    BROKER_CRL_FILE: env.broker.crlFile,
+    BROKER_PID_FILE: env.broker.pidFile,
+    BROKER_CRL_INCLUDE_FILE: env.broker.rootCrlFile,
+    ROOT_ISSUER_NAME: env.rootIssuer,
     IOT_STACK_BIN: env.binDir,
   };
-  const quote = (v: string | number) => `'${String(v).replaceAll("'", `'\\''`)}'`;
-  return `${Object.entries(vars)
+}
+
+/** The `.stack/env` contract (DESIGN §8): shell `export` lines, with the stack's kubectl and helm first on PATH. */
+export function envFileLines(env: StackEnv): string {
+  const quote = (v: string) => `'${v.replaceAll("'", `'\\''`)}'`;
+  return `${Object.entries(stackVariables(env))
     .map(([k, v]) => `export ${k}=${quote(v)}`)
     .join("\n")}\nexport PATH=${quote(env.binDir)}:"$PATH"\n`;
 }

@@ -5,20 +5,14 @@ import { install } from "../../src/install.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { type RunningOperator, startOperator } from "../../src/operator.js";
 import { KubeClient } from "../../src/runtime/kube-client.js";
+import { stackVariables } from "../harness/stack.js";
 import { adminKubeConfig, eventually } from "./kube.js";
 import { kubectl } from "./kubectl.js";
 
 /** The operator's configuration for the test stack. */
 export function stackOperatorConfig(overrides: Record<string, string> = {}): OperatorConfig {
-  const { broker, rootIssuer } = inject("stack");
   return operatorConfigSchema.parse({
-    BROKER_HOST: broker.host,
-    BROKER_MTLS_PORT: String(broker.mtlsPort),
-    BROKER_ADMIN_PORT: String(broker.adminPort),
-    BROKER_ADMIN_USERNAME: broker.adminUsername,
-    BROKER_ADMIN_PASSWORD: broker.adminPassword,
-    BROKER_CA_FILE: broker.caFile,
-    ROOT_ISSUER_NAME: rootIssuer,
+    ...stackVariables(inject("stack")),
     PROBE_BIND_ADDRESS: "127.0.0.1:0",
     LOG_LEVEL: process.env.OPERATOR_LOG_LEVEL ?? "warn",
     ...overrides,
