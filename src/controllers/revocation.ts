@@ -24,6 +24,8 @@ export const CRL_LABEL = "iot.tenant-operator.io/crl";
 /** The operator's Secrets that belong to a tenant: CAs, issued certificates, mirrors, CRLs. */
 export const MANAGED_SECRETS = `${TENANT_LABEL},${MANAGED_BY_LABEL}=${MANAGER}`;
 export const BROKER_CRL_SECRET = "iot-broker-crl";
+/** The key of BROKER_CRL_SECRET that the broker mounts as its `crlfile`. */
+export const BROKER_CRL_KEY = "crl.pem";
 const CRL_LIFETIME_MS = 7 * 86_400_000;
 /** Re-signed when less than this is left, so the broker never holds an expired CRL. */
 const RESIGN_BEFORE_MS = 2 * 86_400_000;
@@ -202,7 +204,7 @@ export class RevocationReconciler {
         kind: "Secret",
         metadata: { ...target, labels: { [MANAGED_BY_LABEL]: MANAGER, [CRL_LABEL]: "true" } },
         type: "Opaque",
-        data: { "crl.pem": encode(combined) },
+        data: { [BROKER_CRL_KEY]: encode(combined) },
       },
       await this.manager.client.get(Resource.secret, target, context.signal).catch((error: unknown) => {
         if (error instanceof KubeApiError && error.code === 404) return undefined;

@@ -57,6 +57,9 @@ describe("the Helm chart", () => {
       "clusterrole.rbac.authorization.k8s.io/iot-tenant-admin",
       "validatingadmissionpolicy.admissionregistration.k8s.io/iot-tenant-guard",
       "deployment.apps/iot-tenant-operator",
+      "configmap/iot-mosquitto-config",
+      "networkpolicy.networking.k8s.io/iot-mosquitto",
+      "certificate.cert-manager.io/iot-broker-tls",
     ]) {
       expect(applied.stdout).toContain(`${object} serverside-applied`);
     }

@@ -2,6 +2,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
+import { mosquittoConfig } from "../broker/mosquitto-config.js";
+import { BROKER_CRL_KEY } from "../controllers/revocation.js";
 import { clusterObjects } from "../desired/cluster.js";
 import { operatorRbac } from "../desired/operator-rbac.js";
 import type { KubeObject } from "../desired/tenant.js";
@@ -96,6 +98,78 @@ function deployment(): KubeObject {
   };
 }
 
+/**
+ * The broker's configuration and server certificate, for a Mosquitto 2.0 pod that mounts the
+ * Secrets named here (its TLS pair, the CRL Secret the operator writes) and keeps dynamic-security
+ * state on a volume. Mosquitto re-reads the CRL on SIGHUP.
+ */
+function brokerObjects(): KubeObject[] {
+  const labels = {
+    "app.kubernetes.io/name": "mosquitto",
+    "app.kubernetes.io/part-of": "iot-tenant-operator",
+  };
+  return [
+    {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: "iot-mosquitto-config", namespace: RELEASE_NAMESPACE, labels },
+      data: {
+        "mosquitto.conf": mosquittoConfig({
+          bindAddress: "0.0.0.0",
+          mtlsPort: 8883,
+          passwordPort: 8884,
+          adminPort: 1883,
+          rootCaFile: "/mosquitto/tls/ca.crt",
+          serverCertFile: "/mosquitto/tls/tls.crt",
+          serverKeyFile: "/mosquitto/tls/tls.key",
+          crlFile: `/mosquitto/crl/${BROKER_CRL_KEY}`,
+          dynsecPlugin: "/usr/lib/mosquitto_dynamic_security.so",
+          dynsecStateFile: "/mosquitto/data/dynamic-security.json",
+        }),
+      },
+    },
+    {
+      // Devices reach the device listeners from anywhere; only the operator reaches the admin API.
+      apiVersion: "networking.k8s.io/v1",
+      kind: "NetworkPolicy",
+      metadata: { name: "iot-mosquitto", namespace: RELEASE_NAMESPACE, labels },
+      spec: {
+        podSelector: { matchLabels: { "app.kubernetes.io/name": "mosquitto" } },
+        policyTypes: ["Ingress"],
+        ingress: [
+          {
+            ports: [
+              { protocol: "TCP", port: 8883 },
+              { protocol: "TCP", port: 8884 },
+            ],
+          },
+          {
+            from: [{ podSelector: { matchLabels: { "app.kubernetes.io/name": "iot-tenant-operator" } } }],
+            ports: [{ protocol: "TCP", port: 1883 }],
+          },
+        ],
+      },
+    },
+    {
+      apiVersion: "cert-manager.io/v1",
+      kind: "Certificate",
+      metadata: { name: "iot-broker-tls", namespace: RELEASE_NAMESPACE, labels },
+      spec: {
+        secretName: "iot-broker-tls",
+        commonName: "{{ .Values.broker.host }}",
+        dnsNames: ["{{ .Values.broker.host }}", "{{ .Values.broker.host }}.{{ .Release.Namespace }}.svc"],
+        usages: ["server auth", "digital signature", "key encipherment"],
+        privateKey: { algorithm: "ECDSA", size: 256 },
+        issuerRef: {
+          group: "cert-manager.io",
+          kind: "{{ .Values.rootIssuer.kind }}",
+          name: "{{ .Values.rootIssuer.name }}",
+        },
+      },
+    },
+  ];
+}
+
 const CHART_YAML = `${HEADER}apiVersion: v2
 name: iot-tenant-operator
 description: Enforces IoT tenant isolation with namespaces, NetworkPolicies, RBAC, quotas, device certificates and MQTT broker ACLs.
@@ -140,6 +214,7 @@ export function chartFiles(): Map<string, string> {
       ),
     ],
     ["templates/deployment.yaml", documents([deployment()])],
+    ["templates/broker.yaml", documents(brokerObjects())],
   ]);
   for (const crd of readdirSync(crdDir).filter((f) => f.endsWith(".yaml"))) {
     files.set(`crds/${crd}`, readFileSync(join(crdDir, crd), "utf8"));

@@ -6,6 +6,7 @@ import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
+import { mosquittoConfig } from "../../src/broker/mosquitto-config.js";
 import { signCrl } from "../../src/pki/crl.js";
 import type { KeyPair } from "./pki.js";
 import { issueCertificate } from "./pki.js";
@@ -95,36 +96,21 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const configFile = join(dir, "mosquitto.conf");
   await writeFile(
     configFile,
-    [
-      // Running as root, mosquitto would drop to user 'mosquitto', which cannot read these keys.
-      ...(userInfo().uid === 0 ? ["user root"] : []),
-      "per_listener_settings false",
-      "allow_anonymous false",
-      "persistence false",
-      `pid_file ${pidFile}`,
-      "log_dest stdout",
-      "log_type error",
-      "log_type warning",
-      "log_type notice",
-      "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-      `plugin ${dynsecPlugin()}`,
-      `plugin_opt_config_file ${dynsecFile}`,
-      "",
-      `listener ${adminPort} ${host}`,
-      "",
-      `listener ${mtlsPort} ${host}`,
-      `cafile ${options.deviceRootCA.certFile}`,
-      `certfile ${serverCert.certFile}`,
-      `keyfile ${serverCert.keyFile}`,
-      `crlfile ${crlFile}`,
-      "require_certificate true",
-      "use_subject_as_username true",
-      "",
-      `listener ${passwordPort} ${host}`,
-      `certfile ${serverCert.certFile}`,
-      `keyfile ${serverCert.keyFile}`,
-      "",
-    ].join("\n"),
+    mosquittoConfig({
+      bindAddress: host,
+      mtlsPort,
+      passwordPort,
+      adminPort,
+      rootCaFile: options.deviceRootCA.certFile,
+      serverCertFile: serverCert.certFile,
+      serverKeyFile: serverCert.keyFile,
+      crlFile,
+      dynsecPlugin: dynsecPlugin(),
+      dynsecStateFile: dynsecFile,
+      pidFile,
+      // Started as root, mosquitto would drop to user 'mosquitto', which cannot read these keys.
+      runAsRoot: userInfo().uid === 0,
+    }),
   );
 
   const broker: ManagedProcess = startProcess("mosquitto", mosquittoBinary(), ["-c", configFile], {
