@@ -411,4 +411,31 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     });
     expect((await kubectl(["get", "secret", "over-mqtt", "-n", second])).ok).toBe(false);
   });
+
+  it("makes no write request once everything has converged, even when reconciles run again", async () => {
+    const quiet = uniqueName("quiet");
+    await applyReadyTenant(quiet, { admins: [{ kind: "User", name: `admin-${quiet}` }] });
+    await Promise.all([
+      applyDevice(quiet, "cert"),
+      applyDevice(quiet, "pass", { authentication: { type: "password" } }),
+    ]);
+    await Promise.all([readyDevice(quiet, "cert"), readyDevice(quiet, "pass")]);
+    // Settle: the last status writes and events of the other tests land first.
+    await new Promise((r) => setTimeout(r, 3_000));
+    const reconciles = async (controller: string) =>
+      (await operator.manager.metrics.reconcileTotal.get()).values
+        .filter((v) => v.labels.controller === controller)
+        .reduce((sum, v) => sum + v.value, 0);
+    const before = await operator.manager.metrics.writeRequests();
+    const [tenantsBefore, devicesBefore] = [await reconciles("tenant"), await reconciles("device")];
+    // Label changes wake both reconcilers without changing anything they own.
+    for (const round of [1, 2, 3]) {
+      await kubectl(["label", "--overwrite", "tenant", quiet, `touch=${round}`]);
+      await kubectl(["-n", quiet, "label", "--overwrite", "device", "cert", "pass", `touch=${round}`]);
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    expect(await operator.manager.metrics.writeRequests()).toBe(before);
+    expect(await reconciles("tenant")).toBeGreaterThanOrEqual(tenantsBefore + 3);
+    expect(await reconciles("device")).toBeGreaterThanOrEqual(devicesBefore + 6);
+  });
 });
