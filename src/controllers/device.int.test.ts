@@ -1,5 +1,5 @@
 import type { MqttClient } from "mqtt";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
 import {
@@ -47,6 +47,7 @@ function closedWithin(client: MqttClient, since: () => number): Promise<number> 
 
 describe("the Device reconciler with cert-manager and Mosquitto", () => {
   let operator: RunningOperator;
+  const logLines: string[] = [];
   const tenantA = uniqueName("ta");
   const tenantB = uniqueName("tb");
   const rootA = `tenants/${tenantA}`;
@@ -58,7 +59,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   };
 
   beforeAll(async () => {
-    operator = await startTestOperator();
+    operator = await startTestOperator(undefined, { logLines });
     await applyReadyTenant(tenantA, { admins: [{ kind: "User", name: `alice-${tenantA}` }] });
     await applyReadyTenant(tenantB);
   });
@@ -437,5 +438,22 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await operator.manager.metrics.writeRequests()).toBe(before);
     expect(await reconciles("tenant")).toBeGreaterThanOrEqual(tenantsBefore + 3);
     expect(await reconciles("device")).toBeGreaterThanOrEqual(devicesBefore + 6);
+  });
+
+  it("never writes secret material to its logs", async () => {
+    const secrets = await Promise.all(
+      [
+        [tenantA, "sensor-1-mqtt", "tls.key"],
+        [tenantA, "legacy-1-mqtt", "password"],
+        [tenantA, "legacy-2-mqtt", "password"],
+      ].map(async ([namespace = "", name = "", key = ""]) => (await secretData(namespace, name))[key] ?? ""),
+    );
+    const keyBody = (secrets[0] ?? "").split("\n").slice(1, 2).join("");
+    expect(logLines.length).toBeGreaterThan(50);
+    const logs = logLines.join("");
+    for (const secret of [keyBody, secrets[1], secrets[2], inject("stack").broker.adminPassword]) {
+      expect(secret?.length).toBeGreaterThan(10);
+      expect(logs).not.toContain(secret);
+    }
   });
 });

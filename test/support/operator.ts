@@ -22,13 +22,18 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
 export async function startTestOperator(
   config: OperatorConfig = stackOperatorConfig(),
+  options: { logLines?: string[] } = {},
 ): Promise<RunningOperator> {
   const kubeConfig = adminKubeConfig();
   await install(new KubeClient(kubeConfig), config);
+  const { logLines } = options;
   return startOperator({
     kubeConfig,
     config,
-    logger: createLogger({ level: config.LOG_LEVEL }),
+    // Captured logs are read at the most verbose level, to prove what never appears in them.
+    logger: logLines
+      ? createLogger({ level: "trace", destination: { write: (line: string) => logLines.push(line) } })
+      : createLogger({ level: config.LOG_LEVEL }),
     leaderElection: false,
     informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
   });
