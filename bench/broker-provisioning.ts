@@ -299,6 +299,8 @@ async function main(): Promise<void> {
       "|---------|----------------|",
       ...costs.map((c) => `| ${String(c.size).padStart(7)} | ${f(c.medianMs, 2).padStart(14)} |`),
       "",
+      `Full resync of ${preload + provision} devices with no drift: ${f(paced.resync?.seconds, 2)} s, ${paced.resync?.commands} commands.`,
+      "",
       `Fit: ${f(fit.intercept, 2)} ms + ${f(fit.slope * 1000, 2)} ms per 1,000 devices.`,
       `One command stalls the broker for ${BOUND_MS} ms at ≈ ${Math.round(stallLimit)} devices; ` +
         `with the idle p99 (${f(paced.idle.p99)} ms) added, the ${BOUND_MS} ms p99 bound breaks at ≈ ${Math.round(rttLimit)} devices.`,
