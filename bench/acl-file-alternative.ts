@@ -14,7 +14,7 @@ import type { MqttClient } from "mqtt";
 import { startMosquitto } from "../test/harness/mosquitto.js";
 import { createCA, issueCertificate } from "../test/harness/pki.js";
 import { restartMosquitto } from "./support/mosquitto-process.js";
-import { connectWithCertificate, subackCodes } from "./support/mqtt-device.js";
+import { connectWithCertificate, subscribeCodes } from "./support/mqtt-device.js";
 import { summarize } from "./support/stats.js";
 
 const { values: args } = parseArgs({ options: { devices: { type: "string", default: "6000" } } });
@@ -60,10 +60,10 @@ async function main(): Promise<void> {
     const process = await restartMosquitto(broker);
     const probe = await connectWithCertificate(broker, probePair);
     try {
-      const subscribeCodes = {
-        "#": await subackCodes(probe, "#"),
-        "tenants/other/#": await subackCodes(probe, "tenants/other/#"),
-        "$share/g/tenants/other/#": await subackCodes(probe, "$share/g/tenants/other/#"),
+      const subackCodes = {
+        "#": await subscribeCodes(probe, "#"),
+        "tenants/other/#": await subscribeCodes(probe, "tenants/other/#"),
+        "$share/g/tenants/other/#": await subscribeCodes(probe, "$share/g/tenants/other/#"),
       };
       await probe.unsubscribeAsync(["#", "tenants/other/#", "$share/g/tenants/other/#"]);
       await probe.subscribeAsync("tenants/bench/devices/probe/rtt", { qos: 0 });
@@ -77,13 +77,13 @@ async function main(): Promise<void> {
       const reload = summarize(await during);
       const result = {
         devices,
-        subscribeCodesOutsideTheGrant: subscribeCodes,
+        subscribeCodesOutsideTheGrant: subackCodes,
         idleRoundTripMs: idle,
         roundTripAcrossOneReloadMs: reload,
         reloadSignalledAtMs: signalled,
       };
       console.log(`ACL file with ${devices} per-device user blocks (plus pattern tenants/%u/#):`);
-      console.log(`  SUBACK codes outside the grant (0 = granted): ${JSON.stringify(subscribeCodes)}`);
+      console.log(`  SUBACK codes outside the grant (0 = granted): ${JSON.stringify(subackCodes)}`);
       console.log(
         `  round trip idle       p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, max ${idle.max.toFixed(1)} ms`,
       );

@@ -26,20 +26,23 @@ describe("desiredDevice", () => {
       ],
     },
     {
-      name: "spec grants are added under the tenant root, duplicates dropped",
+      name: "spec grants replace the own subtree, under the tenant root",
       device: {
         ...base,
         topicRoot: "fleet/eu/acme",
-        topics: { publish: ["alerts/+", "devices/sensor-1/#"], subscribe: ["#"] },
+        topics: { publish: ["alerts/+", "devices/sensor-1/state"], subscribe: ["#"] },
       },
       acls: [
         send("fleet/eu/acme/alerts/+"),
-        send("fleet/eu/acme/devices/sensor-1/#"),
+        send("fleet/eu/acme/devices/sensor-1/state"),
         sub("$share/+/fleet/eu/acme/#"),
-        sub("$share/+/fleet/eu/acme/devices/sensor-1/#"),
         sub("fleet/eu/acme/#"),
-        sub("fleet/eu/acme/devices/sensor-1/#"),
       ],
+    },
+    {
+      name: "a read-only application publishes nothing",
+      device: { ...base, topics: { publish: [], subscribe: ["#"] } },
+      acls: [sub("$share/+/tenants/acme/#"), sub("tenants/acme/#")],
     },
   ])("$name", ({ device, acls }) => {
     const desired = desiredDevice("iot:", device);

@@ -65,7 +65,7 @@ export function narrows(current: readonly Acl[], next: readonly Acl[]): boolean 
 }
 
 /**
- * Exact grants under the tenant root. Subscribe grants also cover the shared-subscription form
+ * Exact grants under the tenant root: `topics` if the Device names any, else its own subtree. Subscribe grants also cover the shared-subscription form
  * `$share/<any group>/<filter>`, because dynsec matches the whole filter; nothing else is granted
  * and the broker's default denies publishing and subscribing.
  */
@@ -74,9 +74,11 @@ export function deviceAcls(
   device: BrokerDevice["device"],
   topics: BrokerDevice["topics"],
 ): Acl[] {
-  const own = ownSubtree(device);
-  const publish = [own, ...(topics?.publish ?? [])].map((filter) => `${topicRoot}/${filter}`);
-  const subscribe = [own, ...(topics?.subscribe ?? [])].map((filter) => `${topicRoot}/${filter}`);
+  // spec.topics, when given, is the whole grant (least privilege: it can be narrower than the
+  // device's own subtree); without it the device has exactly its own subtree.
+  const granted = topics ?? { publish: [ownSubtree(device)], subscribe: [ownSubtree(device)] };
+  const publish = granted.publish.map((filter) => `${topicRoot}/${filter}`);
+  const subscribe = granted.subscribe.map((filter) => `${topicRoot}/${filter}`);
   return canonicalAcls([
     ...publish.map((topic): Acl => ({ acltype: "publishClientSend", topic, priority: 0, allow: true })),
     ...subscribe.flatMap((topic): Acl[] => [

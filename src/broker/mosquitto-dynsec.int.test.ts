@@ -7,7 +7,7 @@ import type { MqttClient } from "mqtt";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
-import { connectWithCertificate, pubackCode, subackCodes } from "../../bench/support/mqtt-device.js";
+import { connectWithCertificate, publishCode, subscribeCodes } from "../../bench/support/mqtt-device.js";
 import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
@@ -129,8 +129,8 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     ]);
     try {
       const subtree = `tenants/${a}/devices/sensor-1`;
-      expect(await subackCodes(own, `${subtree}/#`)).toEqual([1]);
-      expect(await subackCodes(own, `$share/g/${subtree}/#`)).toEqual([1]);
+      expect(await subscribeCodes(own, `${subtree}/#`)).toEqual([1]);
+      expect(await subscribeCodes(own, `$share/g/${subtree}/#`)).toEqual([1]);
       await own.unsubscribeAsync(`$share/g/${subtree}/#`);
       for (const filter of [
         `tenants/${a}/devices/sensor-2/#`,
@@ -143,17 +143,17 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
         "$CONTROL/#",
         `$share/g/tenants/${b}/#`,
       ])
-        expect({ filter, codes: await subackCodes(own, filter) }).toEqual({ filter, codes: [REFUSED] });
-      expect(await pubackCode(own, `tenants/${a}/devices/sensor-2/cmd`, "x")).toBe(REFUSED);
-      expect(await pubackCode(own, `tenants/${b}/devices/sensor-1/cmd`, "x")).toBe(REFUSED);
+        expect({ filter, codes: await subscribeCodes(own, filter) }).toEqual({ filter, codes: [REFUSED] });
+      expect(await publishCode(own, `tenants/${a}/devices/sensor-2/cmd`, "x")).toBe(REFUSED);
+      expect(await publishCode(own, `tenants/${b}/devices/sensor-1/cmd`, "x")).toBe(REFUSED);
 
-      expect(await subackCodes(reader, `tenants/${a}/#`)).toEqual([1]);
-      expect(await subackCodes(foreign, `tenants/${b}/devices/sensor-1/#`)).toEqual([1]);
+      expect(await subscribeCodes(reader, `tenants/${a}/#`)).toEqual([1]);
+      expect(await subscribeCodes(foreign, `tenants/${b}/devices/sensor-1/#`)).toEqual([1]);
       const seenByOwn = received(own, 600);
       const seenByReader = received(reader, 600);
-      await pubackCode(own, `${subtree}/temp`, "21.5");
-      await pubackCode(neighbour, `tenants/${a}/devices/sensor-2/temp`, "19");
-      await pubackCode(foreign, `tenants/${b}/devices/sensor-1/temp`, "live", true);
+      await publishCode(own, `${subtree}/temp`, "21.5");
+      await publishCode(neighbour, `tenants/${a}/devices/sensor-2/temp`, "19");
+      await publishCode(foreign, `tenants/${b}/devices/sensor-1/temp`, "live", true);
       expect(await seenByOwn).toEqual([`${subtree}/temp=21.5`]);
       expect((await seenByReader).sort()).toEqual([
         `tenants/${a}/devices/sensor-1/temp=21.5`,
@@ -163,8 +163,8 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
       // A retained message of the other tenant is not delivered to a fresh session either.
       const late = await connectWithCertificate(endpoint, await certificate(a, "sensor-1"));
       const seenLate = received(late, 400);
-      await subackCodes(late, `tenants/${b}/devices/sensor-1/temp`);
-      await subackCodes(late, `${subtree}/#`);
+      await subscribeCodes(late, `tenants/${b}/devices/sensor-1/temp`);
+      await subscribeCodes(late, `${subtree}/#`);
       expect(await seenLate).toEqual([]);
       await late.endAsync();
     } finally {
@@ -178,20 +178,20 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     await adapter.applyDevice(spec);
     const pair = await certificate(tenant, "door");
     const live = await connectWithCertificate(endpoint, pair);
-    expect(await subackCodes(live, `tenants/${tenant}/devices/door/#`)).toEqual([1]);
+    expect(await subscribeCodes(live, `tenants/${tenant}/devices/door/#`)).toEqual([1]);
 
     const dropped = closed(live);
     await adapter.applyDevice({ ...spec, enabled: false });
     expect(await dropped).toBeLessThan(1_000);
 
     const again = await connectWithCertificate(endpoint, pair);
-    expect(await subackCodes(again, `tenants/${tenant}/devices/door/#`)).toEqual([REFUSED]);
-    expect(await pubackCode(again, `tenants/${tenant}/devices/door/state`, "open")).toBe(REFUSED);
+    expect(await subscribeCodes(again, `tenants/${tenant}/devices/door/#`)).toEqual([REFUSED]);
+    expect(await publishCode(again, `tenants/${tenant}/devices/door/state`, "open")).toBe(REFUSED);
     await again.endAsync();
 
     await adapter.applyDevice(spec);
     const restored = await connectWithCertificate(endpoint, pair);
-    expect(await subackCodes(restored, `tenants/${tenant}/devices/door/#`)).toEqual([1]);
+    expect(await subscribeCodes(restored, `tenants/${tenant}/devices/door/#`)).toEqual([1]);
     const dropOnDelete = closed(restored);
     await adapter.removeDevice(spec);
     expect(await dropOnDelete).toBeLessThan(1_000);
@@ -209,12 +209,12 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     await Promise.all(fleet.map((d) => adapter.applyDevice({ ...d, suspended: true })));
     for (const ms of await Promise.all(drops)) expect(ms).toBeLessThan(1_000);
     const probe = await connectWithCertificate(endpoint, await certificate(tenant, "m1"));
-    expect(await subackCodes(probe, `tenants/${tenant}/devices/m1/#`)).toEqual([REFUSED]);
+    expect(await subscribeCodes(probe, `tenants/${tenant}/devices/m1/#`)).toEqual([REFUSED]);
     await probe.endAsync();
 
     await Promise.all(fleet.map((d) => adapter.applyDevice(d)));
     const back = await connectWithCertificate(endpoint, await certificate(tenant, "m2"));
-    expect(await subackCodes(back, `tenants/${tenant}/devices/m2/#`)).toEqual([1]);
+    expect(await subscribeCodes(back, `tenants/${tenant}/devices/m2/#`)).toEqual([1]);
     await back.endAsync();
   });
 
@@ -223,12 +223,12 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     const wide = device(tenant, "gw", { topics: { publish: [], subscribe: ["shared/#"] } });
     await adapter.applyDevice(wide);
     const client = await connectWithCertificate(endpoint, await certificate(tenant, "gw"));
-    expect(await subackCodes(client, `tenants/${tenant}/shared/#`)).toEqual([1]);
+    expect(await subscribeCodes(client, `tenants/${tenant}/shared/#`)).toEqual([1]);
     const dropped = closed(client);
     await adapter.applyDevice(device(tenant, "gw"));
     expect(await dropped).toBeLessThan(1_000);
     const again = await connectWithCertificate(endpoint, await certificate(tenant, "gw"));
-    expect(await subackCodes(again, `tenants/${tenant}/shared/#`)).toEqual([REFUSED]);
+    expect(await subscribeCodes(again, `tenants/${tenant}/shared/#`)).toEqual([REFUSED]);
     await again.endAsync();
   });
 
@@ -250,8 +250,8 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
         reconnectPeriod: 0,
       });
     const client = await connect(password);
-    expect(await subackCodes(client, `tenants/${tenant}/devices/legacy/#`)).toEqual([1]);
-    expect(await subackCodes(client, `tenants/${tenant}/#`)).toEqual([REFUSED]);
+    expect(await subscribeCodes(client, `tenants/${tenant}/devices/legacy/#`)).toEqual([1]);
+    expect(await subscribeCodes(client, `tenants/${tenant}/#`)).toEqual([REFUSED]);
     await client.endAsync();
     await adapter.applyDevice({
       ...spec,
