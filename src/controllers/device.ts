@@ -32,6 +32,7 @@ import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
+import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
@@ -170,21 +171,7 @@ export class DeviceReconciler implements TenantBroker {
       });
       return undefined;
     }
-    if (!observed.metadata.finalizers?.includes(DEVICE_FINALIZER)) {
-      await this.manager.client.apply(
-        Resource.device,
-        {
-          apiVersion: Resource.device.apiVersion,
-          kind: "Device",
-          metadata: {
-            name: device.metadata.name,
-            namespace: device.metadata.namespace,
-            finalizers: [DEVICE_FINALIZER],
-          },
-        },
-        signal,
-      );
-    }
+    await ensureFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, signal);
 
     const blocked = this.admissionProblem(device, tenant);
     if (blocked) {
@@ -426,17 +413,7 @@ export class DeviceReconciler implements TenantBroker {
         { signal },
       );
     }
-    await this.manager.client.mergePatch(
-      Resource.device,
-      { namespace: device.metadata.namespace, name: device.metadata.name },
-      {
-        metadata: {
-          resourceVersion: observed.metadata.resourceVersion,
-          finalizers: observed.metadata.finalizers.filter((f) => f !== DEVICE_FINALIZER),
-        },
-      },
-      signal,
-    );
+    await removeFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, signal);
   }
 
   private async writeStatus(

@@ -15,6 +15,7 @@ import {
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
+import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
@@ -153,17 +154,7 @@ export class TenantReconciler {
       await this.finalize(observed, signal);
       return undefined;
     }
-    if (!observed.metadata.finalizers?.includes(TENANT_FINALIZER)) {
-      await this.manager.client.apply(
-        Resource.tenant,
-        {
-          apiVersion: Resource.tenant.apiVersion,
-          kind: "Tenant",
-          metadata: { name: tenant.metadata.name, finalizers: [TENANT_FINALIZER] },
-        },
-        signal,
-      );
-    }
+    await ensureFinalizer(this.manager.client, Resource.tenant, observed, TENANT_FINALIZER, signal);
 
     const gathered = this.gather(tenant);
     const desired = desiredTenant(
@@ -382,17 +373,7 @@ export class TenantReconciler {
       for (const item of listed.items ?? [])
         await this.manager.client.delete(kind, item.metadata, { signal });
     }
-    await this.manager.client.mergePatch(
-      Resource.tenant,
-      { name: tenant },
-      {
-        metadata: {
-          resourceVersion: observed.metadata.resourceVersion,
-          finalizers: observed.metadata.finalizers.filter((f) => f !== TENANT_FINALIZER),
-        },
-      },
-      signal,
-    );
+    await removeFinalizer(this.manager.client, Resource.tenant, observed, TENANT_FINALIZER, signal);
   }
 
   private async writeStatus(

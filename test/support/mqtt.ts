@@ -60,3 +60,14 @@ export function collectMessages(
   );
   return received;
 }
+
+/** True once the broker refuses this certificate in the TLS handshake because it is revoked. */
+export function refusedAsRevoked(tls: TlsMaterial): Promise<true | undefined> {
+  return connectWithCertificate(tls).then(
+    async (client) => {
+      await client.endAsync(true);
+      return undefined;
+    },
+    (error: Error) => (/revoked/.test(error.message) ? true : undefined),
+  );
+}
