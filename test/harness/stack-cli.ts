@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { repoRoot, startStack, writeEnvFile } from "./stack.js";
 
-const stackDir = join(repoRoot, ".stack");
+/** `.stack/` in the repository; IOT_STACK_DIR moves it (the stack CLI's own test does). */
+const stackDir = process.env.IOT_STACK_DIR ?? join(repoRoot, ".stack");
 const envFile = join(stackDir, "env");
 const pidFile = join(stackDir, "pid");
 const logFile = join(stackDir, "stack.log");
