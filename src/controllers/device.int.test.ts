@@ -419,6 +419,29 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await reconciles("device")).toBeGreaterThanOrEqual(devicesBefore + 6);
   });
 
+  it("keeps a device name to the first Device that took it across the tenant's namespaces", async () => {
+    const twins = uniqueName("twins");
+    const [first, second] = [`${twins}-a`, `${twins}-b`];
+    await applyReadyTenant(twins, { namespaces: [first, second] });
+    await applyDevice(first, "pump");
+    const original = await readyDevice(first, "pump");
+    await applyDevice(second, "pump");
+    await eventually("DeviceNameTaken", async () => {
+      const reason = await kubectl([
+        "get",
+        "device",
+        "pump",
+        "-n",
+        second,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
+      ]);
+      return reason.stdout === "DeviceNameTaken" ? true : undefined;
+    });
+    expect((await kubectl(["get", "secret", "pump-mqtt", "-n", second])).ok).toBe(false);
+    expect((await readyDevice(first, "pump")).username).toBe(original.username);
+  });
+
   it("never writes secret material to its logs", async () => {
     const secrets = await Promise.all(
       [
