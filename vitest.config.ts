@@ -8,6 +8,7 @@ const operatorTests = [
   "src/controllers/**/*.int.test.ts",
   "src/verify/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",
+  "src/operator.int.test.ts",
 ];
 const integration = {
   globalSetup: ["test/harness/global-setup.ts"],
