@@ -5,7 +5,14 @@ import { type ManagedProcess, startProcess } from "../test/harness/process.js";
 import { repoRoot, stackVariables } from "../test/harness/stack.js";
 import { adminKubeConfig, eventually, uniqueName } from "../test/support/kube.js";
 import { kubectl } from "../test/support/kubectl.js";
-import { applyDevice, applyReadyTenant, readyDevice, stackOperatorConfig } from "../test/support/operator.js";
+import { adminConnection } from "../test/support/mqtt.js";
+import {
+  applyDevice,
+  applyReadyTenant,
+  deviceReadyReason,
+  readyDevice,
+  stackOperatorConfig,
+} from "../test/support/operator.js";
 import { DynsecClient } from "./broker/dynsec-client.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
@@ -69,26 +76,10 @@ describe("the operator killed mid-provisioning", () => {
       async () => ((await kubectl(["-n", tenant, "get", "device", "unit-7"])).ok ? undefined : true),
       60_000,
     );
-    await eventually("unit-6 cut off", async () => {
-      const reason = await kubectl([
-        "-n",
-        tenant,
-        "get",
-        "device",
-        "unit-6",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
-      ]);
-      return reason.stdout === "Disabled" ? true : undefined;
-    });
+    await deviceReadyReason(tenant, "unit-6", "Disabled");
 
     const { broker } = inject("stack");
-    const dynsec = await DynsecClient.connect({
-      host: broker.host,
-      port: broker.adminPort,
-      username: broker.adminUsername,
-      password: broker.adminPassword,
-    });
+    const dynsec = await DynsecClient.connect(adminConnection(broker));
     try {
       const listed = (await dynsec.run({ command: "listClients", verbose: true })) as {
         clients: Array<{ username: string; roles?: Array<{ rolename: string }> }>;

@@ -10,6 +10,7 @@ import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
 import { connectWithCertificate, publishCode, subscribeCodes } from "../../bench/support/mqtt-device.js";
 import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
+import { adminConnection, NOT_AUTHORIZED } from "../../test/support/mqtt.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
 import { desiredDevice } from "./desired.js";
 import { DynsecClient } from "./dynsec-client.js";
@@ -18,14 +19,9 @@ import { observationOf } from "./plan.js";
 import { deviceSubject, subjectUsername } from "./subject.js";
 
 const stack = inject("stack");
-const REFUSED = 135;
+const REFUSED = NOT_AUTHORIZED;
 const run = Date.now().toString(36);
-const connection = {
-  host: stack.broker.host,
-  port: stack.broker.adminPort,
-  username: stack.broker.adminUsername,
-  password: stack.broker.adminPassword,
-};
+const connection = adminConnection(stack.broker);
 
 function device(tenant: string, name: string, extra: Partial<BrokerDevice> = {}): BrokerDevice {
   return {
@@ -357,12 +353,7 @@ describe("MosquittoDynsecAdapter during a broker outage", () => {
 
       restarted = await restartMosquitto(broker);
       await expect.poll(() => adapter.status().synced, { timeout: 10_000 }).toBe(true);
-      const admin = await DynsecClient.connect({
-        host: broker.host,
-        port: broker.adminPort,
-        username: broker.adminUsername,
-        password: broker.adminPassword,
-      });
+      const admin = await DynsecClient.connect(adminConnection(broker));
       try {
         expect(await brokerStateOf(admin, "iot:")).toEqual(expectedStateOf("iot:", [first, second]));
       } finally {

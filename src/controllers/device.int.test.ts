@@ -16,6 +16,7 @@ import {
   applyDevice,
   applyManifest,
   applyReadyTenant,
+  deviceReadyReason,
   readyDevice,
   startTestOperator,
 } from "../../test/support/operator.js";
@@ -345,18 +346,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     );
     expect((await condition("BrokerReady")).stdout).toBe("TopicRootConflict");
     await applyDevice(mallory, "sensor-1");
-    await eventually("device refused broker access", async () => {
-      const reason = await kubectl([
-        "get",
-        "device",
-        "sensor-1",
-        "-n",
-        mallory,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
-      ]);
-      return reason.stdout === "TopicRootConflict" ? true : undefined;
-    });
+    await deviceReadyReason(mallory, "sensor-1", "TopicRootConflict");
     expect((await kubectl(["get", "secret", "sensor-1-mqtt", "-n", mallory])).ok).toBe(false);
   });
 
@@ -377,18 +367,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(refused.ok).toBe(false);
     expect(refused.stderr).toMatch(/exceeded quota: iot-tenant-quota.*count\/devices.iot.tenant-operator.io/);
     await applyDevice(second, "over");
-    await eventually("over the tenant's limit", async () => {
-      const reason = await kubectl([
-        "get",
-        "device",
-        "over",
-        "-n",
-        second,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
-      ]);
-      return reason.stdout === "DeviceLimitReached" ? true : undefined;
-    });
+    await deviceReadyReason(second, "over", "DeviceLimitReached");
     expect((await kubectl(["get", "secret", "over-mqtt", "-n", second])).ok).toBe(false);
   });
 
@@ -426,18 +405,7 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     await applyDevice(first, "pump");
     const original = await readyDevice(first, "pump");
     await applyDevice(second, "pump");
-    await eventually("DeviceNameTaken", async () => {
-      const reason = await kubectl([
-        "get",
-        "device",
-        "pump",
-        "-n",
-        second,
-        "-o",
-        "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
-      ]);
-      return reason.stdout === "DeviceNameTaken" ? true : undefined;
-    });
+    await deviceReadyReason(second, "pump", "DeviceNameTaken");
     expect((await kubectl(["get", "secret", "pump-mqtt", "-n", second])).ok).toBe(false);
     expect((await readyDevice(first, "pump")).username).toBe(original.username);
   });

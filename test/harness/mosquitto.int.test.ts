@@ -3,7 +3,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
-import { connectWithCertificate, NOT_AUTHORIZED, subscribeCodes, tlsFromFiles } from "../support/mqtt.js";
+import {
+  adminConnection,
+  connectWithCertificate,
+  NOT_AUTHORIZED,
+  subscribeCodes,
+  tlsFromFiles,
+} from "../support/mqtt.js";
 import { createCA, issueCertificate, type KeyPair } from "./pki.js";
 
 const stack = inject("stack");
@@ -16,12 +22,7 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "mqtt-smoke-"));
-    dynsec = await DynsecClient.connect({
-      host: stack.broker.host,
-      port: stack.broker.adminPort,
-      username: stack.broker.adminUsername,
-      password: stack.broker.adminPassword,
-    });
+    dynsec = await DynsecClient.connect(adminConnection(stack.broker));
   });
   afterAll(async () => {
     await dynsec.close();

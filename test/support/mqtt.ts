@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import mqtt, { type MqttClient } from "mqtt";
 import { inject } from "vitest";
+import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 
 export { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
 
@@ -70,4 +71,19 @@ export function refusedAsRevoked(tls: TlsMaterial): Promise<true | undefined> {
     },
     (error: Error) => (/revoked/.test(error.message) ? true : undefined),
   );
+}
+
+/** The dynamic-security admin connection of a broker the harness started. */
+export function adminConnection(broker: {
+  host: string;
+  adminPort: number;
+  adminUsername: string;
+  adminPassword: string;
+}): DynsecConnection {
+  return {
+    host: broker.host,
+    port: broker.adminPort,
+    username: broker.adminUsername,
+    password: broker.adminPassword,
+  };
 }

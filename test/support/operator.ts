@@ -93,3 +93,19 @@ export function readyDevice(namespace: string, name: string): Promise<DeviceStat
     90_000,
   );
 }
+
+/** Waits until the Device's Ready condition carries `reason` (e.g. Disabled, DeviceLimitReached). */
+export function deviceReadyReason(namespace: string, name: string, reason: string): Promise<true> {
+  return eventually(`Device ${namespace}/${name} ${reason}`, async () => {
+    const result = await kubectl([
+      "get",
+      "device",
+      name,
+      "-n",
+      namespace,
+      "-o",
+      "jsonpath={.status.conditions[?(@.type=='Ready')].reason}",
+    ]);
+    return result.stdout === reason ? true : undefined;
+  });
+}
