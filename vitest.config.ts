@@ -11,13 +11,13 @@ const operatorTests = [
   "src/operator.int.test.ts",
 ];
 const integration = {
-  globalSetup: ["test/harness/global-setup.ts"],
   testTimeout: 120_000,
   hookTimeout: 300_000,
 };
 
 export default defineConfig({
   test: {
+    globalSetup: ["test/harness/global-setup.ts"],
     projects: [
       {
         test: {

@@ -11,8 +11,15 @@ declare module "vitest" {
   }
 }
 
-/** Starts the whole stack once for the integration tests and stops it after them, pass or fail. */
-export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+/** Projects whose tests need the stack; a run of the unit tests alone starts nothing. */
+const STACK_PROJECTS = new Set(["integration", "operator"]);
+
+/**
+ * Starts the whole stack once for every project of the run that needs it and stops it after
+ * them, pass or fail.
+ */
+export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  if (!project.vitest.projects.some((p) => STACK_PROJECTS.has(p.name))) return undefined;
   killServersOnSignal();
   const stateDir = await mkdtemp(join(tmpdir(), "iot-stack-"));
   const started = Date.now();
