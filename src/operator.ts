@@ -65,10 +65,12 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       password: config.BROKER_ADMIN_PASSWORD,
     },
     logger: logger.child({ component: "broker" }),
+    onCommand: (event) => manager.metrics.brokerCommand(event),
     ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
   });
   const revocations = new RevocationReconciler(manager, config);
   revocations.register();
+  broker.onStatusChange((status) => manager.metrics.brokerSynced.set(status.synced ? 1 : 0));
   const devices = new DeviceReconciler(manager, config, broker, revocations);
   devices.register();
   new TenantReconciler(manager, config, devices).register();

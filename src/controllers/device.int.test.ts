@@ -79,6 +79,9 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(Date.parse(status.certificate?.notAfter ?? "")).toBeGreaterThan(Date.now() + 80 * 86_400_000);
     const data = await secretData(tenantA, "sensor-1-mqtt");
     expect(Object.keys(data).sort()).toEqual(["ca.crt", "tls.crt", "tls.key"]);
+    const metrics = await operator.manager.metrics.registry.metrics();
+    expect(metrics).toMatch(/^iot_broker_commands_total\{command="createClient",result="ok"\} [1-9]/m);
+    expect(metrics).toMatch(/^iot_broker_synced 1$/m);
   });
 
   it("lets a device publish and subscribe in its own subtree only (I2)", async () => {

@@ -29,6 +29,9 @@ export class OperatorMetrics {
   readonly informerWatchRestarts: Counter<"resource" | "reason">;
   readonly informerSynced: Gauge<"resource">;
   readonly isLeader: Gauge<"lease">;
+  readonly brokerCommands: Counter<"command" | "result">;
+  readonly brokerCommandDuration: Histogram<"command">;
+  readonly brokerSynced: Gauge;
 
   constructor(options: { readonly processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -120,6 +123,34 @@ export class OperatorMetrics {
       labelNames: ["lease"],
       registers,
     });
+    this.brokerCommands = new Counter({
+      name: "iot_broker_commands_total",
+      help: "Mutating broker commands by command and result (ok or error)",
+      labelNames: ["command", "result"],
+      registers,
+    });
+    this.brokerCommandDuration = new Histogram({
+      name: "iot_broker_command_duration_seconds",
+      help: "Time the broker took per command; on Mosquitto 2.0 it grows with the fleet and stalls every client meanwhile",
+      labelNames: ["command"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.brokerSynced = new Gauge({
+      name: "iot_broker_synced",
+      help: "1 while the broker is reachable and holds the desired state",
+      registers,
+    });
+  }
+
+  /** One mutating command the broker adapter sent. */
+  brokerCommand(event: {
+    readonly command: string;
+    readonly durationMs: number;
+    readonly error?: string;
+  }): void {
+    this.brokerCommands.inc({ command: event.command, result: event.error === undefined ? "ok" : "error" });
+    this.brokerCommandDuration.observe({ command: event.command }, event.durationMs / 1000);
   }
 
   forQueue(name: string): WorkQueueMetrics {
