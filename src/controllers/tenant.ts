@@ -12,6 +12,7 @@ import {
   topicRootConflict,
   topicRootsOverlap,
 } from "../desired/tenant.js";
+import { tenantConditions } from "../desired/tenant-status.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
@@ -202,90 +203,24 @@ export class TenantReconciler {
     const issuerReady = isReady(
       this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[1]?.metadata ?? { name: "" })),
     );
-    const broker = this.broker.tenantStatus(tenant.metadata.name);
-    const rootConflict = topicRootConflict(tenant, this.tenants.list().map(parseTenantObject));
+    const conditions = tenantConditions({
+      wantedNamespaces: desired.namespaces.length,
+      readyNamespaces: gathered.ready,
+      notOwned: gathered.notOwned,
+      quotaPending,
+      foreignAllowFrom: gathered.foreignAllowFrom,
+      pkiReady: caReady && issuerReady,
+      broker: this.broker.tenantStatus(tenant.metadata.name),
+      topicRoot: tenantTopicRoot(tenant),
+      rootConflict: topicRootConflict(tenant, this.tenants.list().map(parseTenantObject)),
+    });
     await this.writeStatus(
       observed,
       {
         namespaces: gathered.ready,
         deviceCount: gathered.ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
         topicRoot: tenantTopicRoot(tenant),
-        conditions: [
-          gathered.notOwned.length
-            ? {
-                type: TenantConditionType.NamespacesReady,
-                status: "False",
-                reason: ConditionReason.NamespaceNotOwned,
-                message: `namespaces exist and do not belong to this tenant; they are left alone: ${gathered.notOwned.join(", ")}`,
-              }
-            : gathered.ready.length === desired.namespaces.length && quotaPending.length
-              ? {
-                  type: TenantConditionType.NamespacesReady,
-                  status: "False",
-                  reason: ConditionReason.Progressing,
-                  message: `waiting for the quota controller to account for the device quota in ${quotaPending.join(", ")}`,
-                }
-              : gathered.ready.length === desired.namespaces.length
-                ? {
-                    type: TenantConditionType.NamespacesReady,
-                    status: "True",
-                    reason: ConditionReason.Reconciled,
-                  }
-                : {
-                    type: TenantConditionType.NamespacesReady,
-                    status: "False",
-                    reason: ConditionReason.Progressing,
-                    message: "waiting for namespaces to be created or to finish terminating",
-                  },
-          gathered.foreignAllowFrom.length
-            ? {
-                type: TenantConditionType.NetworkIsolated,
-                status: "False",
-                reason: ConditionReason.NamespaceOfOtherTenant,
-                message: `spec.network.allowFromNamespaces names namespaces of other tenants; they are not allowed in: ${gathered.foreignAllowFrom.join(", ")}`,
-              }
-            : gathered.ready.length
-              ? {
-                  type: TenantConditionType.NetworkIsolated,
-                  status: "True",
-                  reason: ConditionReason.Reconciled,
-                  message: `default-deny and allow-list policies in ${gathered.ready.join(", ")}`,
-                }
-              : {
-                  type: TenantConditionType.NetworkIsolated,
-                  status: "False",
-                  reason: ConditionReason.DependencyNotReady,
-                  message: "no namespace of the tenant is ready yet",
-                },
-          caReady && issuerReady
-            ? { type: TenantConditionType.PKIReady, status: "True", reason: ConditionReason.Reconciled }
-            : {
-                type: TenantConditionType.PKIReady,
-                status: "False",
-                reason: ConditionReason.IssuerNotReady,
-                message: "waiting for cert-manager to issue the tenant CA",
-              },
-          rootConflict
-            ? {
-                type: TenantConditionType.BrokerReady,
-                status: "False",
-                reason: ConditionReason.TopicRootConflict,
-                message: `topic root ${tenantTopicRoot(tenant)} overlaps the root of the older tenant ${rootConflict}; no device gets broker access until spec.broker.topicRoot is unique`,
-              }
-            : broker.ready
-              ? {
-                  type: TenantConditionType.BrokerReady,
-                  status: "True",
-                  reason: ConditionReason.Reconciled,
-                  message: broker.message,
-                }
-              : {
-                  type: TenantConditionType.BrokerReady,
-                  status: "False",
-                  reason: ConditionReason.BrokerError,
-                  message: broker.message,
-                },
-        ],
+        conditions,
       },
       context,
     );
@@ -382,32 +317,15 @@ export class TenantReconciler {
       namespaces: string[];
       deviceCount: number;
       topicRoot: string;
-      conditions: Array<Omit<ConditionUpdate, "type"> & { type: string }>;
+      conditions: ConditionUpdate[];
     },
     context: ReconcileContext,
   ): Promise<void> {
     const at = { generation: observed.metadata.generation, nowMs: this.manager.clock.now() };
     let conditions = conditionsOf(observed);
     for (const update of status.conditions) conditions = setCondition(conditions, update, at);
-    const allTrue = status.conditions.every((c) => c.status === "True");
-    const notReady = status.conditions.filter((c) => c.status !== "True").map((c) => c.type);
-    conditions = setCondition(
-      conditions,
-      allTrue
-        ? {
-            type: TenantConditionType.Ready,
-            status: "True",
-            reason: ConditionReason.Reconciled,
-            message: "tenant is isolated and ready",
-          }
-        : {
-            type: TenantConditionType.Ready,
-            status: "False",
-            reason: ConditionReason.DependencyNotReady,
-            message: `not ready: ${notReady.join(", ")}`,
-          },
-      at,
-    );
+    const ready = status.conditions.find((c) => c.type === TenantConditionType.Ready);
+    const allTrue = ready?.status === "True";
     const wasReady = conditionsOf(observed).some((c) => c.type === "Ready" && c.status === "True");
     const written = await applyStatusIfChanged(
       this.manager.client,
@@ -425,7 +343,7 @@ export class TenantReconciler {
     if (!written) return;
     // A problem only the user can fix gets its own Warning when it appears; readiness flips get one too.
     const previous = conditionsOf(observed);
-    for (const update of status.conditions) {
+    for (const update of status.conditions.filter((c) => c.type !== TenantConditionType.Ready)) {
       const before = previous.find((c) => c.type === update.type);
       const userFixable = update.status === "False" && !WAITING_REASONS.has(update.reason);
       if (userFixable && (before?.status !== "False" || before.reason !== update.reason)) {
@@ -442,7 +360,7 @@ export class TenantReconciler {
         type: allTrue ? "Normal" : "Warning",
         reason: allTrue ? "Ready" : "NotReady",
         action: "Reconcile",
-        note: allTrue ? "tenant is isolated and ready" : `not ready: ${notReady.join(", ")}`,
+        note: ready?.message ?? "",
       });
     }
   }

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import { type TenantObservation, tenantConditions } from "./tenant-status.js";
+
+const healthy: TenantObservation = {
+  wantedNamespaces: 2,
+  readyNamespaces: ["a", "b"],
+  notOwned: [],
+  quotaPending: [],
+  foreignAllowFrom: [],
+  pkiReady: true,
+  broker: { ready: true, message: "in sync" },
+  topicRoot: "tenants/a",
+};
+
+const byType = (o: TenantObservation) =>
+  Object.fromEntries(tenantConditions(o).map((c) => [c.type, `${c.status}/${c.reason}`]));
+
+describe("tenantConditions", () => {
+  it("is Ready when everything holds", () => {
+    expect(byType(healthy)).toEqual({
+      NamespacesReady: "True/Reconciled",
+      NetworkIsolated: "True/Reconciled",
+      PKIReady: "True/Reconciled",
+      BrokerReady: "True/Reconciled",
+      Ready: "True/Reconciled",
+    });
+  });
+
+  it.each<[string, Partial<TenantObservation>, string, string]>([
+    [
+      "a namespace is somebody else's",
+      { notOwned: ["b"], readyNamespaces: ["a"] },
+      "NamespacesReady",
+      "False/NamespaceNotOwned",
+    ],
+    [
+      "a namespace is still being created",
+      { readyNamespaces: ["a"] },
+      "NamespacesReady",
+      "False/Progressing",
+    ],
+    ["the quota is not counted yet", { quotaPending: ["a"] }, "NamespacesReady", "False/Progressing"],
+    [
+      "the allow-list names another tenant",
+      { foreignAllowFrom: ["other"] },
+      "NetworkIsolated",
+      "False/NamespaceOfOtherTenant",
+    ],
+    ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
+    ["the CA is not issued", { pkiReady: false }, "PKIReady", "False/IssuerNotReady"],
+    [
+      "the broker is down",
+      { broker: { ready: false, message: "connection refused" } },
+      "BrokerReady",
+      "False/BrokerError",
+    ],
+    [
+      "the topic root overlaps an older tenant's",
+      { rootConflict: "acme" },
+      "BrokerReady",
+      "False/TopicRootConflict",
+    ],
+  ])("is not Ready when %s", (_, change, type, expected) => {
+    const conditions = byType({ ...healthy, ...change });
+    expect(conditions[type]).toBe(expected);
+    expect(conditions.Ready).toBe("False/DependencyNotReady");
+  });
+
+  it("names what is not ready, and reports a root conflict even when the broker is fine", () => {
+    const conditions = tenantConditions({ ...healthy, pkiReady: false, rootConflict: "acme" });
+    expect(conditions.find((c) => c.type === "Ready")?.message).toBe("not ready: PKIReady, BrokerReady");
+    expect(conditions.find((c) => c.type === "BrokerReady")?.message).toContain("older tenant acme");
+  });
+});
