@@ -18,6 +18,7 @@ import {
   type IssuedCertificate,
   isPasswordDevice,
 } from "../desired/device.js";
+import { type ConditionOutcome, deviceConditions } from "../desired/device-status.js";
 import {
   DEVICE_FINALIZER,
   DEVICE_LABEL,
@@ -27,7 +28,7 @@ import {
 } from "../desired/labels.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
-import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
+import { type Condition, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
@@ -193,18 +194,14 @@ export class DeviceReconciler implements TenantBroker {
     }
 
     const desired = brokerDevice(device, tenant, issued.credentials);
-    let broker: Omit<ConditionUpdate, "type">;
+    let broker: ConditionOutcome;
     try {
       await this.broker.applyDevice(desired);
-      broker = !desired.enabled
-        ? { status: "True", reason: ConditionReason.Disabled, message: "cut off: spec.enabled is false" }
-        : desired.suspended
-          ? { status: "True", reason: ConditionReason.Suspended, message: "cut off: the tenant is suspended" }
-          : {
-              status: "True",
-              reason: ConditionReason.Reconciled,
-              message: "the broker grants exactly the device's topics",
-            };
+      broker = {
+        status: "True",
+        reason: ConditionReason.Reconciled,
+        message: "the broker holds the device's access",
+      };
     } catch (error) {
       log.warn({ err: errorMessage(error) }, "broker sync failed");
       broker = { status: "False", reason: ConditionReason.BrokerError, message: errorMessage(error) };
@@ -418,45 +415,24 @@ export class DeviceReconciler implements TenantBroker {
     observed: KubeObject,
     context: ReconcileContext,
     outcome: {
-      credentials: Omit<ConditionUpdate, "type">;
-      broker?: Omit<ConditionUpdate, "type">;
+      credentials: ConditionOutcome;
+      broker?: ConditionOutcome;
       username?: string;
       certificate?: IssuedCertificate | undefined;
     },
   ): Promise<void> {
     const at = { generation: observed.metadata.generation, nowMs: this.manager.clock.now() };
-    const broker = outcome.broker ?? {
-      status: "False" as const,
-      reason: ConditionReason.DependencyNotReady,
-      message: "no credentials yet",
-    };
-    let conditions = conditionsOf(observed);
-    conditions = setCondition(
-      conditions,
-      { type: DeviceConditionType.CredentialsIssued, ...outcome.credentials },
-      at,
-    );
-    conditions = setCondition(conditions, { type: DeviceConditionType.BrokerSynced, ...broker }, at);
-    const ready = outcome.credentials.status === "True" && broker.status === "True";
-    conditions = setCondition(
-      conditions,
-      ready
-        ? {
-            type: DeviceConditionType.Ready,
-            status: "True",
-            reason: broker.reason,
-            message: broker.message ?? "",
-          }
-        : {
-            type: DeviceConditionType.Ready,
-            status: "False",
-            reason: outcome.credentials.status === "True" ? broker.reason : outcome.credentials.reason,
-            message:
-              (outcome.credentials.status === "True" ? broker.message : outcome.credentials.message) ?? "",
-          },
-      at,
-    );
     const device = parseDeviceObject(observed);
+    const tenant = this.tenantOf(device);
+    let conditions = conditionsOf(observed);
+    const updates = deviceConditions({
+      credentials: outcome.credentials,
+      ...(outcome.broker ? { broker: outcome.broker } : {}),
+      enabled: device.spec.enabled,
+      suspended: tenant?.spec.suspended ?? false,
+    });
+    for (const update of updates) conditions = setCondition(conditions, update, at);
+    const ready = updates.find((c) => c.type === DeviceConditionType.Ready)?.status === "True";
     const { serialNumber, notAfter, sha256 } = outcome.certificate ?? {};
     await applyStatusIfChanged(
       this.manager.client,
