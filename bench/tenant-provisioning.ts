@@ -18,8 +18,8 @@ import { desiredTenant } from "../src/desired/tenant.js";
 import { install } from "../src/install.js";
 import { createLogger } from "../src/observability/logger.js";
 import { startOperator } from "../src/operator.js";
+import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
-import type { KubeObject } from "../src/runtime/kube-object.js";
 import { killServersOnSignal } from "../test/harness/process.js";
 import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
 import { summarize } from "./support/stats.js";
@@ -29,11 +29,6 @@ const { values } = parseArgs({
 });
 const tenantCount = Number(values.tenants);
 const devicesPerTenant = Number(values.devices);
-
-const isReady = (object: KubeObject | undefined) =>
-  (
-    object as { status?: { conditions?: Array<{ type: string; status: string }> } } | undefined
-  )?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
 
 /** Polls until every object is Ready; returns each one's time to Ready in ms after `start`. */
 async function timesToReady(

@@ -28,33 +28,24 @@ import {
 } from "../desired/labels.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
-import { type Condition, setCondition } from "../runtime/conditions.js";
+import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
-import { type Parsed, parseDeviceObject, parseTenantObject } from "./parse.js";
+import { type Parsed, parseDeviceObject, parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource } from "./resources.js";
 import { MANAGED_SECRETS, type RevocationReconciler } from "./revocation.js";
+import { base64, type Secret, secretText } from "./secrets.js";
 import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
 const managedSelector = MANAGED_SECRETS;
 const REQUEUE_WHILE_ISSUING_MS = 3_000;
 
-type Secret = KubeObject & { data?: Record<string, string>; type?: string };
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
-
-function decode(secret: Secret | undefined, key: string): string | undefined {
-  const value = secret?.data?.[key];
-  return value === undefined ? undefined : Buffer.from(value, "base64").toString("utf8");
-}
-
-function conditionsOf(object: KubeObject): Condition[] {
-  return (object as { status?: { conditions?: Condition[] } }).status?.conditions ?? [];
-}
 
 const createdAt = (object: KubeObject) => String(object.metadata.creationTimestamp ?? "");
 
@@ -161,7 +152,7 @@ export class DeviceReconciler implements TenantBroker {
       return undefined;
     }
     if (!tenant) {
-      await this.writeStatus(observed, context, {
+      await this.writeStatus(observed, device, tenant, context, {
         credentials: {
           status: "False",
           reason: ConditionReason.TenantNotFound,
@@ -175,7 +166,9 @@ export class DeviceReconciler implements TenantBroker {
     const blocked = this.admissionProblem(device, tenant);
     if (blocked) {
       await this.broker.removeDevice({ tenant: tenant.metadata.name, device: device.metadata.name });
-      await this.writeStatus(observed, context, { credentials: { status: "False", ...blocked } });
+      await this.writeStatus(observed, device, tenant, context, {
+        credentials: { status: "False", ...blocked },
+      });
       return undefined;
     }
 
@@ -183,7 +176,7 @@ export class DeviceReconciler implements TenantBroker {
       ? await this.ensurePassword(device, tenant, signal)
       : await this.ensureCertificate(device, tenant, signal);
     if (!issued) {
-      await this.writeStatus(observed, context, {
+      await this.writeStatus(observed, device, tenant, context, {
         credentials: {
           status: "False",
           reason: ConditionReason.Progressing,
@@ -206,7 +199,7 @@ export class DeviceReconciler implements TenantBroker {
       log.warn({ err: errorMessage(error) }, "broker sync failed");
       broker = { status: "False", reason: ConditionReason.BrokerError, message: errorMessage(error) };
     }
-    await this.writeStatus(observed, context, {
+    await this.writeStatus(observed, device, tenant, context, {
       credentials: { status: "True", reason: ConditionReason.Reconciled },
       broker,
       username: issued.credentials.username,
@@ -219,7 +212,7 @@ export class DeviceReconciler implements TenantBroker {
   private keysOfTenant(tenant: string): string[] {
     const observed = this.tenants.get(tenant);
     if (!observed) return [];
-    return tenantNamespaces(parseTenantObject(observed)).flatMap((ns) =>
+    return tenantNamespaces(tenantPlacement(observed)).flatMap((ns) =>
       this.devices.list(ns).map((d) => objectKey(d.metadata)),
     );
   }
@@ -240,7 +233,7 @@ export class DeviceReconciler implements TenantBroker {
     device: ParsedDevice,
     tenant: ParsedTenant,
   ): { reason: string; message: string } | undefined {
-    const rootOwner = topicRootConflict(tenant, this.tenants.list().map(parseTenantObject));
+    const rootOwner = topicRootConflict(tenant, this.tenants.list().map(tenantPlacement));
     if (rootOwner) {
       return {
         reason: ConditionReason.TopicRootConflict,
@@ -278,7 +271,7 @@ export class DeviceReconciler implements TenantBroker {
   ): BrokerDevice["credentials"] | undefined {
     const tenantName = tenant.metadata.name;
     if (isPasswordDevice(device)) {
-      const password = decode(
+      const password = secretText(
         this.secrets.get(
           objectKey({ namespace: device.metadata.namespace, name: deviceSecretName(device.metadata.name) }),
         ),
@@ -288,7 +281,7 @@ export class DeviceReconciler implements TenantBroker {
         ? { type: "password", username: passwordBrokerUsername(tenantName, device.metadata.name), password }
         : undefined;
     }
-    const pem = decode(this.issuedSecret(tenantName, device.metadata.name), "tls.crt");
+    const pem = secretText(this.issuedSecret(tenantName, device.metadata.name), "tls.crt");
     return pem ? { type: "x509", username: describeCertificate(pem).username } : undefined;
   }
 
@@ -363,12 +356,12 @@ export class DeviceReconciler implements TenantBroker {
     const existing = this.secrets.get(secretKey);
     const rotation = device.metadata.annotations?.[ROTATE_PASSWORD_ANNOTATION] ?? "";
     const rotated = (existing?.metadata.annotations?.[ROTATE_PASSWORD_ANNOTATION] ?? "") !== rotation;
-    const password = (!rotated && decode(existing, "password")) || randomBytes(24).toString("base64url");
+    const password = (!rotated && secretText(existing, "password")) || randomBytes(24).toString("base64url");
     const secret = credentialsSecret(device, tenant.metadata.name, {
       type: "Opaque",
       data: {
-        username: Buffer.from(username).toString("base64"),
-        password: Buffer.from(password).toString("base64"),
+        username: base64(username),
+        password: base64(password),
       },
     });
     secret.metadata.annotations = { [ROTATE_PASSWORD_ANNOTATION]: rotation };
@@ -383,7 +376,7 @@ export class DeviceReconciler implements TenantBroker {
     if (tenant) {
       await this.broker.removeDevice({ tenant, device: device.metadata.name });
       const name = deviceCertificateName(tenant, device.metadata.name);
-      const pem = decode(this.issuedSecret(tenant, device.metadata.name), "tls.crt");
+      const pem = secretText(this.issuedSecret(tenant, device.metadata.name), "tls.crt");
       if (pem) {
         const issued = describeCertificate(pem);
         await this.revocations.revoke(
@@ -413,6 +406,8 @@ export class DeviceReconciler implements TenantBroker {
 
   private async writeStatus(
     observed: KubeObject,
+    device: ParsedDevice,
+    tenant: ParsedTenant | undefined,
     context: ReconcileContext,
     outcome: {
       credentials: ConditionOutcome;
@@ -422,8 +417,6 @@ export class DeviceReconciler implements TenantBroker {
     },
   ): Promise<void> {
     const at = { generation: observed.metadata.generation, nowMs: this.manager.clock.now() };
-    const device = parseDeviceObject(observed);
-    const tenant = this.tenantOf(device);
     let conditions = conditionsOf(observed);
     const updates = deviceConditions({
       credentials: outcome.credentials,
@@ -448,7 +441,7 @@ export class DeviceReconciler implements TenantBroker {
       },
       context.signal,
     );
-    const wasReady = conditionsOf(observed).some((c) => c.type === "Ready" && c.status === "True");
+    const wasReady = isReady(observed);
     if (wasReady !== ready) {
       await this.manager.events.record(observed, {
         type: ready ? "Normal" : "Warning",

@@ -1,5 +1,7 @@
+import { z } from "zod";
 import { type Device, deviceSchema } from "../api/device.js";
 import { type Tenant, tenantSchema } from "../api/tenant.js";
+import type { TenantRootView } from "../desired/tenant.js";
 import { TerminalError } from "../runtime/errors.js";
 import { type KubeObject, objectKey } from "../runtime/kube-object.js";
 
@@ -34,4 +36,32 @@ export function parseTenantObject(object: KubeObject): Parsed<Tenant> {
 
 export function parseDeviceObject(object: KubeObject): Parsed<Device> {
   return parseWith<Device>(deviceSchema, "Device", object);
+}
+
+const placementOnly = z.object({
+  spec: z
+    .object({
+      namespaces: z.array(z.string()).optional(),
+      broker: z.object({ topicRoot: z.string().optional() }).optional(),
+    })
+    .optional(),
+});
+
+/** Where a tenant lives: its namespaces and its topic root. */
+export interface TenantPlacement extends TenantRootView {
+  spec: TenantRootView["spec"] & { namespaces?: string[] | undefined };
+}
+
+/**
+ * Just the fields that event mapping and the topic-root overlap check need from a cached Tenant.
+ * They run against every tenant on every event, so they read two fields instead of parsing each
+ * Tenant whole.
+ */
+export function tenantPlacement(object: KubeObject): TenantPlacement {
+  const spec = placementOnly.safeParse(object).data?.spec;
+  const topicRoot = spec?.broker?.topicRoot;
+  return {
+    metadata: object.metadata,
+    spec: { namespaces: spec?.namespaces, broker: topicRoot === undefined ? {} : { topicRoot } },
+  };
 }

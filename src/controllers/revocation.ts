@@ -8,10 +8,10 @@ import { signCrl } from "../pki/crl.js";
 import { applyIfChanged } from "../runtime/apply.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import type { Informer } from "../runtime/informer.js";
-import { KubeApiError } from "../runtime/kube-client.js";
-import { type KubeObject, objectKey } from "../runtime/kube-object.js";
+import { objectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import { Resource } from "./resources.js";
+import { base64, type Secret, secretText } from "./secrets.js";
 
 /**
  * Revocation: per tenant CA, the list of certificates that must no longer be accepted (deleted
@@ -40,19 +40,14 @@ const revokedSchema = z.array(
 );
 export type Revocation = z.infer<typeof revokedSchema>[number];
 
-type Secret = KubeObject & { data?: Record<string, string> };
-
 export function tenantCrlName(tenant: string): string {
   return `tenant-${tenant}-crl`;
 }
 
-const decode = (secret: Secret | undefined, key: string) =>
-  secret?.data?.[key] === undefined ? undefined : Buffer.from(secret.data[key], "base64").toString("utf8");
-const encode = (text: string) => Buffer.from(text).toString("base64");
 const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
 
 function revocationsOf(secret: Secret | undefined): Revocation[] {
-  const parsed = revokedSchema.safeParse(JSON.parse(decode(secret, "revoked.json") ?? "[]"));
+  const parsed = revokedSchema.safeParse(JSON.parse(secretText(secret, "revoked.json") ?? "[]"));
   return parsed.success ? parsed.data : [];
 }
 
@@ -98,7 +93,7 @@ export class RevocationReconciler {
     const current = (await this.manager.client.get(Resource.secret, target, signal)) as Secret | undefined;
     const revoked = revocationsOf(current);
     if (revoked.some((r) => r.serialNumber === revocation.serialNumber)) return;
-    const data = { ...current?.data, "revoked.json": encode(JSON.stringify([...revoked, revocation])) };
+    const data = { ...current?.data, "revoked.json": base64(JSON.stringify([...revoked, revocation])) };
     const object = {
       apiVersion: "v1",
       kind: "Secret",
@@ -131,7 +126,7 @@ export class RevocationReconciler {
   ): Promise<ReconcileResult | undefined> {
     const namespace = this.config.OPERATOR_NAMESPACE;
     const ca = this.secrets.get(objectKey({ namespace, name: tenantCAName(tenant) }));
-    const [caCertificatePem, caKeyPem] = [decode(ca, "tls.crt"), decode(ca, "tls.key")];
+    const [caCertificatePem, caKeyPem] = [secretText(ca, "tls.crt"), secretText(ca, "tls.key")];
     if (!caCertificatePem || !caKeyPem) return { requeueAfterMs: 5_000 };
     const current = this.secrets.get(objectKey({ namespace, name: tenantCrlName(tenant) }));
     const now = this.manager.clock.now();
@@ -141,7 +136,7 @@ export class RevocationReconciler {
       current?.metadata.annotations?.["iot.tenant-operator.io/crl-next-update"] ?? 0,
     );
     const fresh = current?.metadata.annotations?.["iot.tenant-operator.io/crl-digest"] === listDigest;
-    if (fresh && decode(current, "ca.crl") && signedUntil - now > RESIGN_BEFORE_MS) {
+    if (fresh && secretText(current, "ca.crl") && signedUntil - now > RESIGN_BEFORE_MS) {
       return { requeueAfterMs: signedUntil - now - RESIGN_BEFORE_MS };
     }
     const number = Number(current?.metadata.annotations?.["iot.tenant-operator.io/crl-number"] ?? 0) + 1;
@@ -172,7 +167,7 @@ export class RevocationReconciler {
           },
         },
         type: "Opaque",
-        data: { "revoked.json": encode(JSON.stringify(revoked)), "ca.crl": encode(crl) },
+        data: { "revoked.json": base64(JSON.stringify(revoked)), "ca.crl": base64(crl) },
       },
       current,
       context.signal,
@@ -188,13 +183,13 @@ export class RevocationReconciler {
   private async publish(context: ReconcileContext): Promise<void> {
     const crls = this.secrets
       .list(this.config.OPERATOR_NAMESPACE)
-      .filter((s) => s.metadata.labels?.[CRL_LABEL] === "true" && decode(s, "ca.crl"))
+      .filter((s) => s.metadata.labels?.[CRL_LABEL] === "true" && secretText(s, "ca.crl"))
       .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
     const tenants = crls.map((s) => s.metadata.labels?.[TENANT_LABEL] ?? "");
     const include = this.config.BROKER_CRL_INCLUDE_FILE
       ? await readFile(this.config.BROKER_CRL_INCLUDE_FILE, "utf8")
       : "";
-    const combined = include + crls.map((s) => decode(s, "ca.crl")).join("");
+    const combined = include + crls.map((s) => secretText(s, "ca.crl")).join("");
     const target = { namespace: this.config.BROKER_NAMESPACE, name: BROKER_CRL_SECRET };
     await applyIfChanged(
       this.manager.client,
@@ -204,12 +199,9 @@ export class RevocationReconciler {
         kind: "Secret",
         metadata: { ...target, labels: { [MANAGED_BY_LABEL]: MANAGER, [CRL_LABEL]: "true" } },
         type: "Opaque",
-        data: { [BROKER_CRL_KEY]: encode(combined) },
+        data: { [BROKER_CRL_KEY]: base64(combined) },
       },
-      await this.manager.client.get(Resource.secret, target, context.signal).catch((error: unknown) => {
-        if (error instanceof KubeApiError && error.code === 404) return undefined;
-        throw error;
-      }),
+      await this.manager.client.get(Resource.secret, target, context.signal),
       context.signal,
     );
     if (this.config.BROKER_CRL_FILE) await this.reloadLocalBroker(this.config.BROKER_CRL_FILE, combined);

@@ -14,13 +14,13 @@ import {
 } from "../desired/tenant.js";
 import { tenantConditions } from "../desired/tenant-status.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
-import { type Condition, type ConditionUpdate, setCondition } from "../runtime/conditions.js";
+import { type ConditionUpdate, conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
-import { parseTenantObject } from "./parse.js";
+import { parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource, resourceOf } from "./resources.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
@@ -50,28 +50,19 @@ const WAITING_REASONS = new Set<string>([
 
 /** Names of the other tenants whose topic root overlaps `changed`'s. */
 export function overlappingTenants(tenants: Informer, changed: KubeObject): string[] {
-  const root = tenantTopicRoot(parseTenantObject(changed));
+  const root = tenantTopicRoot(tenantPlacement(changed));
   return tenants
     .list()
     .filter(
       (t) =>
         t.metadata.name !== changed.metadata.name &&
-        topicRootsOverlap(root, tenantTopicRoot(parseTenantObject(t))),
+        topicRootsOverlap(root, tenantTopicRoot(tenantPlacement(t))),
     )
     .map((t) => t.metadata.name);
 }
 
 function ownedBy(object: KubeObject | undefined, uid: string | undefined): boolean {
   return Boolean(uid && object?.metadata.ownerReferences?.some((ref) => ref.uid === uid && ref.controller));
-}
-
-function conditionsOf(object: KubeObject): Condition[] {
-  const status = (object as { status?: { conditions?: Condition[] } }).status;
-  return status?.conditions ?? [];
-}
-
-function isReady(object: KubeObject | undefined): boolean {
-  return Boolean(object && conditionsOf(object).some((c) => c.type === "Ready" && c.status === "True"));
 }
 
 /**
@@ -117,7 +108,7 @@ export class TenantReconciler {
         ...byTenantLabel(namespace),
         ...this.tenants
           .list()
-          .filter((t) => tenantNamespaces(parseTenantObject(t)).includes(namespace.metadata.name))
+          .filter((t) => tenantNamespaces(tenantPlacement(t)).includes(namespace.metadata.name))
           .map((t) => t.metadata.name),
       ]),
     ];
@@ -212,7 +203,7 @@ export class TenantReconciler {
       pkiReady: caReady && issuerReady,
       broker: this.broker.tenantStatus(tenant.metadata.name),
       topicRoot: tenantTopicRoot(tenant),
-      rootConflict: topicRootConflict(tenant, this.tenants.list().map(parseTenantObject)),
+      rootConflict: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),
     });
     await this.writeStatus(
       observed,
@@ -326,7 +317,7 @@ export class TenantReconciler {
     for (const update of status.conditions) conditions = setCondition(conditions, update, at);
     const ready = status.conditions.find((c) => c.type === TenantConditionType.Ready);
     const allTrue = ready?.status === "True";
-    const wasReady = conditionsOf(observed).some((c) => c.type === "Ready" && c.status === "True");
+    const wasReady = isReady(observed);
     const written = await applyStatusIfChanged(
       this.manager.client,
       Resource.tenant,

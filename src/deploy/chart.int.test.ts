@@ -1,27 +1,16 @@
 import { execFile } from "node:child_process";
-import { join } from "node:path";
 import { promisify } from "node:util";
-import { describe, expect, inject, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { helm } from "../../test/support/helm.js";
 import { uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
 import { CHART_DIR } from "./chart.js";
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 describe("the Helm chart", () => {
-  const stack = inject("stack");
-  const helm = (...args: string[]) =>
-    run(join(stack.binDir, "helm"), args, {
-      env: {
-        ...process.env,
-        HELM_CACHE_HOME: join(stack.stateDir, "helm"),
-        HELM_CONFIG_HOME: join(stack.stateDir, "helm"),
-      },
-      maxBuffer: 16 << 20,
-    });
-
   it("lints clean", async () => {
-    const { stdout } = await helm("lint", "--strict", CHART_DIR);
+    const stdout = await helm(["lint", "--strict", CHART_DIR]);
     expect(stdout).toContain("0 chart(s) failed");
   });
 
@@ -29,14 +18,7 @@ describe("the Helm chart", () => {
     const namespace = uniqueName("chart");
     expect((await kubectl(["create", "namespace", namespace])).ok).toBe(true);
     await kubectl(["label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"]);
-    const { stdout: rendered } = await helm(
-      "template",
-      "iot",
-      CHART_DIR,
-      "--namespace",
-      namespace,
-      "--include-crds",
-    );
+    const rendered = await helm(["template", "iot", CHART_DIR, "--namespace", namespace, "--include-crds"]);
     const applied = await kubectl(
       [
         "apply",

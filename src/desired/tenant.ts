@@ -59,7 +59,10 @@ export const TenantObjectName = {
   limits: "iot-tenant-limits",
 } as const;
 
-export function tenantNamespaces(tenant: Pick<Tenant, "metadata" | "spec">): string[] {
+export function tenantNamespaces(tenant: {
+  metadata: { name: string };
+  spec: { namespaces?: readonly string[] | undefined };
+}): string[] {
   return tenant.spec.namespaces?.length ? [...tenant.spec.namespaces] : [tenant.metadata.name];
 }
 
@@ -75,7 +78,7 @@ export function topicRootsOverlap(a: string, b: string): boolean {
   return a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
 }
 
-interface TenantRootView {
+export interface TenantRootView {
   metadata: { name: string; creationTimestamp?: unknown };
   spec: { broker: { topicRoot?: string | undefined } };
 }

@@ -56,3 +56,13 @@ export function findCondition(
 export function isConditionTrue(conditions: readonly Condition[] | undefined, type: string): boolean {
   return findCondition(conditions, type)?.status === "True";
 }
+
+/** `status.conditions` of any object, empty when it has none yet. */
+export function conditionsOf(object: object | undefined): Condition[] {
+  return (object as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions ?? [];
+}
+
+/** Whether the object's Ready condition is True (cert-manager's kinds and ours alike). */
+export function isReady(object: object | undefined): boolean {
+  return isConditionTrue(conditionsOf(object), "Ready");
+}

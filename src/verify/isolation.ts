@@ -1,6 +1,7 @@
 import mqtt from "mqtt";
 import { z } from "zod";
 import { deviceSecretName } from "../api/derived-names.js";
+import { API_GROUP } from "../api/group.js";
 import { parseTenantObject } from "../controllers/parse.js";
 import { Resource } from "../controllers/resources.js";
 import { NAMESPACE_NAME_LABEL } from "../desired/labels.js";
@@ -161,22 +162,16 @@ async function rbacChecks(
   if (!own) return [];
   const forbidden = [
     ...others.flatMap((other) =>
-      other.namespaces.map((ns) => ({
-        verb: "get",
-        group: "",
-        resource: "secrets",
-        namespace: ns,
-        what: `read Secrets of ${other.name}`,
-      })),
-    ),
-    ...others.flatMap((other) =>
-      other.namespaces.map((ns) => ({
-        verb: "list",
-        group: "iot.tenant-operator.io",
-        resource: "devices",
-        namespace: ns,
-        what: `list Devices of ${other.name}`,
-      })),
+      other.namespaces.flatMap((namespace) => [
+        { verb: "get", group: "", resource: "secrets", namespace, what: `read Secrets of ${other.name}` },
+        {
+          verb: "list",
+          group: API_GROUP,
+          resource: "devices",
+          namespace,
+          what: `list Devices of ${other.name}`,
+        },
+      ]),
     ),
     {
       verb: "get",

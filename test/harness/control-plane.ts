@@ -19,7 +19,6 @@ export interface ControlPlane {
   readonly caFile: string;
   readonly admin: KeyPair;
   kubectl(args: readonly string[], stdin?: string): Promise<string>;
-  helm(args: readonly string[]): Promise<string>;
   /** Stops and starts kube-apiserver on the same port and etcd (for watch-resilience tests). */
   restartApiServer(): Promise<void>;
   stop(): Promise<void>;
@@ -156,19 +155,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       child.child.stdin?.end(stdin ?? "");
       return (await child).stdout;
     };
-    const helm = async (args: readonly string[]) =>
-      (
-        await run(bin("helm"), [`--kubeconfig=${kubeconfig}`, ...args], {
-          maxBuffer: 64 << 20,
-          env: {
-            ...process.env,
-            HELM_CACHE_HOME: join(stateDir, "helm/cache"),
-            HELM_CONFIG_HOME: join(stateDir, "helm/config"),
-            HELM_DATA_HOME: join(stateDir, "helm/data"),
-          },
-        })
-      ).stdout;
-
     await kubectl(["apply", "--server-side", "-f", join(binDir, "cert-manager-crds")]);
     await kubectl(["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
     await kubectl(["create", "namespace", CERT_MANAGER_NAMESPACE]);
@@ -187,7 +173,6 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       caFile: ca.certFile,
       admin,
       kubectl,
-      helm,
       async restartApiServer() {
         await apiServer.stop();
         processes.splice(processes.indexOf(apiServer), 1);

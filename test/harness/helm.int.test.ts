@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { CoreV1Api } from "@kubernetes/client-node";
-import { describe, expect, inject, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { helm } from "../support/helm.js";
 import { adminKubeConfig, uniqueName } from "../support/kube.js";
 
-const run = promisify(execFile);
+const _run = promisify(execFile);
 
 async function tinyChart(): Promise<string> {
   const chart = await mkdtemp(join(tmpdir(), "chart-"));
@@ -26,18 +27,9 @@ async function tinyChart(): Promise<string> {
 
 describe("helm built from its module", () => {
   it("renders a tiny chart and installs it into the cluster", async () => {
-    const stack = inject("stack");
-    const helm = (args: string[]) =>
-      run(join(stack.binDir, "helm"), [`--kubeconfig=${stack.kubeconfig}`, ...args], {
-        env: {
-          ...process.env,
-          HELM_CACHE_HOME: join(stack.stateDir, "helm"),
-          HELM_CONFIG_HOME: join(stack.stateDir, "helm"),
-        },
-      });
     const chart = await tinyChart();
 
-    const { stdout: rendered } = await helm(["template", "demo", chart, "--set", "greeting=hi"]);
+    const rendered = await helm(["template", "demo", chart, "--set", "greeting=hi"]);
     expect(rendered).toContain("name: demo-greeting");
     expect(rendered).toContain('greeting: "hi"');
 

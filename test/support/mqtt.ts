@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import mqtt, { type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 
@@ -20,35 +20,29 @@ export async function tlsFromFiles(files: { certFile: string; keyFile: string })
   };
 }
 
-/** A device connection to the stack broker's mTLS listener (MQTT v5, no automatic reconnect). */
-export function connectWithCertificate(tls: TlsMaterial, clientId?: string): Promise<MqttClient> {
+/** MQTT v5 over TLS to one of the stack broker's listeners, without automatic reconnects. */
+function connectTls(port: number, options: IClientOptions): Promise<MqttClient> {
   const { broker } = inject("stack");
   return mqtt.connectAsync({
     protocol: "mqtts",
     host: broker.host,
-    port: broker.mtlsPort,
+    port,
     protocolVersion: 5,
-    ...tls,
-    ...(clientId ? { clientId } : {}),
     reconnectPeriod: 0,
     connectTimeout: 5_000,
+    ...options,
   });
 }
 
-/** A device connection to the stack broker's password listener (TLS server auth only). */
+/** A device connection to the mTLS listener: the certificate is the identity. */
+export function connectWithCertificate(tls: TlsMaterial): Promise<MqttClient> {
+  return connectTls(inject("stack").broker.mtlsPort, tls);
+}
+
+/** A device connection to the password listener (TLS server auth only). */
 export async function connectWithPassword(username: string, password: string): Promise<MqttClient> {
   const { broker } = inject("stack");
-  return mqtt.connectAsync({
-    protocol: "mqtts",
-    host: broker.host,
-    port: broker.passwordPort,
-    protocolVersion: 5,
-    ca: await readFile(broker.caFile),
-    username,
-    password,
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-  });
+  return connectTls(broker.passwordPort, { ca: await readFile(broker.caFile), username, password });
 }
 
 /** Collects every message the client receives, for "never receives" assertions. */
