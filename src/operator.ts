@@ -7,7 +7,6 @@ import { DeviceReconciler } from "./controllers/device.js";
 import { RevocationReconciler } from "./controllers/revocation.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import type { Logger } from "./observability/logger.js";
-import { errorMessage } from "./runtime/errors.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
@@ -68,10 +67,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     onCommand: (event) => manager.metrics.brokerCommand(event),
     ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
   });
-  const revocations = new RevocationReconciler(manager, config);
-  revocations.register();
+  new RevocationReconciler(manager, config).register();
   broker.onStatusChange((status) => manager.metrics.brokerSynced.set(status.synced ? 1 : 0));
-  const devices = new DeviceReconciler(manager, config, broker, revocations);
+  const devices = new DeviceReconciler(manager, config, broker);
   devices.register();
   new TenantReconciler(manager, config, devices).register();
 
@@ -90,7 +88,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
 /**
  * Once this replica leads and its caches are synced, hand the broker the complete desired set so
- * it deletes orphans left by a crash between two commands; the adapter repeats it on reconnect.
+ * it deletes orphans left by a crash between two commands or by Devices deleted meanwhile; the
+ * adapter recomputes it from the caches at every periodic resync and reconnect.
  */
 async function resyncBrokerWhenLeading(
   manager: Manager,
@@ -108,6 +107,6 @@ async function resyncBrokerWhenLeading(
     const report = await devices.resyncBroker();
     logger.info({ ...report }, "broker resynced");
   } catch (error) {
-    logger.warn({ err: errorMessage(error) }, "broker resync failed; the adapter retries on reconnect");
+    logger.warn({ err: error }, "broker resync failed; the adapter retries on reconnect");
   }
 }

@@ -56,9 +56,11 @@ export interface BrokerAdapter {
   /**
    * Replaces the desired set with `devices` (every device of every tenant) and converges the broker
    * to it, deleting the operator's entries that are not in it. Call at start; the adapter repeats
-   * it by itself periodically and after every reconnect with the last complete set.
+   * it by itself periodically and after every reconnect. Given a function, it asks it for the
+   * current set each time (an operator passes its caches, so a device gone meanwhile goes from the
+   * broker too); given a list, it reuses that list.
    */
-  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport>;
+  syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport>;
   /** Makes one device's broker state match; resolves when the broker holds it. Idempotent. */
   applyDevice(device: BrokerDevice): Promise<void>;
   /** Removes the device from the broker; its live connection is dropped. Idempotent. */

@@ -103,9 +103,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly pacing: number;
   private readonly resyncIntervalMs: number;
   private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
-  /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives. */
+  /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives, else an orphan. */
   private readonly desired = new Map<string, DesiredDevice | null>();
-  private complete = false;
+  /** The complete desired set, asked for at every full resync; until syncAll, the set is incomplete. */
+  private everyDevice: (() => readonly BrokerDevice[]) | undefined;
   private observed = new Map<string, ObservedDevice>();
   /** Devices whose broker state may differ from the desired one. */
   private readonly dirty = new Set<string>();
@@ -133,13 +134,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.loop = this.run();
   }
 
-  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport> {
-    this.desired.clear();
-    for (const device of devices) {
-      const desired = desiredDevice(this.prefix, device);
-      this.desired.set(desired.owner, desired);
-    }
-    this.complete = true;
+  syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport> {
+    this.everyDevice = typeof devices === "function" ? devices : () => devices;
     this.observeAllNeeded = true;
     const done = new Promise<SyncReport>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
     this.wake();
@@ -297,7 +293,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   /** Whether the adapter may decide about `owner`: it is desired, removed, or the desired set is complete. */
   private decides(owner: string): boolean {
-    return this.desired.has(owner) || this.complete;
+    return this.desired.has(owner) || this.everyDevice !== undefined;
   }
 
   private finishRound(): void {
@@ -313,6 +309,16 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private async observeAll(client: DynsecClient): Promise<void> {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
+    if (this.everyDevice) {
+      // Requests still waiting for the broker keep what they asked for; the rest is the current set.
+      const waiting = [...this.waiters.keys()].map((owner) => [owner, this.desired.get(owner)] as const);
+      this.desired.clear();
+      for (const device of this.everyDevice()) {
+        const desired = desiredDevice(this.prefix, device);
+        this.desired.set(desired.owner, desired);
+      }
+      for (const [owner, desired] of waiting) if (desired !== undefined) this.desired.set(owner, desired);
+    }
     const roles = await this.listAll(client, "listRoles", listRolesSchema, (page) => page.roles);
     const clients = await this.listAll(client, "listClients", listClientsSchema, (page) => page.clients);
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();

@@ -32,13 +32,28 @@ describe("admitDevice", () => {
     ["no tenant", pump, view([pump], "none"), "TenantNotFound"],
     ["tenant being deleted", pump, view([pump], { deleting: true }), "TenantNotFound"],
     ["topic root inside an older tenant's", pump, view([pump], { rootOwner: "globex" }), "TopicRootConflict"],
-    ["root conflict is checked before the name", twin, view([pump, twin], { rootOwner: "g" }), "TopicRootConflict"],
+    [
+      "root conflict is checked before the name",
+      twin,
+      view([pump, twin], { rootOwner: "g" }),
+      "TopicRootConflict",
+    ],
     ["the older holder of a name keeps it", pump, view([twin, pump]), undefined],
     ["a later Device with a taken name", twin, view([pump, twin]), "DeviceNameTaken"],
     ["within the limit", valve, view([pump, valve], { maxDevices: 2 }), undefined],
-    ["over the limit: the youngest is refused", valve, view([pump, valve], { maxDevices: 1 }), "DeviceLimitReached"],
+    [
+      "over the limit: the youngest is refused",
+      valve,
+      view([pump, valve], { maxDevices: 1 }),
+      "DeviceLimitReached",
+    ],
     ["the oldest stays within a lowered limit", pump, view([pump, valve], { maxDevices: 1 }), undefined],
-    ["a refused duplicate still counts", valve, view([pump, twin, valve], { maxDevices: 2 }), "DeviceLimitReached"],
+    [
+      "a refused duplicate still counts",
+      valve,
+      view([pump, twin, valve], { maxDevices: 2 }),
+      "DeviceLimitReached",
+    ],
     ["name taken wins over the limit", twin, view([pump, twin], { maxDevices: 1 }), "DeviceNameTaken"],
   ])("%s", (_, candidate, tenantView, reason) => {
     expect(admitDevice(candidate, tenantView)?.reason).toBe(reason);

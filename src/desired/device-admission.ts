@@ -45,7 +45,10 @@ type Policy = (device: AdmissionDevice, view: Prepared) => Refusal | undefined;
 
 const tenantPresent: Policy = (device, { tenant }) =>
   !tenant
-    ? { reason: ConditionReason.TenantNotFound, message: `namespace ${device.namespace} belongs to no Tenant` }
+    ? {
+        reason: ConditionReason.TenantNotFound,
+        message: `namespace ${device.namespace} belongs to no Tenant`,
+      }
     : tenant.deleting
       ? { reason: ConditionReason.TenantNotFound, message: `tenant ${tenant.name} is being deleted` }
       : undefined;
