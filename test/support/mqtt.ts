@@ -84,15 +84,16 @@ export function adminConnection(broker: {
 }
 
 /**
- * Whether a cut-off device gets nothing: the broker refuses the handshake (revoked certificate, unknown
- * password client) or accepts the connection and answers SUBSCRIBE and PUBLISH in `subtree` with 135.
+ * Whether a cut-off device gets nothing: the broker refuses the connection (a TLS alert such as a revoked
+ * certificate or a CA it no longer trusts; an unknown password client) or accepts it and answers
+ * SUBSCRIBE and PUBLISH in `subtree` with 135.
  */
 export async function grantsNothing(connect: () => Promise<MqttClient>, subtree: string): Promise<boolean> {
   let client: MqttClient;
   try {
     client = await connect();
   } catch (error) {
-    if (/revoked|Not authorized|Bad User Name or Password/i.test((error as Error).message)) return true;
+    if (/revoked|alert|Not authorized|Bad User Name or Password/i.test((error as Error).message)) return true;
     throw error;
   }
   try {
