@@ -1,11 +1,12 @@
 import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
-import { z } from "zod";
 import { tenantCAName } from "../api/derived-names.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, managedLabels, TENANT_LABEL } from "../desired/labels.js";
 import {
   CRL_PUBLISHED_ANNOTATION,
+  mergeRevocations,
+  parseRevocations,
   REVOCATION_KEY,
   REVOCATION_LABEL,
   type Revocation,
@@ -39,30 +40,10 @@ const CRL_LIFETIME_MS = 7 * 86_400_000;
 /** Re-signed when less than this is left, so the broker never holds an expired CRL. */
 const RESIGN_BEFORE_MS = 2 * 86_400_000;
 
-const revocationSchema = z.object({
-  serialNumber: z.string(),
-  revokedAt: z.iso.datetime(),
-  notAfter: z.iso.datetime(),
-  device: z.string(),
-});
-
 const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
 
 function revocationsOf(secret: Secret | undefined): Revocation[] {
-  const parsed = z.array(revocationSchema).safeParse(JSON.parse(secretText(secret, "revoked.json") ?? "[]"));
-  return parsed.success ? parsed.data : [];
-}
-
-function recordOf(secret: Secret): Revocation | undefined {
-  return revocationSchema.safeParse(JSON.parse(secretText(secret, REVOCATION_KEY) ?? "null")).data;
-}
-
-/** The CRL's list: what it had plus the new requests, each serial once, expired ones dropped. */
-function mergeRevocations(listed: readonly Revocation[], requested: readonly Revocation[], now: number) {
-  const bySerial = new Map<string, Revocation>();
-  for (const r of [...listed, ...requested])
-    if (!bySerial.has(r.serialNumber)) bySerial.set(r.serialNumber, r);
-  return [...bySerial.values()].filter((r) => Date.parse(r.notAfter) > now);
+  return parseRevocations(secretText(secret, "revoked.json") ?? "[]");
 }
 
 export class RevocationReconciler {
@@ -137,7 +118,9 @@ export class RevocationReconciler {
     if (!caCertificatePem || !caKeyPem) return { folded: false, requeueAfterMs: 5_000 };
     const current = this.secrets.get(objectKey({ namespace, name: tenantCrlName(tenant) }));
     const now = this.manager.clock.now();
-    const requested = records.flatMap((record) => recordOf(record) ?? []);
+    const requested = records.flatMap((record) =>
+      parseRevocations(`[${secretText(record, REVOCATION_KEY)}]`),
+    );
     const revoked = mergeRevocations(revocationsOf(current), requested, now);
     const listDigest = digest(`${JSON.stringify(revoked)}|${digest(caCertificatePem)}`);
     const signedUntil = Number(

@@ -1,3 +1,4 @@
+import { z } from "zod";
 import { API_GROUP } from "../api/group.js";
 import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, managedLabels } from "./labels.js";
 import type { KubeObject } from "./tenant.js";
@@ -16,12 +17,36 @@ export const CRL_PUBLISHED_ANNOTATION = `${API_GROUP}/crl-published`;
 /** The record's one data key. */
 export const REVOCATION_KEY = "revocation.json";
 
-export interface Revocation {
-  readonly serialNumber: string;
-  readonly revokedAt: string;
-  readonly notAfter: string;
+const revocationSchema = z.object({
+  serialNumber: z.string(),
+  revokedAt: z.iso.datetime(),
+  notAfter: z.iso.datetime(),
   /** `namespace/name` of the Device the certificate was issued to. */
-  readonly device: string;
+  device: z.string(),
+});
+export type Revocation = z.infer<typeof revocationSchema>;
+
+/** A JSON list of revocations; entries that do not parse are dropped (a hand-edited Secret cannot stop the rest). */
+export function parseRevocations(json: string): Revocation[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return [];
+  }
+  return Array.isArray(value) ? value.flatMap((entry) => revocationSchema.safeParse(entry).data ?? []) : [];
+}
+
+/** The CRL's list: what it had plus the new requests, each serial once, expired ones dropped. */
+export function mergeRevocations(
+  listed: readonly Revocation[],
+  requested: readonly Revocation[],
+  nowMs: number,
+): Revocation[] {
+  const bySerial = new Map<string, Revocation>();
+  for (const r of [...listed, ...requested])
+    if (!bySerial.has(r.serialNumber)) bySerial.set(r.serialNumber, r);
+  return [...bySerial.values()].filter((r) => Date.parse(r.notAfter) > nowMs);
 }
 
 export function tenantCrlName(tenant: string): string {
