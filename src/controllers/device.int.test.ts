@@ -338,8 +338,10 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     const dropped = closedWithin(live, () => 0);
     await applyReadyTenant(name, { suspended: true });
     await dropped;
-    const suspended = track(await connectWithCertificate(tls));
-    expect(await subscribeCodes(suspended, `tenants/${name}/devices/meter/#`)).toEqual([NOT_AUTHORIZED]);
+    const subtree = `tenants/${name}/devices/meter`;
+    expect(await grantsNothing(() => connectWithCertificate(tls), subtree)).toBe(true);
+    await reconcileAndResync(name, "meter", "suspended");
+    expect(await grantsNothing(() => connectWithCertificate(tls), subtree)).toBe(true);
     await applyReadyTenant(name, { suspended: false });
     await eventually(
       "access restored",
