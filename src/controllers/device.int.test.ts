@@ -298,6 +298,27 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
       expect(await notFound(["-n", tenantA, "device", name])).toBe(true);
   });
 
+  it("revokes a deleted Device's certificate even when a Device of the same name replaces it at once (I4)", async () => {
+    const alice = new KubeClient(impersonatedKubeConfig(`alice-${tenantA}`));
+    await applyDevice(tenantA, "phoenix");
+    const before = await readyDevice(tenantA, "phoenix");
+    const old = await deviceTls(tenantA, "phoenix");
+    await deleteWithoutFinalizers(alice, tenantA, "phoenix");
+    await applyDevice(tenantA, "phoenix");
+    const after = await eventually("the new Device has its own certificate", async () => {
+      const status = await readyDevice(tenantA, "phoenix");
+      return status.certificate?.serialNumber !== before.certificate?.serialNumber ? status : undefined;
+    });
+    expect(after.username).toBe(before.username);
+    await eventually("the old certificate revoked at the TLS layer", () => refusedAsRevoked(old), 30_000);
+    const renewed = await eventually("the new key pair mirrored", async () => {
+      const tls = await deviceTls(tenantA, "phoenix");
+      return tls.cert !== old.cert ? tls : undefined;
+    });
+    const client = track(await connectWithCertificate(renewed));
+    expect(await subscribeCodes(client, `${rootA}/devices/phoenix/#`)).toEqual([1]);
+  });
+
   it("cuts off and cleans up every device of a deleted Tenant (I4)", async () => {
     const doomed = uniqueName("doomed");
     await applyReadyTenant(doomed);
