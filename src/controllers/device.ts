@@ -251,8 +251,7 @@ export class DeviceReconciler implements TenantBroker {
       if (!tenant) return [];
       const verdicts = admitDevices(this.admissionView(tenant));
       return this.devicesOfTenant(tenant.metadata.name).flatMap((observed) => {
-        if (!verdicts.has(observed.metadata.uid ?? "") || verdicts.get(observed.metadata.uid ?? ""))
-          return [];
+        if (verdicts.get(observed.metadata.uid ?? "")) return [];
         const device = this.parsedOrUndefined(parseDeviceObject, observed);
         const credentials = device && this.credentials.current(device, tenant.metadata.name);
         return device && credentials ? [brokerDevice(device, tenant, credentials)] : [];
