@@ -1,9 +1,10 @@
 import { readFile } from "node:fs/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
-import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
+import { DynsecClient, type DynsecConnection } from "../../src/broker/dynsec-client.js";
+import { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
 
-export { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
+export { NOT_AUTHORIZED, publishCode, subscribeCodes };
 
 export interface TlsMaterial {
   readonly ca: string | Buffer;
@@ -80,4 +81,45 @@ export function adminConnection(broker: {
     username: broker.adminUsername,
     password: broker.adminPassword,
   };
+}
+
+/**
+ * Whether a cut-off device gets nothing: the broker refuses the handshake (revoked certificate, unknown
+ * password client) or accepts the connection and answers SUBSCRIBE and PUBLISH in `subtree` with 135.
+ */
+export async function grantsNothing(connect: () => Promise<MqttClient>, subtree: string): Promise<boolean> {
+  let client: MqttClient;
+  try {
+    client = await connect();
+  } catch (error) {
+    if (/revoked|Not authorized|Bad User Name or Password/i.test((error as Error).message)) return true;
+    throw error;
+  }
+  try {
+    const subscribed = await subscribeCodes(client, `${subtree}/#`);
+    const published = await publishCode(client, `${subtree}/telemetry`, "x");
+    return subscribed[0] === NOT_AUTHORIZED && published === NOT_AUTHORIZED;
+  } finally {
+    await client.endAsync(true);
+  }
+}
+
+/** The operator's dynamic-security entries of one tenant (role and client names `iot:<tenant>:<device>`). */
+export async function brokerEntriesOf(tenant: string): Promise<{ roles: string[]; clients: string[] }> {
+  const admin = await DynsecClient.connect(adminConnection(inject("stack").broker));
+  try {
+    const prefix = `iot:${tenant}:`;
+    const roles = (await admin.run({ command: "listRoles", verbose: true })) as {
+      roles: Array<{ rolename: string }>;
+    };
+    const clients = (await admin.run({ command: "listClients", verbose: true })) as {
+      clients: Array<{ textname?: string }>;
+    };
+    return {
+      roles: roles.roles.flatMap((r) => (r.rolename.startsWith(prefix) ? [r.rolename] : [])).sort(),
+      clients: clients.clients.flatMap((c) => (c.textname?.startsWith(prefix) ? [c.textname] : [])).sort(),
+    };
+  } finally {
+    await admin.close();
+  }
 }

@@ -8,6 +8,7 @@ import { KubeClient } from "../../src/runtime/kube-client.js";
 import { stackVariables } from "../harness/stack.js";
 import { adminKubeConfig, eventually } from "./kube.js";
 import { kubectl } from "./kubectl.js";
+import type { TlsMaterial } from "./mqtt.js";
 
 /** The operator's configuration for the test stack. */
 export function stackOperatorConfig(overrides: Record<string, string> = {}): OperatorConfig {
@@ -22,11 +23,11 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
 export async function startTestOperator(
   config: OperatorConfig = stackOperatorConfig(),
-  options: { logLines?: string[] } = {},
+  options: { logLines?: string[]; brokerResyncIntervalMs?: number } = {},
 ): Promise<RunningOperator> {
   const kubeConfig = adminKubeConfig();
   await install(new KubeClient(kubeConfig), config);
-  const { logLines } = options;
+  const { logLines, brokerResyncIntervalMs } = options;
   return startOperator({
     kubeConfig,
     config,
@@ -36,6 +37,7 @@ export async function startTestOperator(
       : createLogger({ level: config.LOG_LEVEL }),
     leaderElection: false,
     informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
+    ...(brokerResyncIntervalMs ? { brokerResyncIntervalMs } : {}),
   });
 }
 
@@ -108,4 +110,19 @@ export function deviceReadyReason(namespace: string, name: string, reason: strin
     ]);
     return result.stdout === reason ? true : undefined;
   });
+}
+
+/** A Secret's data, decoded. */
+export async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
+  const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+  return Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+}
+
+export async function deviceTls(namespace: string, name: string): Promise<TlsMaterial> {
+  const data = await secretData(namespace, `${name}-mqtt`);
+  return { ca: data["ca.crt"] ?? "", cert: data["tls.crt"] ?? "", key: data["tls.key"] ?? "" };
 }
