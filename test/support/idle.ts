@@ -19,7 +19,7 @@ export async function untilIdle(
   metrics: OperatorMetrics,
   options: { timeoutMs?: number; quietPolls?: number; pollMs?: number } = {},
 ): Promise<void> {
-  const { timeoutMs = 120_000, quietPolls = 3, pollMs = 250 } = options;
+  const { timeoutMs = 60_000, quietPolls = 3, pollMs = 250 } = options;
   const deadline = Date.now() + timeoutMs;
   let last = "";
   let quiet = 0;
