@@ -17,41 +17,53 @@ const readOnly = ["get", "list", "watch"];
 /**
  * What a tenant admin may do in the tenant's namespaces: run workloads and register devices.
  * Deliberately absent: writing NetworkPolicies, quotas, LimitRanges, Roles or RoleBindings
- * (no escalation, no opening the network) and any cert-manager resource (no minting device identities, I3).
+ * (no escalation, no opening the network), any cert-manager resource (no minting device identities, I3),
+ * Endpoints and EndpointSlices (no Service pointing at another tenant's pods), Gateway API objects,
+ * and the subresources pods/ephemeralcontainers, pods/eviction, services/status and serviceaccounts/token.
  */
+export const TENANT_ADMIN_RULES: ReadonlyArray<{
+  readonly apiGroups: readonly string[];
+  readonly resources: readonly string[];
+  readonly verbs: readonly string[];
+}> = [
+  { apiGroups: [API_GROUP], resources: ["devices"], verbs: readWrite },
+  { apiGroups: [API_GROUP], resources: ["devices/status"], verbs: readOnly },
+  {
+    apiGroups: [""],
+    resources: ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"],
+    verbs: readWrite,
+  },
+  { apiGroups: [""], resources: ["pods/log", "pods/status", "events", "endpoints"], verbs: readOnly },
+  { apiGroups: [""], resources: ["pods/exec", "pods/portforward"], verbs: ["create", "get"] },
+  {
+    apiGroups: ["apps"],
+    resources: ["deployments", "statefulsets", "daemonsets", "replicasets"],
+    verbs: readWrite,
+  },
+  {
+    apiGroups: ["apps"],
+    resources: ["deployments/scale", "statefulsets/scale"],
+    verbs: ["get", "update", "patch"],
+  },
+  { apiGroups: ["batch"], resources: ["jobs", "cronjobs"], verbs: readWrite },
+  { apiGroups: ["autoscaling"], resources: ["horizontalpodautoscalers"], verbs: readWrite },
+  { apiGroups: ["policy"], resources: ["poddisruptionbudgets"], verbs: readWrite },
+  { apiGroups: ["networking.k8s.io"], resources: ["ingresses"], verbs: readWrite },
+  { apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"], verbs: readOnly },
+  { apiGroups: [""], resources: ["resourcequotas", "limitranges"], verbs: readOnly },
+  { apiGroups: ["rbac.authorization.k8s.io"], resources: ["roles", "rolebindings"], verbs: readOnly },
+];
+
 export function tenantAdminClusterRole(): KubeObject {
   return {
     apiVersion: "rbac.authorization.k8s.io/v1",
     kind: "ClusterRole",
     metadata: { name: TENANT_ADMIN_CLUSTER_ROLE, labels: { [MANAGED_BY_LABEL]: MANAGER } },
-    rules: [
-      { apiGroups: [API_GROUP], resources: ["devices"], verbs: readWrite },
-      { apiGroups: [API_GROUP], resources: ["devices/status"], verbs: readOnly },
-      {
-        apiGroups: [""],
-        resources: ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"],
-        verbs: readWrite,
-      },
-      { apiGroups: [""], resources: ["pods/log", "pods/status", "events", "endpoints"], verbs: readOnly },
-      { apiGroups: [""], resources: ["pods/exec", "pods/portforward"], verbs: ["create", "get"] },
-      {
-        apiGroups: ["apps"],
-        resources: ["deployments", "statefulsets", "daemonsets", "replicasets"],
-        verbs: readWrite,
-      },
-      {
-        apiGroups: ["apps"],
-        resources: ["deployments/scale", "statefulsets/scale"],
-        verbs: ["get", "update", "patch"],
-      },
-      { apiGroups: ["batch"], resources: ["jobs", "cronjobs"], verbs: readWrite },
-      { apiGroups: ["autoscaling"], resources: ["horizontalpodautoscalers"], verbs: readWrite },
-      { apiGroups: ["policy"], resources: ["poddisruptionbudgets"], verbs: readWrite },
-      { apiGroups: ["networking.k8s.io"], resources: ["ingresses"], verbs: readWrite },
-      { apiGroups: ["networking.k8s.io"], resources: ["networkpolicies"], verbs: readOnly },
-      { apiGroups: [""], resources: ["resourcequotas", "limitranges"], verbs: readOnly },
-      { apiGroups: ["rbac.authorization.k8s.io"], resources: ["roles", "rolebindings"], verbs: readOnly },
-    ],
+    rules: TENANT_ADMIN_RULES.map((rule) => ({
+      apiGroups: [...rule.apiGroups],
+      resources: [...rule.resources],
+      verbs: [...rule.verbs],
+    })),
   };
 }
 
