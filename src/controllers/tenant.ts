@@ -219,10 +219,7 @@ export class TenantReconciler {
     if (writes || pruned)
       context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
     const waiting =
-      quotaPending.length > 0 ||
-      !caReady ||
-      !issuerReady ||
-      ready.length < desired.namespaces.length;
+      quotaPending.length > 0 || !caReady || !issuerReady || ready.length < desired.namespaces.length;
     return waiting ? { requeueAfterMs: REQUEUE_WHILE_WAITING_MS } : undefined;
   }
 

@@ -188,7 +188,8 @@ function tenantObjectValidations(): object[] {
     },
     {
       expression: `${ingress}!has(object.spec.defaultBackend)`,
-      message: "spec.defaultBackend is refused in tenant namespaces: it would receive every other host's traffic",
+      message:
+        "spec.defaultBackend is refused in tenant namespaces: it would receive every other host's traffic",
       reason: "Forbidden",
     },
     {
