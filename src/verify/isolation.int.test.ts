@@ -114,6 +114,29 @@ describe("verifyIsolation", () => {
     });
   });
 
+  it("fails I5 when a tenant's ServiceAccount is bound in another tenant's namespace (a borrowed admin)", async () => {
+    await withDedicatedTenant(async (tenant) => {
+      const borrowed = {
+        apiVersion: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        metadata: { name: uniqueName("borrowed"), namespace: b },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "iot-tenant-admin" },
+        subjects: [{ kind: "ServiceAccount", name: "ci", namespace: tenant }],
+      };
+      await applyObjects([
+        { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "ci", namespace: tenant } },
+        borrowed,
+      ]);
+      try {
+        const open = failed(await run([tenant]));
+        expect(open.map((c) => c.property)).toEqual(["I5"]);
+        expect(open[0]?.detail).toContain(`${tenant}/ci may create pods in ${b} (${b})`);
+      } finally {
+        await kubectl(["delete", "rolebinding", borrowed.metadata.name, "-n", b]);
+      }
+    });
+  });
+
   it("fails I6 when the platform's allow-lists let critical priority and NodePorts through", async () => {
     await withDedicatedTenant(async (tenant) => {
       await applyObjects([

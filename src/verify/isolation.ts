@@ -1,6 +1,7 @@
 import mqtt from "mqtt";
 import { z } from "zod";
 import { deviceSecretName } from "../api/derived-names.js";
+import { API_GROUP } from "../api/group.js";
 import type { OperatorConfig } from "../config.js";
 import { parseTenantObject } from "../controllers/parse.js";
 import { Resource } from "../controllers/resources.js";
@@ -48,6 +49,12 @@ export interface VerifyOptions {
 const listSchema = z.object({ items: z.array(kubeObjectSchema) });
 const reviewSchema = z.object({ status: z.object({ allowed: z.boolean() }).loose() });
 const SAR_CONCURRENCY = 16;
+const serviceAccountResource: ResourceType = {
+  apiVersion: "v1",
+  kind: "ServiceAccount",
+  plural: "serviceaccounts",
+  namespaced: true,
+};
 
 type Admin = { kind: string; name: string; namespace?: string | undefined };
 
@@ -635,6 +642,56 @@ function refusedObjectClasses(own: string, other: string, ingressDomain: string)
 
 type Answer = { admitted: true } | { admitted: false; message: string };
 
+/** What a workload identity of one tenant must not be able to do in another tenant's namespace. */
+const workloadReach: ReadonlyArray<Omit<Access, "namespace">> = [
+  { verb: "create", group: "", resource: "pods" },
+  { verb: "get", group: "", resource: "secrets" },
+  { verb: "list", group: API_GROUP, resource: "devices" },
+];
+
+/**
+ * I5 from the other side: the tenant's ServiceAccounts (anyone who runs pods in its namespaces
+ * holds their tokens) reach no other tenant's namespace, e.g. through a RoleBinding that names them.
+ */
+async function serviceAccountChecks(
+  client: KubeClient,
+  tenant: TenantView,
+  others: TenantView[],
+): Promise<IsolationCheck[]> {
+  const accounts = (
+    await Promise.all(tenant.namespaces.map((ns) => list(client, serviceAccountResource, ns)))
+  ).flat();
+  if (!accounts.length) return [];
+  const requests = accounts.flatMap((account) =>
+    others.flatMap((other) =>
+      other.namespaces.flatMap((namespace) =>
+        workloadReach.map((access) => ({ account, other: other.name, access: { ...access, namespace } })),
+      ),
+    ),
+  );
+  const reaching = (
+    await pooled(requests, SAR_CONCURRENCY, async ({ account, other, access }) => {
+      const subject = {
+        kind: "ServiceAccount",
+        name: account.metadata.name,
+        namespace: account.metadata.namespace,
+      };
+      return (await allowed(client, subject, access))
+        ? `${account.metadata.namespace}/${account.metadata.name} may ${access.verb} ${access.resource} in ${access.namespace} (${other})`
+        : undefined;
+    })
+  ).filter((x) => x !== undefined);
+  return [
+    {
+      property: "I5",
+      tenant: tenant.name,
+      check: `its ${accounts.length} ServiceAccounts reach no other tenant`,
+      result: passOrFail(reaching.length > 0),
+      detail: reaching.length ? reaching.join(", ") : `${requests.length} requests denied by the API server`,
+    },
+  ];
+}
+
 /** Creates `object` with a server dry run as `admin`: RBAC and every admission check run, nothing is stored. */
 async function dryRunAs(
   client: KubeClient,
@@ -851,6 +908,7 @@ export async function verifyIsolation(client: KubeClient, options: VerifyOptions
     const others = tenants.filter((t) => t !== tenant);
     checks.push(...(await networkChecks(client, tenant, others, options.config)));
     checks.push(...(await rbacChecks(client, tenant, others, options.config.OPERATOR_NAMESPACE)));
+    checks.push(...(await serviceAccountChecks(client, tenant, others)));
     checks.push(...(await admissionChecks(client, tenant, others, ingressDomain)));
     checks.push(...(await quotaChecks(client, tenant)));
     if (options.broker) checks.push(...(await brokerChecks(client, options.broker, tenant, others)));
