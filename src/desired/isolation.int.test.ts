@@ -1,4 +1,7 @@
+import { execFile } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../../test/harness/stack.js";
 import { uniqueName } from "../../test/support/kube.js";
@@ -34,6 +37,22 @@ async function createTenant(name: string, admin: { kind: "User" | "Group"; name:
   const desired = desiredTenant(tenant, stackOperatorConfig());
   await applyObjects(desired.namespaces);
   await applyObjects(desired.namespaced);
+}
+
+/**
+ * The real Gateway CRD, from the Gateway API module that the stack's cert-manager is built with
+ * (the module cache holds it since the build).
+ */
+async function gatewayCrdFile(): Promise<string> {
+  const goMod = await readFile(join(repoRoot, "test/tools/cert-manager/go.mod"), "utf8");
+  const version = /sigs\.k8s\.io\/gateway-api (v\S+)/.exec(goMod)?.[1];
+  if (!version) throw new Error("cert-manager's go.mod names no gateway-api version");
+  const { stdout } = await promisify(execFile)("go", ["env", "GOMODCACHE"]);
+  return join(
+    stdout.trim(),
+    `sigs.k8s.io/gateway-api@${version}`,
+    "config/crd/standard/gateway.networking.k8s.io_gateways.yaml",
+  );
 }
 
 /** Creates `object` with a server dry run as `as`: it passes RBAC and every admission check, and nothing is stored. */
@@ -416,6 +435,41 @@ describe("a tenant admin (I5)", () => {
     expect(denied.stderr).toMatch(/ValidatingAdmissionPolicy 'iot-tenant-guard'/);
     expect(denied.stderr).toMatch(message);
     const admitted = await dryRunCreate(allowed(), alice);
+    expect(admitted.stderr).toBe("");
+    expect(admitted.ok).toBe(true);
+  });
+
+  it("cannot annotate a Gateway for cert-manager either, where the platform lets tenants create Gateways", async () => {
+    // A user of the tenant's namespace whom the platform lets create Gateways (alice keeps the plain role).
+    const gatewayUser = { user: `gateways-${tenantA}` };
+    const crd = await kubectl(["apply", "--server-side", "-f", await gatewayCrdFile()]);
+    expect(crd.stderr).toBe("");
+    await kubectl(["wait", "--for=condition=Established", "crd/gateways.gateway.networking.k8s.io"]);
+    await applyObjects([
+      {
+        apiVersion: "rbac.authorization.k8s.io/v1",
+        kind: "Role",
+        metadata: { name: "gateways", namespace: tenantA },
+        rules: [{ apiGroups: ["gateway.networking.k8s.io"], resources: ["gateways"], verbs: ["create"] }],
+      },
+      {
+        apiVersion: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        metadata: { name: "gateways", namespace: tenantA },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "gateways" },
+        subjects: [{ kind: "User", name: gatewayUser.user, apiGroup: "rbac.authorization.k8s.io" }],
+      },
+    ]);
+    const gateway = (annotations: Record<string, string>) => ({
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "Gateway",
+      metadata: { name: uniqueName("gw"), namespace: tenantA, annotations },
+      spec: { gatewayClassName: "platform", listeners: [{ name: "http", port: 80, protocol: "HTTP" }] },
+    });
+    const denied = await dryRunCreate(gateway({ "cert-manager.io/issuer": "x" }), gatewayUser);
+    expect(denied.stderr).toMatch(/ValidatingAdmissionPolicy 'iot-tenant-guard'/);
+    expect(denied.stderr).toMatch(/annotation cert-manager\.io\/issuer is refused/);
+    const admitted = await dryRunCreate(gateway({ "example.com/team": "web" }), gatewayUser);
     expect(admitted.stderr).toBe("");
     expect(admitted.ok).toBe(true);
   });
