@@ -773,7 +773,9 @@ async function quotaChecks(client: KubeClient, tenant: TenantView): Promise<Isol
       const quota = (await client.get(Resource.resourceQuota, { namespace, name: TenantObjectName.quota })) as
         | (KubeObject & { spec?: { hard?: Record<string, string> } })
         | undefined;
-      const devices = quota?.spec?.hard?.[DEVICES_QUOTA_RESOURCE];
+      const hard = quota?.spec?.hard ?? {};
+      const devices = hard[DEVICES_QUOTA_RESOURCE];
+      const others = Object.entries(hard).filter(([resource]) => resource !== DEVICES_QUOTA_RESOURCE);
       return {
         property: "I6",
         tenant: tenant.name,
@@ -782,7 +784,11 @@ async function quotaChecks(client: KubeClient, tenant: TenantView): Promise<Isol
         detail:
           devices === undefined
             ? `${TenantObjectName.quota} missing or without ${DEVICES_QUOTA_RESOURCE}`
-            : `${DEVICES_QUOTA_RESOURCE}=${devices}`,
+            : `${DEVICES_QUOTA_RESOURCE}=${devices}; ${
+                others.length
+                  ? others.map(([resource, value]) => `${resource}=${value}`).join(", ")
+                  : "no compute limits: spec.quota sets none"
+              }`,
       };
     }),
   );
