@@ -198,6 +198,14 @@ broker:
   adminUsername: operator-admin
   # Secret in the release namespace with key "password": the dynamic-security admin password.
   adminSecret: iot-broker-admin
+# What tenants may use; the admission policy iot-tenant-guard refuses the rest, naming the field.
+tenantPolicy:
+  # Comma-separated PriorityClass names tenant pods may use; empty: only the default priority.
+  priorityClasses: ""
+  # Comma-separated Service types tenants may create (ClusterIP, NodePort, LoadBalancer, ExternalName).
+  serviceTypes: ClusterIP
+  # Ingress hosts of namespace N must lie under N.<ingressDomain>; empty: tenants cannot create Ingresses.
+  ingressDomain: ""
 `;
 
 /** Every file of the chart, by path relative to the chart directory. */
@@ -210,7 +218,13 @@ export function chartFiles(): Map<string, string> {
     [
       "templates/tenant-guard.yaml",
       documents(
-        clusterObjects({ OPERATOR_NAMESPACE: RELEASE_NAMESPACE, OPERATOR_SERVICE_ACCOUNT: SERVICE_ACCOUNT }),
+        clusterObjects({
+          OPERATOR_NAMESPACE: RELEASE_NAMESPACE,
+          OPERATOR_SERVICE_ACCOUNT: SERVICE_ACCOUNT,
+          TENANT_PRIORITY_CLASSES: ["{{ .Values.tenantPolicy.priorityClasses }}"],
+          TENANT_SERVICE_TYPES: ["{{ .Values.tenantPolicy.serviceTypes }}" as "ClusterIP"],
+          TENANT_INGRESS_DOMAIN: "{{ .Values.tenantPolicy.ingressDomain }}",
+        }),
       ),
     ],
     ["templates/deployment.yaml", documents([deployment()])],

@@ -7,6 +7,7 @@ const healthy: TenantObservation = {
   notOwned: [],
   quotaPending: [],
   foreignAllowFrom: [],
+  foreignAdmins: [],
   pkiReady: true,
   broker: { ready: true, message: "in sync" },
   topicRoot: "tenants/a",
@@ -20,6 +21,7 @@ describe("tenantConditions", () => {
     expect(byType(healthy)).toEqual({
       NamespacesReady: "True/Reconciled",
       NetworkIsolated: "True/Reconciled",
+      AdminsBound: "True/Reconciled",
       PKIReady: "True/Reconciled",
       BrokerReady: "True/Reconciled",
       Ready: "True/Reconciled",
@@ -45,6 +47,12 @@ describe("tenantConditions", () => {
       { foreignAllowFrom: ["other"] },
       "NetworkIsolated",
       "False/NamespaceOfOtherTenant",
+    ],
+    [
+      "an admin is another tenant's ServiceAccount",
+      { foreignAdmins: ["other/ci"] },
+      "AdminsBound",
+      "False/AdminOfOtherTenant",
     ],
     ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
     ["the CA is not issued", { pkiReady: false }, "PKIReady", "False/IssuerNotReady"],

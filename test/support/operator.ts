@@ -10,12 +10,18 @@ import { adminKubeConfig, eventually } from "./kube.js";
 import { kubectl } from "./kubectl.js";
 import type { TlsMaterial } from "./mqtt.js";
 
+export const TEST_TENANT_PRIORITY_CLASS = "iot-tenant-low";
+export const TEST_INGRESS_DOMAIN = "apps.test";
+
 /** The operator's configuration for the test stack. */
 export function stackOperatorConfig(overrides: Record<string, string> = {}): OperatorConfig {
   return operatorConfigSchema.parse({
     ...stackVariables(inject("stack")),
     PROBE_BIND_ADDRESS: "127.0.0.1:0",
     LOG_LEVEL: process.env.OPERATOR_LOG_LEVEL ?? "warn",
+    // One set of tenant allow-lists for every test: the admission policy is cluster-wide.
+    TENANT_PRIORITY_CLASSES: TEST_TENANT_PRIORITY_CLASS,
+    TENANT_INGRESS_DOMAIN: TEST_INGRESS_DOMAIN,
     ...overrides,
   });
 }
