@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import mqtt, { type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { z } from "zod";
 
 const CONTROL_TOPIC = "$CONTROL/dynamic-security/v1";
@@ -41,6 +41,23 @@ export interface DynsecConnection {
   readonly port: number;
   readonly username: string;
   readonly password: string;
+}
+
+/** MQTT options for an admin connection; `extra` may set e.g. the client id and session flags. */
+export async function adminClientOptions(
+  connection: DynsecConnection,
+  extra: IClientOptions = {},
+): Promise<IClientOptions> {
+  return {
+    host: connection.host,
+    port: connection.port,
+    username: connection.username,
+    password: connection.password,
+    clientId: `iot-tenant-operator-${randomUUID()}`,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    ...extra,
+  };
 }
 
 /**
@@ -95,15 +112,7 @@ export class DynsecClient {
     connection: DynsecConnection,
     options: { timeoutMs?: number } = {},
   ): Promise<DynsecClient> {
-    const client = await mqtt.connectAsync({
-      host: connection.host,
-      port: connection.port,
-      username: connection.username,
-      password: connection.password,
-      clientId: `iot-tenant-operator-${randomUUID()}`,
-      reconnectPeriod: 0,
-      connectTimeout: 5_000,
-    });
+    const client = await mqtt.connectAsync(await adminClientOptions(connection));
     // QoS 0 both ways: with QoS 1 the broker writes PUBACK and response as two small segments, and
     // Nagle's algorithm on its socket holds the second for the client's delayed ACK (~40 ms per command).
     // Over one loopback TCP connection nothing is lost while it lasts; a lost connection fails every

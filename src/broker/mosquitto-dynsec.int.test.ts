@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { mkdtemp } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -10,10 +11,15 @@ import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
 import { connectWithCertificate, publishCode, subscribeCodes } from "../../bench/support/mqtt-device.js";
 import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
-import { adminConnection, NOT_AUTHORIZED } from "../../test/support/mqtt.js";
+import {
+  adminConnection,
+  connectWithPassword,
+  NOT_AUTHORIZED,
+  receivedBeforeSentinel,
+} from "../../test/support/mqtt.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
 import { desiredDevice } from "./desired.js";
-import { DynsecClient } from "./dynsec-client.js";
+import { adminClientOptions, DynsecClient } from "./dynsec-client.js";
 import { BrokerUnavailableError, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
 import { observationOf } from "./plan.js";
 import { deviceSubject, subjectUsername } from "./subject.js";
@@ -236,15 +242,7 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     });
     await adapter.applyDevice(spec);
     await adapter.applyDevice(spec);
-    const connect = (secret: string) =>
-      mqtt.connectAsync({
-        host: stack.broker.host,
-        port: stack.broker.adminPort,
-        protocolVersion: 5,
-        username: `${tenant}/legacy`,
-        password: secret,
-        reconnectPeriod: 0,
-      });
+    const connect = (secret: string) => connectWithPassword(`${tenant}/legacy`, secret);
     const client = await connect(password);
     expect(await subscribeCodes(client, `tenants/${tenant}/devices/legacy/#`)).toEqual([1]);
     expect(await subscribeCodes(client, `tenants/${tenant}/#`)).toEqual([REFUSED]);
@@ -255,6 +253,29 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     });
     await expect(connect(password)).rejects.toThrow();
     await (await connect("rotated")).endAsync();
+    // The admin listener is the operator's alone: a device's valid credentials do not open it.
+    for (const protocol of ["mqtt", "mqtts"] as const)
+      await expect(
+        mqtt.connectAsync({
+          protocol,
+          host: stack.broker.host,
+          port: stack.broker.adminPort,
+          ca: await readFile(stack.broker.caFile),
+          username: `${tenant}/legacy`,
+          password: "rotated",
+          reconnectPeriod: 0,
+          connectTimeout: 5_000,
+        }),
+      ).rejects.toThrow();
+  });
+
+  it("refuses the broker admin's credentials on the device password listener and serves them on the admin listener", async () => {
+    await expect(connectWithPassword(stack.broker.adminUsername, stack.broker.adminPassword)).rejects.toThrow(
+      /Not authorized/,
+    );
+    const operator = await DynsecClient.connect(connection);
+    expect(await operator.run({ command: "getDefaultACLAccess" })).toBeDefined();
+    await operator.close();
   });
 
   it("deletes orphans and corrects drift within its own prefix only", async () => {
@@ -322,6 +343,112 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     } finally {
       await restarted.close();
     }
+  });
+});
+
+describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () => {
+  let dir: string;
+  let adapter: MosquittoDynsecAdapter;
+  let publisher: MqttClient;
+  const prefix = `isess-${run}:`;
+  const endpoint = stack.broker;
+
+  /** An MQTT 3.1.1 device with a persistent session (clean session off) and the client id it chooses. */
+  async function persistentDevice(tenant: string, name: string, clientId: string): Promise<MqttClient> {
+    const pair = await issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}-${randomUUID()}`, {
+      subject: `/O=${tenant}/CN=${name}`,
+      usages: ["clientAuth"],
+    });
+    return connectWithCertificate(endpoint, pair, { protocolVersion: 4, clean: false, clientId });
+  }
+
+  /** Publishes as the broker admin, which may publish anywhere: the messages a device must or must not get. */
+  const publish = (topic: string, payload: string) => publisher.publishAsync(topic, payload, { qos: 1 });
+  const cmd = (tenant: string, name: string) => `tenants/${tenant}/devices/${name}/cmd`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "broker-sessions-"));
+    adapter = new MosquittoDynsecAdapter({ connection, ownerPrefix: prefix });
+    publisher = await mqtt.connectAsync(await adminClientOptions(connection));
+  });
+  afterAll(async () => {
+    await publisher.endAsync();
+    await adapter.close();
+  });
+
+  it.each([
+    ["a device of another tenant", (t: string) => [`${t}a`, "sensor-1", `${t}b`, "sensor-1"]],
+    ["a sibling device of the same tenant", (t: string) => [`${t}a`, "sensor-1", `${t}a`, "sensor-2"]],
+  ])("%s that uses a device's client id neither takes over its session nor knocks it off", async (_, names) => {
+    const [victimTenant, victimName, thiefTenant, thiefName] = names(`t${randomUUID().slice(0, 6)}`) as [
+      string,
+      string,
+      string,
+      string,
+    ];
+    await adapter.applyDevice(device(victimTenant, victimName));
+    await adapter.applyDevice(device(thiefTenant, thiefName));
+    const clientId = `shared-${randomUUID()}`;
+    const victim = await persistentDevice(victimTenant, victimName, clientId);
+    expect(await subscribeCodes(victim, cmd(victimTenant, victimName))).toEqual([1]);
+
+    // While the victim is online: the thief connects with its client id.
+    const thief = await persistentDevice(thiefTenant, thiefName, clientId);
+    const thiefOwn = `tenants/${thiefTenant}/devices/${thiefName}/sentinel`;
+    expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
+    const seenByVictim = await receivedBeforeSentinel(victim, cmd(victimTenant, victimName), () =>
+      publish(cmd(victimTenant, victimName), "online"),
+    );
+    expect({ seenByVictim, victimConnected: victim.connected }).toEqual({
+      seenByVictim: [],
+      victimConnected: true,
+    });
+    expect(await receivedBeforeSentinel(thief, thiefOwn, () => publish(thiefOwn, "s"))).toEqual([]);
+    await thief.endAsync();
+
+    // While the victim is offline with a queued message: the thief resumes nothing.
+    await victim.endAsync();
+    await publish(cmd(victimTenant, victimName), "queued");
+    const again = await persistentDevice(thiefTenant, thiefName, clientId);
+    await subscribeCodes(again, thiefOwn);
+    expect(await receivedBeforeSentinel(again, thiefOwn, () => publish(thiefOwn, "s"))).toEqual([]);
+    await again.endAsync();
+
+    // Positive twin: the victim's own session kept the queued message for it.
+    const back = await persistentDevice(victimTenant, victimName, clientId);
+    const queued = new Promise((resolve) =>
+      back.once("message", (topic, payload) => resolve(`${topic}=${payload}`)),
+    );
+    expect(await queued).toBe(`${cmd(victimTenant, victimName)}=queued`);
+    await back.endAsync();
+  });
+
+  it.each([
+    ["narrowed while offline", false],
+    ["disabled, then enabled again with a narrower grant", true],
+  ])("a resumed session receives nothing beyond the device's current grant: %s", async (_, viaDisable) => {
+    const tenant = `w${randomUUID().slice(0, 6)}`;
+    const wide = device(tenant, "gw", { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } });
+    await adapter.applyDevice(wide);
+    await adapter.applyDevice(device(tenant, "sensor-2"));
+    const clientId = `gw-${randomUUID()}`;
+    const gw = await persistentDevice(tenant, "gw", clientId);
+    expect(await subscribeCodes(gw, `tenants/${tenant}/devices/#`)).toEqual([1]);
+    const dropped = closed(gw);
+    if (viaDisable) await adapter.applyDevice({ ...wide, enabled: false });
+    else await gw.endAsync();
+    await dropped;
+    await publish(cmd(tenant, "sensor-2"), "queued-while-offline");
+    await adapter.applyDevice(device(tenant, "gw"));
+
+    const resumed = await persistentDevice(tenant, "gw", clientId);
+    const own = `tenants/${tenant}/devices/gw/sentinel`;
+    const seen = await receivedBeforeSentinel(resumed, own, async () => {
+      await publish(cmd(tenant, "sensor-2"), "live");
+      await publish(own, "s");
+    });
+    expect(seen).toEqual([]);
+    await resumed.endAsync();
   });
 });
 

@@ -35,8 +35,8 @@ function connectTls(port: number, options: IClientOptions): Promise<MqttClient> 
 }
 
 /** A device connection to the mTLS listener: the certificate is the identity. */
-export function connectWithCertificate(tls: TlsMaterial): Promise<MqttClient> {
-  return connectTls(inject("stack").broker.mtlsPort, tls);
+export function connectWithCertificate(tls: TlsMaterial, options: IClientOptions = {}): Promise<MqttClient> {
+  return connectTls(inject("stack").broker.mtlsPort, { ...tls, ...options });
 }
 
 /** A device connection to the password listener (TLS server auth only). */
@@ -80,4 +80,39 @@ export function adminConnection(broker: {
     username: broker.adminUsername,
     password: broker.adminPassword,
   };
+}
+
+/**
+ * Every message `client` receives until one arrives on `sentinelTopic`, which `sendSentinel` publishes
+ * after the messages under test: the broker routes in order, so what has not arrived before the
+ * sentinel was not delivered. Absence proven by order, not by a timeout.
+ */
+export async function receivedBeforeSentinel(
+  client: MqttClient,
+  sentinelTopic: string,
+  sendSentinel: () => Promise<unknown>,
+  timeoutMs = 10_000,
+): Promise<string[]> {
+  const received: string[] = [];
+  let onMessage: (topic: string, payload: Buffer) => void = () => undefined;
+  const sentinel = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no sentinel on ${sentinelTopic} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    onMessage = (topic, payload) => {
+      if (topic === sentinelTopic) {
+        clearTimeout(timer);
+        resolve();
+      } else received.push(`${topic}=${payload.toString()}`);
+    };
+    client.on("message", onMessage);
+  });
+  try {
+    await sendSentinel();
+    await sentinel;
+  } finally {
+    client.off("message", onMessage);
+  }
+  return received;
 }

@@ -109,3 +109,34 @@ export function deviceReadyReason(namespace: string, name: string, reason: strin
     return result.stdout === reason ? true : undefined;
   });
 }
+
+/** Waits until the Device's status describes its current generation and it is Ready: its broker grant is in place. */
+export function readyAtCurrentGeneration(namespace: string, name: string): Promise<DeviceStatus> {
+  return eventually(
+    `Device ${namespace}/${name} Ready at its current generation`,
+    async () => {
+      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
+      if (!result.ok) return undefined;
+      const device = JSON.parse(result.stdout) as {
+        metadata: { generation?: number };
+        status?: DeviceStatus & { observedGeneration?: number };
+      };
+      const { status } = device;
+      return status?.observedGeneration === device.metadata.generation &&
+        status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+        ? status
+        : undefined;
+    },
+    90_000,
+  );
+}
+
+/** The decoded data of the Secret the operator mirrors a device's credentials into. */
+export async function deviceSecretData(namespace: string, device: string): Promise<Record<string, string>> {
+  const result = await kubectl(["get", "secret", `${device}-mqtt`, "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+  return Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+}
