@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { z } from "zod";
 
@@ -36,11 +37,21 @@ export class BrokerConnectionLost extends Error {
   }
 }
 
+/**
+ * Where and as whom the operator reaches the broker's admin listener. The admin proves itself with a
+ * client certificate from a CA that only the admin listener trusts, and the broker takes the
+ * certificate's CN as the dynsec username: the admin account has no password, so no device-facing
+ * listener can ever log it in. Files are read on every connect, so a renewed certificate is picked up.
+ */
 export interface DynsecConnection {
   readonly host: string;
   readonly port: number;
-  readonly username: string;
-  readonly password: string;
+  /** Verifies the broker's server certificate. */
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Passphrase of an encrypted keyFile. */
+  readonly passphrase?: string;
 }
 
 /** MQTT options for an admin connection; `extra` may set e.g. the client id and session flags. */
@@ -48,11 +59,17 @@ export async function adminClientOptions(
   connection: DynsecConnection,
   extra: IClientOptions = {},
 ): Promise<IClientOptions> {
+  const [ca, cert, key] = await Promise.all(
+    [connection.caFile, connection.certFile, connection.keyFile].map((file) => readFile(file)),
+  );
   return {
+    protocol: "mqtts",
     host: connection.host,
     port: connection.port,
-    username: connection.username,
-    password: connection.password,
+    ca,
+    cert,
+    key,
+    ...(connection.passphrase ? { passphrase: connection.passphrase } : {}),
     clientId: `iot-tenant-operator-${randomUUID()}`,
     reconnectPeriod: 0,
     connectTimeout: 5_000,

@@ -458,12 +458,7 @@ describe("MosquittoDynsecAdapter during a broker outage", () => {
     const broker = await startMosquitto({ stateDir: dir, deviceRootCA: stack.deviceRootCA });
     const statuses: BrokerStatus[] = [];
     const adapter = new MosquittoDynsecAdapter({
-      connection: {
-        host: broker.host,
-        port: broker.adminPort,
-        username: broker.adminUsername,
-        password: broker.adminPassword,
-      },
+      connection: adminConnection(broker),
       backoff: { initialMs: 100, maxMs: 500 },
     });
     adapter.onStatusChange((status) => statuses.push(status));

@@ -1,7 +1,15 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
-import type { BrokerAdapter, BrokerDevice, BrokerStatus, DeviceRef, SyncReport } from "./adapter.js";
+import type {
+  BrokerAdapter,
+  BrokerDevice,
+  BrokerStatus,
+  DeviceRef,
+  SyncReport,
+  TenantRef,
+} from "./adapter.js";
+import { clearRetained, discardSession } from "./admin-session.js";
 import { type DesiredDevice, desiredDevice, ownerName, ownerRef } from "./desired.js";
 import {
   BrokerConnectionLost,
@@ -15,7 +23,9 @@ import {
   type ObservedClient,
   type ObservedDevice,
   observationOf,
+  planDefaultAccess,
   planDevice,
+  sessionsToDiscard,
 } from "./plan.js";
 
 export const DEFAULT_OWNER_PREFIX = "iot:";
@@ -65,6 +75,9 @@ const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.ar
 const LIST_PAGE_SIZE = 500;
 const getRoleSchema = z.object({ role: roleSchema });
 const getClientSchema = z.object({ client: clientSchema });
+const defaultAccessSchema = z.object({
+  acls: z.array(z.object({ acltype: z.string(), allow: z.boolean() })),
+});
 
 const NOT_FOUND = /not found/i;
 const MUTATING = new Set([
@@ -153,6 +166,14 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   removeDevice(ref: DeviceRef): Promise<void> {
     return this.want(ownerName(this.prefix, ref.tenant, ref.device), null);
+  }
+
+  async purgeTenant(ref: TenantRef): Promise<void> {
+    const cleared = await clearRetained(this.options.connection, ref.topicRoot);
+    this.options.logger?.info(
+      { tenant: ref.tenant, topicRoot: ref.topicRoot, cleared },
+      "cleared the retained messages of a deleted tenant",
+    );
   }
 
   status(): BrokerStatus {
@@ -313,6 +334,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private async observeAll(client: DynsecClient): Promise<void> {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
+    await this.ensureDefaultAccess(client);
     const roles = await this.listAll(client, "listRoles", listRolesSchema, (page) => page.roles);
     const clients = await this.listAll(client, "listClients", listClientsSchema, (page) => page.clients);
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
@@ -332,13 +354,29 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.nextResyncAt = performance.now() + this.resyncIntervalMs;
   }
 
+  /**
+   * Delivery outside a grant must be denied by default, or a resumed session keeps receiving what its
+   * device may no longer read; a broker set up by `mosquitto_ctrl dynsec init` allows it.
+   */
+  private async ensureDefaultAccess(client: DynsecClient): Promise<void> {
+    const observed = defaultAccessSchema.parse(await client.run({ command: "getDefaultACLAccess" }));
+    for (const command of planDefaultAccess(observed.acls)) {
+      await client.run(command);
+      this.round.commands++;
+      this.options.logger?.warn({ command }, "corrected the broker's default access");
+    }
+  }
+
   private async converge(client: DynsecClient, owner: string): Promise<void> {
     const entry = this.desired.get(owner);
     const desired = entry ?? undefined;
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
-      const commands = planDevice(desired, this.observed.get(owner) ?? NOTHING_OBSERVED);
+      const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
+      const commands = planDevice(desired, observed);
       const isOrphan = entry === undefined && commands.length > 0;
       if ((await this.apply(client, owner, commands)) === "applied") {
+        for (const username of sessionsToDiscard(desired, observed))
+          await discardSession(this.options.connection, username);
         this.observed.set(owner, observationOf(desired));
         if (isOrphan) this.round.orphansDeleted++;
         // A newer desired state arrived meanwhile: the device stays dirty and is planned again.

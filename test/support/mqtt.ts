@@ -1,9 +1,9 @@
 import { readFile } from "node:fs/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
-import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 
 export { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
+export { adminConnection } from "../harness/mosquitto.js";
 
 export interface TlsMaterial {
   readonly ca: string | Buffer;
@@ -65,21 +65,6 @@ export function refusedAsRevoked(tls: TlsMaterial): Promise<true | undefined> {
     },
     (error: Error) => (/revoked/.test(error.message) ? true : undefined),
   );
-}
-
-/** The dynamic-security admin connection of a broker the harness started. */
-export function adminConnection(broker: {
-  host: string;
-  adminPort: number;
-  adminUsername: string;
-  adminPassword: string;
-}): DynsecConnection {
-  return {
-    host: broker.host,
-    port: broker.adminPort,
-    username: broker.adminUsername,
-    password: broker.adminPassword,
-  };
 }
 
 /**
