@@ -18,8 +18,8 @@ import {
   receivedBeforeSentinel,
 } from "../../test/support/mqtt.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
-import { desiredDevice } from "./desired.js";
-import { adminClientOptions, DynsecClient } from "./dynsec-client.js";
+import { type Acl, canonicalAcls, desiredDevice } from "./desired.js";
+import { DynsecClient } from "./dynsec-client.js";
 import { BrokerUnavailableError, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
 import { observationOf } from "./plan.js";
 import { deviceSubject, subjectUsername } from "./subject.js";
@@ -67,6 +67,7 @@ async function brokerStateOf(admin: DynsecClient, prefix: string) {
   return {
     roles: roles.roles
       .filter((r) => r.rolename.startsWith(prefix))
+      .map((r) => ({ ...r, acls: canonicalAcls(r.acls as Acl[]) }))
       .sort((a, b) => a.rolename.localeCompare(b.rolename)),
     clients: clients.clients
       .filter((c) => c.textname?.startsWith(prefix))
@@ -349,30 +350,46 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
 describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () => {
   let dir: string;
   let adapter: MosquittoDynsecAdapter;
-  let publisher: MqttClient;
   const prefix = `isess-${run}:`;
   const endpoint = stack.broker;
 
-  /** An MQTT 3.1.1 device with a persistent session (clean session off) and the client id it chooses. */
-  async function persistentDevice(tenant: string, name: string, clientId: string): Promise<MqttClient> {
-    const pair = await issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}-${randomUUID()}`, {
+  const pair = (tenant: string, name: string) =>
+    issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}-${randomUUID()}`, {
       subject: `/O=${tenant}/CN=${name}`,
       usages: ["clientAuth"],
     });
-    return connectWithCertificate(endpoint, pair, { protocolVersion: 4, clean: false, clientId });
+
+  /** An MQTT 3.1.1 device with a persistent session (clean session off) and the client id it chooses. */
+  async function persistentDevice(tenant: string, name: string, clientId: string): Promise<MqttClient> {
+    return connectWithCertificate(endpoint, await pair(tenant, name), {
+      protocolVersion: 4,
+      clean: false,
+      clientId,
+    });
   }
 
-  /** Publishes as the broker admin, which may publish anywhere: the messages a device must or must not get. */
-  const publish = (topic: string, payload: string) => publisher.publishAsync(topic, payload, { qos: 1 });
+  /** A device of the topic's tenant that may publish anywhere under its root sends the messages under test. */
+  const commanders = new Map<string, Promise<MqttClient>>();
+  async function publish(topic: string, payload: string): Promise<void> {
+    const tenant = topic.split("/")[1] ?? "";
+    let commander = commanders.get(tenant);
+    if (!commander) {
+      commander = adapter
+        .applyDevice(device(tenant, "commander", { topics: { publish: ["#"], subscribe: [] } }))
+        .then(() => pair(tenant, "commander"))
+        .then((commanderPair) => connectWithCertificate(endpoint, commanderPair));
+      commanders.set(tenant, commander);
+    }
+    expect(await publishCode(await commander, topic, payload)).toBeLessThan(128);
+  }
   const cmd = (tenant: string, name: string) => `tenants/${tenant}/devices/${name}/cmd`;
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "broker-sessions-"));
     adapter = new MosquittoDynsecAdapter({ connection, ownerPrefix: prefix });
-    publisher = await mqtt.connectAsync(await adminClientOptions(connection));
   });
   afterAll(async () => {
-    await publisher.endAsync();
+    await Promise.all([...commanders.values()].map(async (c) => (await c).endAsync(true)));
     await adapter.close();
   });
 
@@ -443,6 +460,8 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
 
     const resumed = await persistentDevice(tenant, "gw", clientId);
     const own = `tenants/${tenant}/devices/gw/sentinel`;
+    // Its own subscription carries the sentinel whether or not the session kept the old one (a kick drops it).
+    expect(await subscribeCodes(resumed, own)).toEqual([1]);
     const seen = await receivedBeforeSentinel(resumed, own, async () => {
       await publish(cmd(tenant, "sensor-2"), "live");
       await publish(own, "s");

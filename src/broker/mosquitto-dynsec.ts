@@ -16,6 +16,7 @@ import {
   DynsecClient,
   type DynsecCommand,
   type DynsecConnection,
+  readPaged,
 } from "./dynsec-client.js";
 import {
   isCutOff,
@@ -70,12 +71,11 @@ const clientSchema = z.object({
   textdescription: z.string().optional(),
   roles: z.array(z.object({ rolename: z.string() })).default([]),
 });
-const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
-const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
-const LIST_PAGE_SIZE = 500;
+export const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
+export const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
 const getRoleSchema = z.object({ role: roleSchema });
 const getClientSchema = z.object({ client: clientSchema });
-const defaultAccessSchema = z.object({
+export const defaultAccessSchema = z.object({
   acls: z.array(z.object({ acltype: z.string(), allow: z.boolean() })),
 });
 
@@ -335,8 +335,25 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private async observeAll(client: DynsecClient): Promise<void> {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     await this.ensureDefaultAccess(client);
-    const roles = await this.listAll(client, "listRoles", listRolesSchema, (page) => page.roles);
-    const clients = await this.listAll(client, "listClients", listClientsSchema, (page) => page.clients);
+    const pace = (durationMs: number) => this.pace(durationMs);
+    const roles = await readPaged(
+      client,
+      "listRoles",
+      (data) => {
+        const page = listRolesSchema.parse(data);
+        return { totalCount: page.totalCount, items: page.roles };
+      },
+      pace,
+    );
+    const clients = await readPaged(
+      client,
+      "listClients",
+      (data) => {
+        const page = listClientsSchema.parse(data);
+        return { totalCount: page.totalCount, items: page.clients };
+      },
+      pace,
+    );
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
     const entry = (owner: string) => {
       const found = observed.get(owner) ?? { clients: [] };
@@ -459,29 +476,6 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         );
     }
     this.observed.set(owner, { ...(role ? { role: role.role } : {}), clients });
-  }
-
-  /**
-   * Reads a whole list in pages, paced like the writes: one verbose list of 6,000 devices stalled the
-   * broker for about 160 ms, a page of LIST_PAGE_SIZE for a fraction of that.
-   */
-  private async listAll<P extends { totalCount: number }, T>(
-    client: DynsecClient,
-    command: "listRoles" | "listClients",
-    schema: z.ZodType<P>,
-    items: (page: P) => T[],
-  ): Promise<T[]> {
-    const all: T[] = [];
-    for (;;) {
-      const started = performance.now();
-      const page = schema.parse(
-        await client.run({ command, verbose: true, count: LIST_PAGE_SIZE, offset: all.length }),
-      );
-      await this.pace(performance.now() - started);
-      const found = items(page);
-      all.push(...found);
-      if (found.length === 0 || all.length >= page.totalCount) return all;
-    }
   }
 
   private async pace(durationMs: number): Promise<void> {

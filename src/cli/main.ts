@@ -6,7 +6,7 @@ import { loadConfig, type OperatorConfig } from "../config.js";
 import { desiredTenant } from "../desired/tenant.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
-import { startOperator } from "../operator.js";
+import { brokerAdminConnection, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
@@ -69,7 +69,13 @@ async function installCommand(config: OperatorConfig): Promise<void> {
 async function verify(config: OperatorConfig): Promise<number> {
   const checks = await verifyIsolation(new KubeClient(kubeConfig()), {
     operatorNamespace: config.OPERATOR_NAMESPACE,
-    broker: { host: config.BROKER_HOST, mtlsPort: config.BROKER_MTLS_PORT },
+    broker: {
+      host: config.BROKER_HOST,
+      mtlsPort: config.BROKER_MTLS_PORT,
+      adminUsername: config.BROKER_ADMIN_USERNAME,
+      // Without the admin's certificate the checks that need the admin API report SKIP.
+      ...(config.BROKER_ADMIN_CERT_FILE ? { admin: brokerAdminConnection(config) } : {}),
+    },
   });
   process.stdout.write(`${formatChecks(checks)}\n`);
   return checks.every((c) => c.ok) ? 0 : 1;
