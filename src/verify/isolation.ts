@@ -1,6 +1,4 @@
-import mqtt from "mqtt";
 import { z } from "zod";
-import { deviceSecretName } from "../api/derived-names.js";
 import { API_GROUP } from "../api/group.js";
 import { parseTenantObject } from "../controllers/parse.js";
 import { Resource } from "../controllers/resources.js";

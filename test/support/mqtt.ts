@@ -34,6 +34,34 @@ function connectTls(port: number, options: IClientOptions): Promise<MqttClient> 
   });
 }
 
+/**
+ * A device connection to the mTLS listener that records every message from the first one on: a
+ * resumed session's queued messages arrive right after the CONNACK, before a later listener.
+ */
+export async function connectRecording(
+  tls: TlsMaterial,
+  options: IClientOptions = {},
+): Promise<{ client: MqttClient; received: string[] }> {
+  const { broker } = inject("stack");
+  const received: string[] = [];
+  const client = mqtt.connect({
+    protocol: "mqtts",
+    host: broker.host,
+    port: broker.mtlsPort,
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    ...tls,
+    ...options,
+  });
+  client.on("message", (topic, payload) => received.push(`${topic}=${payload.toString()}`));
+  await new Promise<void>((resolve, reject) => {
+    client.once("connect", () => resolve());
+    client.once("error", reject);
+  });
+  return { client, received };
+}
+
 /** A device connection to the mTLS listener: the certificate is the identity. */
 export function connectWithCertificate(tls: TlsMaterial, options: IClientOptions = {}): Promise<MqttClient> {
   return connectTls(inject("stack").broker.mtlsPort, { ...tls, ...options });
