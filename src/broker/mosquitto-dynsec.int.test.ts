@@ -373,7 +373,7 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
 
   /** A device of the topic's tenant that may publish anywhere under its root sends the messages under test. */
   const commanders = new Map<string, Promise<MqttClient>>();
-  async function publish(topic: string, payload: string): Promise<void> {
+  async function publish(topic: string, payload: string, retain = false): Promise<void> {
     const tenant = topic.split("/")[1] ?? "";
     let commander = commanders.get(tenant);
     if (!commander) {
@@ -383,7 +383,7 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
         .then((commanderPair) => connectWithCertificate(endpoint, commanderPair));
       commanders.set(tenant, commander);
     }
-    expect(await publishCode(await commander, topic, payload)).toBeLessThan(128);
+    expect(await publishCode(await commander, topic, payload, retain)).toBeLessThan(128);
   }
   const cmd = (tenant: string, name: string) => `tenants/${tenant}/devices/${name}/cmd`;
 
@@ -441,6 +441,69 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
     );
     expect(await queued).toBe(`${cmd(victimTenant, victimName)}=queued`);
     await back.endAsync();
+  });
+
+  /** Connects as the device (MQTT 3.1.1, clean session off), disconnects, and tells whether the broker had a session for it. */
+  async function hadSession(tenant: string, name: string): Promise<boolean> {
+    const identity = await pair(tenant, name);
+    const client = mqtt.connect({
+      protocol: "mqtts",
+      host: endpoint.host,
+      port: endpoint.mtlsPort,
+      protocolVersion: 4,
+      clean: false,
+      clientId: "any",
+      reconnectPeriod: 0,
+      ca: await readFile(endpoint.caFile),
+      cert: await readFile(identity.certFile),
+      key: await readFile(identity.keyFile),
+    });
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+      client.once("connect", resolve);
+      client.once("error", reject);
+    });
+    await client.endAsync();
+    return connack.sessionPresent;
+  }
+
+  it("discards a removed device's session, so a device later given its name resumes nothing", async () => {
+    const tenant = `r${randomUUID().slice(0, 6)}`;
+    const spec = device(tenant, "s1");
+    await adapter.applyDevice(spec);
+    const first = await persistentDevice(tenant, "s1", "any");
+    expect(await subscribeCodes(first, cmd(tenant, "s1"))).toEqual([1]);
+    await first.endAsync();
+    // Positive twin: the session is there while the device is.
+    expect(await hadSession(tenant, "s1")).toBe(true);
+    await adapter.removeDevice(spec);
+    await adapter.applyDevice(spec);
+    expect(await hadSession(tenant, "s1")).toBe(false);
+  });
+
+  it("clears a deleted tenant's retained messages and no one else's", async () => {
+    const [gone, kept] = [`g${randomUUID().slice(0, 6)}`, `k${randomUUID().slice(0, 6)}`];
+    await publish(`tenants/${gone}/devices/s1/state`, "left behind", true);
+    await publish(`tenants/${gone}/devices/s1/a/b`, "deeper", true);
+    await publish(`tenants/${kept}/devices/s1/state`, "still mine", true);
+    await adapter.purgeTenant({ tenant: gone, topicRoot: `tenants/${gone}` });
+
+    await adapter.applyDevice(device(gone, "reader", { topics: { publish: ["#"], subscribe: ["#"] } }));
+    const reader = await connectWithCertificate(endpoint, await pair(gone, "reader"));
+    const end = `tenants/${gone}/end`;
+    const seen = await receivedBeforeSentinel(reader, end, async () => {
+      expect(await subscribeCodes(reader, `tenants/${gone}/#`)).toEqual([1]);
+      await publishCode(reader, end, "");
+    });
+    expect(seen).toEqual([]);
+    await reader.endAsync();
+
+    // Positive twin: the other tenant's retained message is still delivered.
+    await adapter.applyDevice(device(kept, "reader", { topics: { publish: [], subscribe: ["#"] } }));
+    const other = await connectWithCertificate(endpoint, await pair(kept, "reader"));
+    const retained = new Promise((resolve) => other.once("message", (t, p) => resolve(`${t}=${p}`)));
+    expect(await subscribeCodes(other, `tenants/${kept}/#`)).toEqual([1]);
+    expect(await retained).toBe(`tenants/${kept}/devices/s1/state=still mine`);
+    await other.endAsync();
   });
 
   it.each([
