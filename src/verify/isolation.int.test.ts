@@ -1,4 +1,9 @@
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
+import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { adminKubeConfig, uniqueName } from "../../test/support/kube.js";
 import { applyObjects } from "../../test/support/kubectl.js";
 import { adminConnection } from "../../test/support/mqtt.js";
@@ -10,6 +15,7 @@ import {
 } from "../../test/support/operator.js";
 import { API_VERSION } from "../api/group.js";
 import { DynsecClient } from "../broker/dynsec-client.js";
+import { MosquittoDynsecAdapter } from "../broker/mosquitto-dynsec.js";
 import type { RunningOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import { PROBE_LABEL } from "./broker-checks.js";
@@ -159,6 +165,42 @@ describe("verifyIsolation", () => {
       });
       await admin.run({ command: "deleteClient", username: `ghost-${a}` });
       await admin.close();
+    }
+  });
+
+  it("fails the client-id takeover probe on a broker that lets a device claim any client id", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "verify-takeover-"));
+    const weak = await startMosquitto({ stateDir: dir, deviceRootCA: inject("stack").deviceRootCA });
+    await weak.stop();
+    const config = await readFile(weak.configFile, "utf8");
+    await writeFile(weak.configFile, config.replaceAll("use_username_as_clientid true\n", ""));
+    // The tenants' CRLs as the operator published them: without them the broker refuses their chains.
+    await writeFile(weak.crlFile, await readFile(broker.crlFile));
+    const restarted = await restartMosquitto(weak);
+    const adapter = new MosquittoDynsecAdapter({ connection: adminConnection(weak) });
+    try {
+      for (const tenant of [a, b]) {
+        const { username } = await readyDevice(tenant, "probe");
+        await adapter.applyDevice({
+          tenant,
+          device: "probe",
+          topicRoot: `tenants/${tenant}`,
+          credentials: { type: "x509", username: username ?? "" },
+          enabled: true,
+          suspended: false,
+        });
+      }
+      const checks = await verifyIsolation(new KubeClient(adminKubeConfig()), {
+        operatorNamespace: "iot-system",
+        broker: { host: weak.host, mtlsPort: weak.mtlsPort },
+      });
+      const takeover = about(checks, a).find((c) => c.check.includes("take over"));
+      expect(takeover).toMatchObject({ ok: false, detail: expect.stringMatching(/it was disconnected$/) });
+      // The same probe passes on the stack's broker (first test): the FAIL is the broker's, not the probe's.
+      expect(about(checks, a).find((c) => c.check.includes("cannot subscribe outside"))?.ok).toBe(true);
+    } finally {
+      await adapter.close();
+      await restarted.stop();
     }
   });
 });
