@@ -71,13 +71,39 @@ const clientSchema = z.object({
   textdescription: z.string().optional(),
   roles: z.array(z.object({ rolename: z.string() })).default([]),
 });
-export const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
-export const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
+const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
+const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
 const getRoleSchema = z.object({ role: roleSchema });
 const getClientSchema = z.object({ client: clientSchema });
 export const defaultAccessSchema = z.object({
   acls: z.array(z.object({ acltype: z.string(), allow: z.boolean() })),
 });
+
+/** Every dynsec role, read in pages; `afterPage` may pause between them (pacing). */
+export function listAllRoles(client: DynsecClient, afterPage?: (durationMs: number) => Promise<void>) {
+  return readPaged(
+    client,
+    "listRoles",
+    (data) => {
+      const page = listRolesSchema.parse(data);
+      return { totalCount: page.totalCount, items: page.roles };
+    },
+    afterPage,
+  );
+}
+
+/** Every dynsec client, read in pages; `afterPage` may pause between them (pacing). */
+export function listAllClients(client: DynsecClient, afterPage?: (durationMs: number) => Promise<void>) {
+  return readPaged(
+    client,
+    "listClients",
+    (data) => {
+      const page = listClientsSchema.parse(data);
+      return { totalCount: page.totalCount, items: page.clients };
+    },
+    afterPage,
+  );
+}
 
 const NOT_FOUND = /not found/i;
 const MUTATING = new Set([
@@ -336,24 +362,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     await this.ensureDefaultAccess(client);
     const pace = (durationMs: number) => this.pace(durationMs);
-    const roles = await readPaged(
-      client,
-      "listRoles",
-      (data) => {
-        const page = listRolesSchema.parse(data);
-        return { totalCount: page.totalCount, items: page.roles };
-      },
-      pace,
-    );
-    const clients = await readPaged(
-      client,
-      "listClients",
-      (data) => {
-        const page = listClientsSchema.parse(data);
-        return { totalCount: page.totalCount, items: page.clients };
-      },
-      pace,
-    );
+    const roles = await listAllRoles(client, pace);
+    const clients = await listAllClients(client, pace);
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
     const entry = (owner: string) => {
       const found = observed.get(owner) ?? { clients: [] };

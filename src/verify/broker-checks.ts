@@ -3,12 +3,12 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { z } from "zod";
 import { deviceSecretName } from "../api/derived-names.js";
 import { ownerRef } from "../broker/desired.js";
-import { DynsecClient, type DynsecConnection, readPaged } from "../broker/dynsec-client.js";
+import { DynsecClient, type DynsecConnection } from "../broker/dynsec-client.js";
 import {
   DEFAULT_OWNER_PREFIX,
   defaultAccessSchema,
-  listClientsSchema,
-  listRolesSchema,
+  listAllClients,
+  listAllRoles,
 } from "../broker/mosquitto-dynsec.js";
 import { Resource } from "../controllers/resources.js";
 import type { KubeClient } from "../runtime/kube-client.js";
@@ -245,14 +245,8 @@ export async function brokerStateChecks(
   const admin = await DynsecClient.connect(broker.admin);
   try {
     const defaults = defaultAccessSchema.parse(await admin.run({ command: "getDefaultACLAccess" })).acls;
-    const roles = await readPaged(admin, "listRoles", (data) => {
-      const page = listRolesSchema.parse(data);
-      return { totalCount: page.totalCount, items: page.roles };
-    });
-    const clients = await readPaged(admin, "listClients", (data) => {
-      const page = listClientsSchema.parse(data);
-      return { totalCount: page.totalCount, items: page.clients };
-    });
+    const roles = await listAllRoles(admin);
+    const clients = await listAllClients(admin);
     const known = new Set<string>();
     for (const tenant of tenants)
       for (const device of await devicesOf(tenant)) known.add(`${tenant.name}:${device.metadata.name}`);
