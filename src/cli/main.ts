@@ -8,6 +8,7 @@ import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
 import { brokerAdminConnection, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
+import { PROBE_LABEL } from "../verify/broker-checks.js";
 import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
 const USAGE = `usage: iot-tenant-operator <command>
@@ -15,7 +16,8 @@ const USAGE = `usage: iot-tenant-operator <command>
   run                  start the operator against KUBECONFIG (broker settings from the environment)
   install              apply the CRDs, the operator namespace, the tenant-admin ClusterRole and the admission policy
   render FILE...       print what the Tenants in FILE(s) become, without a cluster
-  verify               check on the live cluster and broker that no tenant can reach another (exit 1 if one can)`;
+  verify               check on the live cluster and broker that no tenant can reach another (exit 1 if one can);
+                       the broker is probed with Devices labelled ${PROBE_LABEL}=true`;
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
