@@ -21,7 +21,7 @@ import {
 } from "../src/broker/mosquitto-dynsec.js";
 import { observationOf } from "../src/broker/plan.js";
 import { deviceSubject, subjectUsername } from "../src/broker/subject.js";
-import { type Broker, startMosquitto } from "../test/harness/mosquitto.js";
+import { adminConnection, type Broker, startMosquitto } from "../test/harness/mosquitto.js";
 import { createCA, issueCertificate, type KeyPair } from "../test/harness/pki.js";
 import type { ManagedProcess } from "../test/harness/process.js";
 import { repoRoot } from "../test/harness/stack.js";
@@ -157,12 +157,7 @@ async function provisioningRun(
   pacing: number,
 ): Promise<ProvisioningRun> {
   const { broker, process } = await brokerWithFleet(dir, ca, preload);
-  const connection = {
-    host: broker.host,
-    port: broker.adminPort,
-    username: broker.adminUsername,
-    password: broker.adminPassword,
-  };
+  const connection = adminConnection(broker);
   const events: CommandEvent[] = [];
   const adapter = new MosquittoDynsecAdapter({
     connection,
@@ -227,12 +222,7 @@ async function commandCostAt(
   size: number,
 ): Promise<{ size: number; medianMs: number }> {
   const { broker, process } = await brokerWithFleet(dir, ca, size);
-  const admin = await DynsecClient.connect({
-    host: broker.host,
-    port: broker.adminPort,
-    username: broker.adminUsername,
-    password: broker.adminPassword,
-  });
+  const admin = await DynsecClient.connect(adminConnection(broker));
   const durations: number[] = [];
   try {
     for (let i = 0; i < 10; i++) {

@@ -30,6 +30,7 @@ import { startOperator } from "../src/operator.js";
 import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
 import { type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
+import { adminConnection } from "../test/harness/mosquitto.js";
 import { issueCertificate } from "../test/harness/pki.js";
 import { killServersOnSignal } from "../test/harness/process.js";
 import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
@@ -121,12 +122,7 @@ async function main(): Promise<void> {
       csr: await base64(join(stateDir, "baseline-device.csr")),
     };
     const broker = new MosquittoDynsecAdapter({
-      connection: {
-        host: stack.env.broker.host,
-        port: stack.env.broker.adminPort,
-        username: stack.env.broker.adminUsername,
-        password: stack.env.broker.adminPassword,
-      },
+      connection: adminConnection(stack.env.broker),
       ownerPrefix: "bench-baseline:",
       pacing: 0,
     });

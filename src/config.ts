@@ -38,8 +38,14 @@ export const operatorConfigSchema = z.object({
   BROKER_HOST: z.string().min(1).default("127.0.0.1"),
   BROKER_MTLS_PORT: port.default(8883),
   BROKER_ADMIN_PORT: port.default(1883),
+  /** CN of the admin certificate: the broker's dynsec admin client, which has no password. */
   BROKER_ADMIN_USERNAME: z.string().min(1).default("operator-admin"),
+  /** The admin's client certificate and key for the broker's mTLS-only admin listener. */
+  BROKER_ADMIN_CERT_FILE: z.string().min(1).optional(),
+  BROKER_ADMIN_KEY_FILE: z.string().min(1).optional(),
+  /** Passphrase of BROKER_ADMIN_KEY_FILE when the key is encrypted (the local stack's is). */
   BROKER_ADMIN_PASSWORD: z.string().min(1).optional(),
+  /** Verifies the broker's server certificate. */
   BROKER_CA_FILE: z.string().min(1).optional(),
   /** A broker on this host: the operator writes the combined CRL here and SIGHUPs the PID in BROKER_PID_FILE. */
   BROKER_CRL_FILE: z.string().min(1).optional(),

@@ -35,6 +35,12 @@ export interface DeviceRef {
   readonly device: string;
 }
 
+/** A tenant's place on the broker. */
+export interface TenantRef {
+  readonly tenant: string;
+  readonly topicRoot: string;
+}
+
 /**
  * Whether the adapter reaches the broker and has read its state. False means an outage: every
  * device's `BrokerSynced` is False with reason BrokerError. While true, each device's own
@@ -63,8 +69,17 @@ export interface BrokerAdapter {
   syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport>;
   /** Makes one device's broker state match; resolves when the broker holds it. Idempotent. */
   applyDevice(device: BrokerDevice): Promise<void>;
-  /** Removes the device from the broker; its live connection is dropped. Idempotent. */
+  /**
+   * Removes the device from the broker: its live connection is dropped and what the broker keeps
+   * for its identity (an MQTT session, queued messages) is discarded. Idempotent.
+   */
   removeDevice(ref: DeviceRef): Promise<void>;
+  /**
+   * Deletes what the broker keeps under a deleted tenant's topic root beyond its devices (retained
+   * messages), so nothing of it reaches a later tenant given the same root. Call after every device
+   * of the tenant is removed. Idempotent.
+   */
+  purgeTenant(ref: TenantRef): Promise<void>;
   status(): BrokerStatus;
   /** Called on every change of status(); returns the unsubscribe function. */
   onStatusChange(listener: (status: BrokerStatus) => void): () => void;

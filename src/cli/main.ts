@@ -6,8 +6,9 @@ import { loadConfig, type OperatorConfig } from "../config.js";
 import { desiredTenant } from "../desired/tenant.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
-import { startOperator } from "../operator.js";
+import { brokerAdminConnection, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
+import { PROBE_LABEL } from "../verify/broker-checks.js";
 import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
 const USAGE = `usage: iot-tenant-operator <command>
@@ -17,7 +18,8 @@ const USAGE = `usage: iot-tenant-operator <command>
   render FILE...       print what the Tenants in FILE(s) become, without a cluster
   verify [--json] [TENANT...]
                        check on the live cluster and broker that no tenant can reach another (exit 1 if one
-                       can); a table, or the checks as JSON; SKIP marks a check that could not run, and why`;
+                       can); a table, or the checks as JSON; SKIP marks a check that could not run, and why;
+                       the broker is probed with Devices labelled ${PROBE_LABEL}=true`;
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -72,7 +74,13 @@ async function verify(config: OperatorConfig, args: readonly string[]): Promise<
   const tenants = args.filter((a) => a !== "--json");
   const checks = await verifyIsolation(new KubeClient(kubeConfig()), {
     config,
-    broker: { host: config.BROKER_HOST, mtlsPort: config.BROKER_MTLS_PORT },
+    broker: {
+      host: config.BROKER_HOST,
+      mtlsPort: config.BROKER_MTLS_PORT,
+      adminUsername: config.BROKER_ADMIN_USERNAME,
+      // Without the admin's certificate the checks that need the admin API report SKIP.
+      ...(config.BROKER_ADMIN_CERT_FILE ? { admin: brokerAdminConnection(config) } : {}),
+    },
     ...(tenants.length ? { tenants } : {}),
   });
   process.stdout.write(

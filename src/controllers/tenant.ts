@@ -1,5 +1,6 @@
 import { ConditionReason, TenantConditionType } from "../api/conditions.js";
 import type { Tenant } from "../api/tenant.js";
+import type { BrokerAdapter } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, TENANT_FINALIZER, TENANT_LABEL } from "../desired/labels.js";
 import {
@@ -85,6 +86,8 @@ export class TenantReconciler {
     private readonly manager: Manager,
     private readonly config: OperatorConfig,
     private readonly broker: TenantBroker,
+    /** Clears what a deleted tenant left under its topic root. */
+    private readonly retained: Pick<BrokerAdapter, "purgeTenant">,
   ) {
     this.tenants = manager.informer(Resource.tenant);
     this.namespaces = manager.informer(Resource.namespace);
@@ -275,6 +278,9 @@ export class TenantReconciler {
     if (!observed.metadata.finalizers?.includes(TENANT_FINALIZER)) return;
     const tenant = observed.metadata.name;
     await this.broker.removeTenant(tenant);
+    // A root another tenant still shares (this one was refused as overlapping it) is that tenant's.
+    if (overlappingTenants(this.tenants, observed).length === 0)
+      await this.retained.purgeTenant({ tenant, topicRoot: tenantTopicRoot(tenantPlacement(observed)) });
     for (const kind of [...pkiKinds, Resource.secret]) {
       const listed = (await this.manager.client.request({
         verb: "list",

@@ -1,30 +1,55 @@
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
+import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { applyObjects, kubectl } from "../../test/support/kubectl.js";
+import { adminConnection } from "../../test/support/mqtt.js";
 import {
-  applyDevice,
+  applyManifest,
   applyReadyTenant,
   readyDevice,
   stackOperatorConfig,
   startTestOperator,
 } from "../../test/support/operator.js";
+import { API_VERSION } from "../api/group.js";
+import { DynsecClient } from "../broker/dynsec-client.js";
+import { MosquittoDynsecAdapter } from "../broker/mosquitto-dynsec.js";
 import { tenantPolicyParams } from "../desired/cluster.js";
 import type { RunningOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
-import { type IsolationCheck, verifyIsolation } from "./isolation.js";
+import { PROBE_LABEL } from "./broker-checks.js";
+import { formatChecks, type IsolationCheck, verifyIsolation } from "./isolation.js";
 
 /** `iot-tenant-operator verify` passes on what the operator built, and fails for the right reason when isolation is broken. */
 describe("verifyIsolation", () => {
   let operator: RunningOperator;
   const config = stackOperatorConfig();
   const [a, b] = [uniqueName("va"), uniqueName("vb")];
+  const { broker } = inject("stack");
   const run = (tenants: string[]) =>
     verifyIsolation(new KubeClient(adminKubeConfig()), {
       config,
       tenants,
-      broker: { host: inject("stack").broker.host, mtlsPort: inject("stack").broker.mtlsPort },
+      broker: {
+        host: broker.host,
+        mtlsPort: broker.mtlsPort,
+        admin: adminConnection(broker),
+        adminUsername: broker.adminUsername,
+      },
     });
   const failed = (checks: IsolationCheck[]) => checks.filter((c) => c.result === "FAIL");
+  const about = (checks: IsolationCheck[], tenant: string) => checks.filter((c) => c.tenant === tenant);
+  /** A Device verify may probe the broker with. */
+  const applyProbe = (namespace: string) =>
+    applyManifest({
+      apiVersion: API_VERSION,
+      kind: "Device",
+      metadata: { name: "probe", namespace, labels: { [PROBE_LABEL]: "true" } },
+      spec: {},
+    });
 
   /** A Tenant of its own for a test that breaks something, with an admin to ask as; deleted afterwards. */
   async function withDedicatedTenant(test: (tenant: string) => Promise<void>): Promise<void> {
@@ -41,7 +66,7 @@ describe("verifyIsolation", () => {
     operator = await startTestOperator(config);
     await applyReadyTenant(a, { admins: [{ kind: "User", name: `admin-${a}` }] });
     await applyReadyTenant(b, { admins: [{ kind: "Group", name: `admins-${b}` }] });
-    await Promise.all([applyDevice(a, "probe"), applyDevice(b, "probe")]);
+    await Promise.all([applyProbe(a), applyProbe(b)]);
     await Promise.all([readyDevice(a, "probe"), readyDevice(b, "probe")]);
   });
   afterAll(async () => {
@@ -52,9 +77,14 @@ describe("verifyIsolation", () => {
     const checks = await run([a, b]);
     expect(failed(checks)).toEqual([]);
     expect(checks.filter((c) => c.result === "SKIP")).toEqual([]);
-    expect(new Set(checks.map((c) => c.property))).toEqual(new Set(["I1", "I2", "I3", "I5", "I6", "I7"]));
+    expect(new Set(checks.map((c) => c.property))).toEqual(
+      new Set(["I1", "I2", "I3", "I4", "I5", "I6", "I7"]),
+    );
     expect(checks.find((c) => c.property === "I2" && c.tenant === a)?.detail).toMatch(
-      /subscriptions refused by the broker/,
+      new RegExp(`^own tenants/${a}/devices/probe/# granted; \\d+ subscriptions outside it refused`),
+    );
+    expect(checks.find((c) => c.check.startsWith("a device of"))?.detail).toMatch(
+      /each got a session of its own/,
     );
     // The refusals are the API server's own words.
     expect(checks.find((c) => c.check.includes("NodePort"))?.detail).toMatch(/iot-tenant-guard/);
@@ -186,5 +216,95 @@ describe("verifyIsolation", () => {
       expect(open.map((c) => c.property)).toEqual(["I7"]);
       expect(open[0]?.detail).toBe(`NetworkPolicy ${tenant}/planted: no owner reference`);
     });
+  });
+
+  it("reports SKIP, never PASS, for broker checks of a tenant with no probe Device", async () => {
+    const lonely = uniqueName("vc");
+    await applyReadyTenant(lonely);
+    const brokerChecks = about(await run([lonely]), lonely).filter((c) => c.property === "I2");
+    expect(brokerChecks.map((c) => [c.check, c.result])).toEqual([
+      ["broker isolation", "SKIP"],
+      ["client id takeover", "SKIP"],
+    ]);
+    expect(formatChecks(brokerChecks)).toMatch(/^SKIP/m);
+    expect(formatChecks(brokerChecks)).not.toMatch(/^PASS/m);
+  });
+
+  it("fails when a device is granted another tenant's topics, delivery is allowed by default, or a broker client has no Device", async () => {
+    const admin = await DynsecClient.connect(adminConnection(broker));
+    const role = `iot:${a}:probe`;
+    const { role: original } = (await admin.run({ command: "getRole", rolename: role })) as {
+      role: { acls: unknown[] };
+    };
+    try {
+      await admin.run({
+        command: "modifyRole",
+        rolename: role,
+        acls: [...original.acls, { acltype: "subscribePattern", topic: `tenants/${b}/#`, allow: true }],
+      });
+      await admin.run({
+        command: "setDefaultACLAccess",
+        acls: [{ acltype: "publishClientReceive", allow: true }],
+      });
+      await admin.run({ command: "createClient", username: `ghost-${a}`, textname: `iot:${a}:ghost` });
+
+      const checks = await run([a, b]);
+      const refused = failed([...about(checks, a), ...about(checks, "*")]);
+      expect(refused.find((c) => c.check.includes("cannot subscribe outside"))?.detail).toBe(
+        `granted: tenants/${b}/#`,
+      );
+      expect(refused.find((c) => c.check.startsWith("delivery"))?.detail).toMatch(/delivers by default/);
+      expect(refused.find((c) => c.property === "I4" && c.tenant === a)?.detail).toBe(
+        `no Device behind: ghost-${a} (ghost)`,
+      );
+    } finally {
+      await admin.run({ command: "modifyRole", rolename: role, acls: original.acls });
+      await admin.run({
+        command: "setDefaultACLAccess",
+        acls: [{ acltype: "publishClientReceive", allow: false }],
+      });
+      await admin.run({ command: "deleteClient", username: `ghost-${a}` });
+      await admin.close();
+    }
+  });
+
+  it("fails the client-id takeover probe on a broker that lets a device claim any client id", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "verify-takeover-"));
+    const weak = await startMosquitto({ stateDir: dir, deviceRootCA: inject("stack").deviceRootCA });
+    await weak.stop();
+    const configText = await readFile(weak.configFile, "utf8");
+    await writeFile(weak.configFile, configText.replaceAll("use_username_as_clientid true\n", ""));
+    // The tenants' CRLs as the operator published them: without them the broker refuses their chains.
+    await writeFile(weak.crlFile, await readFile(broker.crlFile));
+    const restarted = await restartMosquitto(weak);
+    const adapter = new MosquittoDynsecAdapter({ connection: adminConnection(weak) });
+    try {
+      for (const tenant of [a, b]) {
+        const { username } = await readyDevice(tenant, "probe");
+        await adapter.applyDevice({
+          tenant,
+          device: "probe",
+          topicRoot: `tenants/${tenant}`,
+          credentials: { type: "x509", username: username ?? "" },
+          enabled: true,
+          suspended: false,
+        });
+      }
+      const checks = await verifyIsolation(new KubeClient(adminKubeConfig()), {
+        config,
+        tenants: [a, b],
+        broker: { host: weak.host, mtlsPort: weak.mtlsPort },
+      });
+      const takeover = about(checks, a).find((c) => c.check.includes("take over"));
+      expect(takeover).toMatchObject({
+        result: "FAIL",
+        detail: expect.stringMatching(/it was disconnected$/),
+      });
+      // The same probe passes on the stack's broker (first test): the FAIL is the broker's, not the probe's.
+      expect(about(checks, a).find((c) => c.check.includes("cannot subscribe outside"))?.result).toBe("PASS");
+    } finally {
+      await adapter.close();
+      await restarted.stop();
+    }
   });
 });

@@ -1,6 +1,4 @@
-import mqtt from "mqtt";
 import { z } from "zod";
-import { deviceSecretName } from "../api/derived-names.js";
 import { API_GROUP } from "../api/group.js";
 import type { OperatorConfig } from "../config.js";
 import { parseTenantObject } from "../controllers/parse.js";
@@ -15,7 +13,7 @@ import {
   type ResourceType,
   resourcePath,
 } from "../runtime/kube-object.js";
-import { NOT_AUTHORIZED, subscribeCodes } from "./mqtt-probe.js";
+import { type BrokerEndpoint, brokerProbeChecks, brokerStateChecks } from "./broker-checks.js";
 
 /**
  * Answers "can tenant A touch tenant B?" on a live cluster and broker, by looking at what is
@@ -27,16 +25,12 @@ import { NOT_AUTHORIZED, subscribeCodes } from "./mqtt-probe.js";
 export type CheckResult = "PASS" | "FAIL" | "SKIP";
 
 export interface IsolationCheck {
-  readonly property: "I1" | "I2" | "I3" | "I5" | "I6" | "I7";
+  readonly property: "I1" | "I2" | "I3" | "I4" | "I5" | "I6" | "I7";
+  /** The tenant the check is about; "*" for the whole broker. */
   readonly tenant: string;
   readonly check: string;
   readonly result: CheckResult;
   readonly detail: string;
-}
-
-export interface BrokerEndpoint {
-  readonly host: string;
-  readonly mtlsPort: number;
 }
 
 export interface VerifyOptions {
@@ -58,7 +52,7 @@ const serviceAccountResource: ResourceType = {
 
 type Admin = { kind: string; name: string; namespace?: string | undefined };
 
-interface TenantView {
+export interface TenantView {
   readonly name: string;
   /** Namespaces whose controller owner is this Tenant, by UID: what the cluster says, not the status. */
   readonly namespaces: string[];
@@ -380,79 +374,6 @@ async function rbacChecks(
     });
   }
   return checks;
-}
-
-async function brokerChecks(
-  client: KubeClient,
-  broker: BrokerEndpoint,
-  tenant: TenantView,
-  others: TenantView[],
-): Promise<IsolationCheck[]> {
-  const devices = (
-    await Promise.all(tenant.namespaces.map((ns) => list(client, Resource.device, ns)))
-  ).flat();
-  const candidate = devices.find((d) => {
-    const status = (
-      d as { status?: { username?: string; conditions?: Array<{ type: string; status: string }> } }
-    ).status;
-    return (
-      status?.username?.startsWith("CN=") &&
-      status.conditions?.some((c) => c.type === "Ready" && c.status === "True")
-    );
-  });
-  if (!candidate) {
-    return [
-      {
-        property: "I2",
-        tenant: tenant.name,
-        check: "broker isolation",
-        result: "SKIP",
-        detail: "no ready x509 device to probe with",
-      },
-    ];
-  }
-  const secret = (await client.get(Resource.secret, {
-    namespace: candidate.metadata.namespace ?? "",
-    name: deviceSecretName(candidate.metadata.name),
-  })) as (KubeObject & { data?: Record<string, string> }) | undefined;
-  const pem = (key: string) => Buffer.from(secret?.data?.[key] ?? "", "base64");
-  const connection = await mqtt.connectAsync({
-    protocol: "mqtts",
-    host: broker.host,
-    port: broker.mtlsPort,
-    protocolVersion: 5,
-    ca: pem("ca.crt"),
-    cert: pem("tls.crt"),
-    key: pem("tls.key"),
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-  });
-  try {
-    const filters = [
-      ...others.flatMap((o) => [`${o.topicRoot}/#`, `$share/probe/${o.topicRoot}/#`]),
-      "#",
-      "+/#",
-      "$SYS/#",
-    ];
-    const granted: string[] = [];
-    for (const filter of filters) {
-      const codes = await subscribeCodes(connection, filter);
-      if (codes.some((c) => c !== NOT_AUTHORIZED)) granted.push(filter);
-    }
-    return [
-      {
-        property: "I2",
-        tenant: tenant.name,
-        check: `device ${candidate.metadata.name} cannot subscribe outside its tenant`,
-        result: granted.length === 0 ? "PASS" : "FAIL",
-        detail: granted.length
-          ? `granted: ${granted.join(", ")}`
-          : `${filters.length} subscriptions refused by the broker`,
-      },
-    ];
-  } finally {
-    await connection.endAsync(true);
-  }
 }
 
 const probeKind = {
@@ -909,6 +830,8 @@ export async function verifyIsolation(client: KubeClient, options: VerifyOptions
   })) as (KubeObject & { data?: Record<string, string> }) | undefined;
   const ingressDomain = params?.data?.ingressDomain ?? "";
   const checked = tenants.filter((t) => !options.tenants || options.tenants.includes(t.name));
+  const devicesOf = async (tenant: TenantView) =>
+    (await Promise.all(tenant.namespaces.map((ns) => list(client, Resource.device, ns)))).flat();
   const checks: IsolationCheck[] = [];
   for (const tenant of checked) {
     const others = tenants.filter((t) => t !== tenant);
@@ -917,8 +840,10 @@ export async function verifyIsolation(client: KubeClient, options: VerifyOptions
     checks.push(...(await serviceAccountChecks(client, tenant, others)));
     checks.push(...(await admissionChecks(client, tenant, others, ingressDomain)));
     checks.push(...(await quotaChecks(client, tenant)));
-    if (options.broker) checks.push(...(await brokerChecks(client, options.broker, tenant, others)));
+    if (options.broker)
+      checks.push(...(await brokerProbeChecks(client, options.broker, tenant, others, devicesOf)));
   }
+  if (options.broker) checks.push(...(await brokerStateChecks(options.broker, tenants, devicesOf)));
   checks.push(
     ...(await ownershipChecks(
       client,

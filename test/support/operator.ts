@@ -118,6 +118,27 @@ export function deviceReadyReason(namespace: string, name: string, reason: strin
   });
 }
 
+/** Waits until the Device's status describes its current generation and it is Ready: its broker grant is in place. */
+export function readyAtCurrentGeneration(namespace: string, name: string): Promise<DeviceStatus> {
+  return eventually(
+    `Device ${namespace}/${name} Ready at its current generation`,
+    async () => {
+      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
+      if (!result.ok) return undefined;
+      const device = JSON.parse(result.stdout) as {
+        metadata: { generation?: number };
+        status?: DeviceStatus & { observedGeneration?: number };
+      };
+      const { status } = device;
+      return status?.observedGeneration === device.metadata.generation &&
+        status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+        ? status
+        : undefined;
+    },
+    90_000,
+  );
+}
+
 /** A Secret's data, decoded. */
 export async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
   const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
