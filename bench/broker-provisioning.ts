@@ -21,7 +21,13 @@ import {
 import { observationOf } from "../src/broker/plan.js";
 import { deviceSubject, subjectUsername } from "../src/broker/subject.js";
 import { type Broker, startMosquitto } from "../test/harness/mosquitto.js";
-import { createCA, issueCertificate, type KeyPair } from "../test/harness/pki.js";
+import {
+  createCA,
+  createIntermediateCA,
+  type IntermediateCA,
+  issueCertificate,
+  type KeyPair,
+} from "../test/harness/pki.js";
 import type { ManagedProcess } from "../test/harness/process.js";
 import { appendToDynsecFile, restartMosquitto } from "./support/mosquitto-process.js";
 import { connectWithCertificate } from "./support/mqtt-device.js";
@@ -61,10 +67,10 @@ const newName = (i: number) => `new-${i}`;
 /** A broker whose dynsec file already holds `count` devices as the adapter would have created them. */
 async function brokerWithFleet(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   count: number,
 ): Promise<{ broker: Broker; process: ManagedProcess }> {
-  const broker = await startMosquitto({ stateDir: dir, deviceRootCA: ca });
+  const broker = await startMosquitto({ stateDir: dir, deviceRootCA: ca.issuer, deviceCA: ca });
   await broker.stop();
   const fleet = [
     benchDevice(PROBE_DEVICE),
@@ -146,7 +152,7 @@ interface ProvisioningRun {
 
 async function provisioningRun(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   probePair: KeyPair,
   cutPair: KeyPair,
   pacing: number,
@@ -218,7 +224,7 @@ async function provisioningRun(
 /** Median duration of one mutating command (createRole, then deleteRole) with `size` devices present. */
 async function commandCostAt(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   size: number,
 ): Promise<{ size: number; medianMs: number }> {
   const { broker, process } = await brokerWithFleet(dir, ca, size);
@@ -254,7 +260,8 @@ const f = (n: number | undefined, digits = 1) =>
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), "bench-broker-"));
   try {
-    const ca = await createCA(root, "device-root", "bench device root");
+    const rootCA = await createCA(root, "device-root", "bench device root");
+    const ca = await createIntermediateCA(root, rootCA, "device-ca", "bench device CA");
     const probePair = await issueCertificate(root, ca, "probe", {
       subject: `/O=${TENANT}/CN=${PROBE_DEVICE}`,
       usages: ["clientAuth"],

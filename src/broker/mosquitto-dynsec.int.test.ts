@@ -91,7 +91,7 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     const key = `${tenant}/${name}`;
     const found = certificates.get(key);
     if (found) return found;
-    const pair = await issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}`, {
+    const pair = await issueCertificate(dir, stack.broker.deviceCA, `${tenant}-${name}`, {
       subject: `/O=${tenant}/CN=${name}`,
       usages: ["clientAuth"],
     });

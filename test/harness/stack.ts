@@ -124,7 +124,7 @@ export function stackVariables(env: StackEnv): Record<string, string> {
     BROKER_CA_FILE: env.broker.caFile,
     BROKER_CRL_FILE: env.broker.crlFile,
     BROKER_PID_FILE: env.broker.pidFile,
-    BROKER_CRL_INCLUDE_FILE: env.broker.rootCrlFile,
+    BROKER_CRL_INCLUDE_FILE: env.broker.baseCrlFile,
     ROOT_ISSUER_NAME: env.rootIssuer,
     IOT_STACK_BIN: env.binDir,
   };
