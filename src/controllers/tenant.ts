@@ -22,6 +22,7 @@ import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../
 import type { Manager } from "../runtime/manager.js";
 import { parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource, resourceOf } from "./resources.js";
+import { TenantCA } from "./tenant-ca.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
 export interface TenantBroker {
@@ -76,6 +77,7 @@ export class TenantReconciler {
   private readonly devices: Informer;
   private readonly children: Map<ResourceType, Informer>;
   private readonly pki: Map<ResourceType, Informer>;
+  private readonly ca: TenantCA;
 
   constructor(
     private readonly manager: Manager,
@@ -94,6 +96,7 @@ export class TenantReconciler {
         manager.informer(kind, { namespace: config.OPERATOR_NAMESPACE, labelSelector: managedSelector }),
       ]),
     );
+    this.ca = new TenantCA(manager, config);
   }
 
   register(): void {
@@ -124,10 +127,12 @@ export class TenantReconciler {
         { informer: this.devices, map: byDeviceNamespace },
         // A tenant whose root overlaps this one's appearing or leaving settles who keeps the root.
         { informer: this.tenants, map: (changed) => overlappingTenants(this.tenants, changed) },
-        ...[...this.children.values(), ...this.pki.values()].map((informer) => ({
+        ...[...this.children.values(), ...this.pki.values(), this.ca.secrets].map((informer) => ({
           informer,
           map: byTenantLabel,
         })),
+        // A new or rotated root CA re-signs every tenant's CA.
+        { informer: this.ca.root, map: () => this.tenants.list().map((t) => t.metadata.name) },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
     });
@@ -174,6 +179,7 @@ export class TenantReconciler {
         await apply(object, this.children.get(resourceOf(object)));
       }
     }
+    const ca = await this.ca.reconcile(tenant, context);
     for (const object of desired.pki) await apply(object, this.pki.get(resourceOf(object)));
     const pruned = await this.prune(tenant, [...desired.namespaces, ...desired.namespaced], signal);
 
@@ -188,11 +194,8 @@ export class TenantReconciler {
         ] === undefined
       );
     });
-    const caReady = isReady(
-      this.pki.get(Resource.certificate)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
-    );
     const issuerReady = isReady(
-      this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[1]?.metadata ?? { name: "" })),
+      this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
     );
     const conditions = tenantConditions({
       wantedNamespaces: desired.namespaces.length,
@@ -200,7 +203,7 @@ export class TenantReconciler {
       notOwned: gathered.notOwned,
       quotaPending,
       foreignAllowFrom: gathered.foreignAllowFrom,
-      pkiReady: caReady && issuerReady,
+      pkiReady: ca.ready && issuerReady,
       broker: this.broker.tenantStatus(tenant.metadata.name),
       topicRoot: tenantTopicRoot(tenant),
       rootConflict: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),
@@ -218,12 +221,15 @@ export class TenantReconciler {
 
     if (writes || pruned)
       context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
+    if (!ca.ready)
+      context.logger.info({ tenant: tenant.metadata.name, reason: ca.message }, "tenant CA not ready");
     const waiting =
       quotaPending.length > 0 ||
-      !caReady ||
       !issuerReady ||
       gathered.ready.length < desired.namespaces.length - gathered.notOwned.length;
-    return waiting ? { requeueAfterMs: REQUEUE_WHILE_WAITING_MS } : undefined;
+    return {
+      requeueAfterMs: waiting ? Math.min(REQUEUE_WHILE_WAITING_MS, ca.requeueAfterMs) : ca.requeueAfterMs,
+    };
   }
 
   /** Which wanted namespaces the tenant may use (I7), which are ready for children, which allow-list entries are foreign. */

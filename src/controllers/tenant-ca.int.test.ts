@@ -1,0 +1,325 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { eventually, uniqueName } from "../../test/support/kube.js";
+import { kubectl } from "../../test/support/kubectl.js";
+import { connectWithCertificate, subscribeCodes, type TlsMaterial } from "../../test/support/mqtt.js";
+import {
+  applyDevice,
+  applyReadyTenant,
+  readyDevice,
+  startTestOperator,
+} from "../../test/support/operator.js";
+import type { RunningOperator } from "../operator.js";
+import * as x509 from "../pki/x509.js";
+
+/**
+ * I3 against the real cert-manager and Mosquitto: the broker accepts a device identity only from a
+ * certificate its own tenant's CA issued, and nothing a tenant admin can drive (cert-manager
+ * resources, annotated Ingresses) yields a certificate the broker trusts.
+ */
+
+const run = promisify(execFile);
+
+async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
+  const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+  return Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+}
+
+/** A client certificate with `subject` signed by the CA in `ca` (PEM files), as an attacker holding that key would. */
+async function signLeaf(
+  dir: string,
+  ca: { certFile: string; keyFile: string },
+  subject: string,
+): Promise<TlsMaterial> {
+  const name = randomBytes(6).toString("hex");
+  const [key, csr, ext, cert] = ["key", "csr", "ext", "crt"].map((e) => join(dir, `${name}.${e}`)) as [
+    string,
+    string,
+    string,
+    string,
+  ];
+  await writeFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+  );
+  await run(
+    "openssl",
+    ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
+      "-keyout",
+      key,
+      "-out",
+      csr,
+      "-subj",
+      subject,
+    ]),
+  );
+  await run(
+    "openssl",
+    ["x509", "-req", "-in", csr, "-CA", ca.certFile, "-CAkey", ca.keyFile].concat([
+      "-set_serial",
+      `0x${randomBytes(12).toString("hex")}`,
+      "-days",
+      "30",
+      "-extfile",
+      ext,
+      "-out",
+      cert,
+    ]),
+  );
+  const stack = inject("stack");
+  return {
+    ca: await readFile(stack.broker.caFile),
+    // The issuing CA's certificate rides along, as a device sends its chain.
+    cert: (await readFile(cert, "utf8")) + (await readFile(ca.certFile, "utf8")),
+    key: await readFile(key),
+  };
+}
+
+/** Whether the broker accepts the certificate and lets it subscribe in `topic`. */
+async function accepted(tls: TlsMaterial, topic: string): Promise<boolean> {
+  const client = await connectWithCertificate(tls).catch(() => undefined);
+  if (!client) return false;
+  try {
+    return (await subscribeCodes(client, topic))[0] === 1;
+  } finally {
+    await client.endAsync(true);
+  }
+}
+
+describe("device identities come only from the tenant's own CA (I3)", () => {
+  let operator: RunningOperator;
+  let dir: string;
+  const tenantA = uniqueName("ca-a");
+  const tenantB = uniqueName("ca-b");
+  const alice = { user: `alice-${tenantA}` };
+  const ownTopicOf = (tenant: string) => `tenants/${tenant}/devices/sensor-1/#`;
+
+  /** Tenant A's CA key pair as files: what an attacker who got hold of it could sign with. */
+  async function tenantCaFiles(tenant: string): Promise<{ certFile: string; keyFile: string }> {
+    const data = await secretData("iot-system", `tenant-${tenant}-ca`);
+    const certFile = join(dir, `${tenant}-ca.crt`);
+    const keyFile = join(dir, `${tenant}-ca.key`);
+    await writeFile(certFile, data["tls.crt"] ?? "");
+    await writeFile(keyFile, data["tls.key"] ?? "");
+    return { certFile, keyFile };
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "tenant-ca-"));
+    operator = await startTestOperator();
+    await applyReadyTenant(tenantA, { admins: [{ kind: "User", name: alice.user }] });
+    await applyReadyTenant(tenantB);
+    await applyDevice(tenantA, "sensor-1");
+    await applyDevice(tenantB, "sensor-1");
+    await Promise.all([readyDevice(tenantA, "sensor-1"), readyDevice(tenantB, "sensor-1")]);
+  }, 180_000);
+  afterAll(async () => {
+    await operator?.stop();
+  });
+
+  it("refuses a certificate the root CA signed directly with another tenant's subject", async () => {
+    const forged = await signLeaf(dir, inject("stack").deviceRootCA, `/O=${tenantB}/CN=sensor-1`);
+    expect(await accepted(forged, ownTopicOf(tenantB))).toBe(false);
+  });
+
+  it("refuses a certificate tenant A's CA signed with tenant B's subject", async () => {
+    const forged = await signLeaf(dir, await tenantCaFiles(tenantA), `/O=${tenantB}/CN=sensor-1`);
+    expect(await accepted(forged, ownTopicOf(tenantB))).toBe(false);
+  });
+
+  it("accepts a certificate tenant A's CA signed with tenant A's subject (positive twin)", async () => {
+    const own = await signLeaf(dir, await tenantCaFiles(tenantA), `/O=${tenantA}/CN=sensor-1`);
+    expect(await accepted(own, ownTopicOf(tenantA))).toBe(true);
+  });
+
+  it("issues device certificates that can only be client identities of their tenant (T7)", async () => {
+    const ca = new x509.X509Certificate(
+      (await secretData("iot-system", `tenant-${tenantA}-ca`))["tls.crt"] ?? "",
+    );
+    const [leafPem] = (await secretData(tenantA, "sensor-1-mqtt"))["tls.crt"]?.match(
+      /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g,
+    ) ?? [""];
+    const leaf = new x509.X509Certificate(leafPem ?? "");
+    expect(leaf.subject).toBe(`O=${tenantA}, CN=sensor-1`);
+    expect(leaf.getExtension(x509.BasicConstraintsExtension)?.ca ?? false).toBe(false);
+    const usages = leaf.getExtension(x509.KeyUsagesExtension)?.usages ?? 0;
+    expect(usages & x509.KeyUsageFlags.keyCertSign).toBe(0);
+    expect(leaf.getExtension(x509.ExtendedKeyUsageExtension)?.usages).toEqual([
+      x509.ExtendedKeyUsage.clientAuth,
+    ]);
+    expect(leaf.issuer).toBe(ca.subject);
+    expect(await leaf.verify({ publicKey: ca, signatureOnly: true })).toBe(true);
+
+    // The tenant CA: signed by the root, path length 0, and constrained to its tenant's subjects.
+    const root = new x509.X509Certificate(await readFile(inject("stack").deviceRootCA.certFile, "utf8"));
+    expect(ca.issuer).toBe(root.subject);
+    expect(await ca.verify({ publicKey: root, signatureOnly: true })).toBe(true);
+    expect(ca.getExtension(x509.BasicConstraintsExtension)).toMatchObject({ ca: true, pathLength: 0 });
+    const caFile = join(dir, "issued-ca.crt");
+    await writeFile(caFile, ca.toString("pem"));
+    const { stdout: text } = await run("openssl", [
+      "x509",
+      "-in",
+      caFile,
+      "-noout",
+      "-ext",
+      "nameConstraints",
+    ]);
+    expect(text).toContain("critical");
+    expect(text).toContain(`DirName:O = ${tenantA}`);
+  });
+
+  it("gives a tenant admin no cert-manager object anywhere that could sign", async () => {
+    expect((await kubectl(["get", "clusterissuer", "iot-root-ca"])).stderr).toMatch(/NotFound/);
+    const issuer = (namespace?: string) =>
+      JSON.stringify({
+        apiVersion: "cert-manager.io/v1",
+        kind: namespace ? "Issuer" : "ClusterIssuer",
+        metadata: { name: "mine", ...(namespace ? { namespace } : {}) },
+        spec: { ca: { secretName: "iot-root-ca" } },
+      });
+    const certificate = (namespace: string, kind: string, name: string) =>
+      JSON.stringify({
+        apiVersion: "cert-manager.io/v1",
+        kind: "Certificate",
+        metadata: { name: "forged", namespace },
+        spec: {
+          secretName: "forged",
+          commonName: "sensor-1",
+          subject: { organizations: [tenantB] },
+          usages: ["client auth"],
+          issuerRef: { kind, name },
+        },
+      });
+    const request = (namespace: string) =>
+      JSON.stringify({
+        apiVersion: "cert-manager.io/v1",
+        kind: "CertificateRequest",
+        metadata: { name: "forged", namespace },
+        spec: { request: "", issuerRef: { kind: "ClusterIssuer", name: "iot-root-ca" } },
+      });
+    for (const [what, stdin] of [
+      ["Certificate from the root", certificate(tenantA, "ClusterIssuer", "iot-root-ca")],
+      ["Certificate from B's CA", certificate("iot-system", "Issuer", `tenant-${tenantB}-ca`)],
+      ["CertificateRequest here", request(tenantA)],
+      ["CertificateRequest in iot-system", request("iot-system")],
+      ["Issuer here", issuer(tenantA)],
+      ["Issuer in iot-system", issuer("iot-system")],
+      ["ClusterIssuer", issuer()],
+    ] as const) {
+      const result = await kubectl(["create", "-f", "-"], { as: alice, stdin });
+      expect([what, result.ok, result.stderr]).toEqual([what, false, expect.stringMatching(/forbidden/i)]);
+    }
+    // Positive twin: the same admin can create ordinary objects in the tenant's namespace.
+    expect((await kubectl(["-n", tenantA, "create", "configmap", uniqueName("ok")], { as: alice })).ok).toBe(
+      true,
+    );
+  });
+
+  it("turns no annotated Ingress in a tenant namespace into a certificate the broker accepts", async () => {
+    const ingress = (name: string, annotations: Record<string, string>) =>
+      JSON.stringify({
+        apiVersion: "networking.k8s.io/v1",
+        kind: "Ingress",
+        metadata: {
+          name,
+          namespace: tenantA,
+          annotations: {
+            "cert-manager.io/common-name": "sensor-1",
+            "cert-manager.io/subject-organizations": tenantB,
+            "cert-manager.io/usages": "client auth",
+            ...annotations,
+          },
+        },
+        spec: {
+          tls: [{ hosts: [`${name}.example.test`], secretName: `${name}-tls` }],
+          rules: [
+            {
+              host: `${name}.example.test`,
+              http: {
+                paths: [
+                  {
+                    path: "/",
+                    pathType: "Prefix",
+                    backend: { service: { name: "web", port: { number: 80 } } },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      });
+    // The shim runs: with an Issuer the namespace has (a SelfSigned one the platform team made),
+    // an annotated Ingress does yield a certificate; the broker refuses it.
+    const selfSigned = JSON.stringify({
+      apiVersion: "cert-manager.io/v1",
+      kind: "Issuer",
+      metadata: { name: "self", namespace: tenantA },
+      spec: { selfSigned: {} },
+    });
+    expect((await kubectl(["create", "-f", "-"], { stdin: selfSigned })).ok).toBe(true);
+    const attempts = {
+      "via-root": { "cert-manager.io/cluster-issuer": "iot-root-ca" },
+      "via-b": { "cert-manager.io/issuer": `tenant-${tenantB}-ca` },
+      "via-self": { "cert-manager.io/issuer": "self" },
+    };
+    for (const [name, annotations] of Object.entries(attempts)) {
+      const result = await kubectl(["create", "-f", "-"], { as: alice, stdin: ingress(name, annotations) });
+      // The cluster's admission policy may refuse the annotation outright; then nothing can follow.
+      if (!result.ok) expect(result.stderr).toMatch(/cert-manager\.io\//);
+    }
+    const created = (await kubectl(["-n", tenantA, "get", "ingress", "via-self"])).ok;
+    if (created) {
+      const self = await eventually(
+        "the shim's certificate from the namespace's own issuer",
+        async () => {
+          const data = await secretData(tenantA, "via-self-tls").catch(() => undefined);
+          return data?.["tls.crt"] ? data : undefined;
+        },
+        90_000,
+      );
+      const tls = {
+        ca: await readFile(inject("stack").broker.caFile),
+        cert: self["tls.crt"] ?? "",
+        key: self["tls.key"] ?? "",
+      };
+      expect(await accepted(tls, ownTopicOf(tenantB))).toBe(false);
+      // Both certificates the shim made for the other issuers wait for an issuer that is not there.
+      for (const name of ["via-root", "via-b"]) {
+        await eventually(
+          `${name}: its issuer is not found`,
+          async () => {
+            const r = await kubectl(["-n", tenantA, "get", "certificaterequests", "-o", "json"]);
+            const items =
+              (
+                JSON.parse(r.stdout || "{}") as {
+                  items?: Array<{
+                    metadata: { name: string };
+                    status?: { conditions?: Array<{ message?: string }> };
+                  }>;
+                }
+              ).items ?? [];
+            return items.some(
+              (i) =>
+                i.metadata.name.startsWith(`${name}-tls`) &&
+                i.status?.conditions?.some((c) => /not found/.test(c.message ?? "")),
+            )
+              ? true
+              : undefined;
+          },
+          90_000,
+        );
+        expect((await kubectl(["-n", tenantA, "get", "secret", `${name}-tls`])).stderr).toMatch(/NotFound/);
+      }
+    }
+  });
+});
