@@ -1,6 +1,6 @@
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { CRLNumber, id_ce_cRLNumber } from "@peculiar/asn1-x509";
-import { crypto, signingKey } from "./keys.js";
+import { crypto, keyMatches, signingKey } from "./keys.js";
 import * as x509 from "./x509.js";
 
 /**
@@ -37,6 +37,7 @@ async function authorityKeyIdentifier(ca: x509.X509Certificate): Promise<x509.Ex
 /** A signed CRL in PEM form. */
 export async function signCrl(input: CrlInput): Promise<string> {
   const ca = new x509.X509Certificate(input.caCertificatePem);
+  if (!keyMatches(ca, input.caKeyPem)) throw new Error("the CA key does not match the CA certificate");
   const { key, algorithm } = await signingKey(input.caKeyPem);
   const crl = await x509.X509CrlGenerator.create(
     {
