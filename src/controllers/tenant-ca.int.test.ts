@@ -10,10 +10,13 @@ import { kubectl } from "../../test/support/kubectl.js";
 import { connectWithCertificate, subscribeCodes, type TlsMaterial } from "../../test/support/mqtt.js";
 import {
   applyDevice,
+  applyManifest,
   applyReadyTenant,
   readyDevice,
   startTestOperator,
 } from "../../test/support/operator.js";
+import { API_VERSION } from "../api/group.js";
+import { MANAGED_BY_LABEL, MANAGER, TENANT_LABEL } from "../desired/labels.js";
 import type { RunningOperator } from "../operator.js";
 import * as x509 from "../pki/x509.js";
 
@@ -176,6 +179,31 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
     ]);
     expect(text).toContain("critical");
     expect(text).toContain(`DirName:O = ${tenantA}`);
+  });
+
+  it.each([
+    ["unlabelled", {}],
+    ["labelled as the operator's", { [MANAGED_BY_LABEL]: MANAGER }],
+  ])("never takes over a CA Secret it did not create, %s (I7)", async (_, labels) => {
+    const name = uniqueName("ca-squat");
+    const planted = {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: {
+        name: `tenant-${name}-ca`,
+        namespace: "iot-system",
+        labels: { ...labels, [TENANT_LABEL]: name },
+      },
+      stringData: { "tls.crt": "theirs" },
+    };
+    expect((await kubectl(["create", "-f", "-"], { stdin: JSON.stringify(planted) })).ok).toBe(true);
+    await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name }, spec: {} });
+    await eventually(`${name}: PKIReady=False naming the Secret`, async () => {
+      const path = "jsonpath={.status.conditions[?(@.type=='PKIReady')].message}";
+      const result = await kubectl(["get", "tenant", name, "-o", path]);
+      return /is not this tenant's/.test(result.stdout) ? true : undefined;
+    });
+    expect((await secretData("iot-system", `tenant-${name}-ca`))["tls.crt"]).toBe("theirs");
   });
 
   it("gives a tenant admin no cert-manager object anywhere that could sign", async () => {

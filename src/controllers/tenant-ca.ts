@@ -26,6 +26,8 @@ export interface TenantCaStatus {
 }
 
 const RETRY_MS = 5_000;
+/** A Secret in the way that is not ours: only its owner can clear it; its changes are watched when labelled. */
+const NOT_OURS_RETRY_MS = 60_000;
 const MAX_REQUEUE_MS = 24 * 3_600_000;
 
 const notOurs = (namespace: string, name: string) =>
@@ -66,7 +68,7 @@ export class TenantCA {
     const name = tenantCAName(tenant.metadata.name);
     const current = this.secrets.get(objectKey({ namespace, name }));
     if (current && !current.metadata.ownerReferences?.some((r) => r.uid === tenant.metadata.uid))
-      return { ready: false, message: notOurs(namespace, name), requeueAfterMs: MAX_REQUEUE_MS };
+      return { ready: false, message: notOurs(namespace, name), requeueAfterMs: NOT_OURS_RETRY_MS };
     const nowMs = this.manager.clock.now();
     const decision = await tenantCaDecision({
       tenant: tenant.metadata.name,
@@ -96,7 +98,7 @@ export class TenantCA {
           message: `tenant CA ${decision.action}d: ${decision.reason}`,
           requeueAfterMs: RETRY_MS,
         }
-      : { ready: false, message: notOurs(namespace, name), requeueAfterMs: RETRY_MS };
+      : { ready: false, message: notOurs(namespace, name), requeueAfterMs: NOT_OURS_RETRY_MS };
   }
 
   /** Creates or replaces the CA Secret; false when a Secret of that name exists that is not ours. */

@@ -203,7 +203,10 @@ export class TenantReconciler {
       notOwned: gathered.notOwned,
       quotaPending,
       foreignAllowFrom: gathered.foreignAllowFrom,
-      pkiReady: ca.ready && issuerReady,
+      pki: {
+        ready: ca.ready && issuerReady,
+        message: ca.ready ? "waiting for cert-manager to accept the tenant's CA Issuer" : ca.message,
+      },
       broker: this.broker.tenantStatus(tenant.metadata.name),
       topicRoot: tenantTopicRoot(tenant),
       rootConflict: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),

@@ -7,7 +7,7 @@ const healthy: TenantObservation = {
   notOwned: [],
   quotaPending: [],
   foreignAllowFrom: [],
-  pkiReady: true,
+  pki: { ready: true, message: "" },
   broker: { ready: true, message: "in sync" },
   topicRoot: "tenants/a",
 };
@@ -47,7 +47,12 @@ describe("tenantConditions", () => {
       "False/NamespaceOfOtherTenant",
     ],
     ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
-    ["the CA is not issued", { pkiReady: false }, "PKIReady", "False/IssuerNotReady"],
+    [
+      "the CA is not issued",
+      { pki: { ready: false, message: "waiting for the tenant CA" } },
+      "PKIReady",
+      "False/IssuerNotReady",
+    ],
     [
       "the broker is down",
       { broker: { ready: false, message: "connection refused" } },
@@ -67,7 +72,11 @@ describe("tenantConditions", () => {
   });
 
   it("names what is not ready, and reports a root conflict even when the broker is fine", () => {
-    const conditions = tenantConditions({ ...healthy, pkiReady: false, rootConflict: "acme" });
+    const conditions = tenantConditions({
+      ...healthy,
+      pki: { ready: false, message: "waiting for the tenant CA" },
+      rootConflict: "acme",
+    });
     expect(conditions.find((c) => c.type === "Ready")?.message).toBe("not ready: PKIReady, BrokerReady");
     expect(conditions.find((c) => c.type === "BrokerReady")?.message).toContain("older tenant acme");
   });

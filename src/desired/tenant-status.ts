@@ -11,7 +11,8 @@ export interface TenantObservation {
   /** Ready namespaces whose device quota the quota controller has not counted yet. */
   readonly quotaPending: readonly string[];
   readonly foreignAllowFrom: readonly string[];
-  readonly pkiReady: boolean;
+  /** The tenant CA the operator signs, and the cert-manager Issuer that uses it. */
+  readonly pki: { readonly ready: boolean; readonly message: string };
   readonly broker: { readonly ready: boolean; readonly message: string };
   readonly topicRoot: string;
   /** The older tenant whose topic root overlaps this one's. */
@@ -75,13 +76,13 @@ function networkIsolated(o: TenantObservation): ConditionUpdate {
 }
 
 function pkiReady(o: TenantObservation): ConditionUpdate {
-  return o.pkiReady
+  return o.pki.ready
     ? { type: TenantConditionType.PKIReady, status: "True", reason: ConditionReason.Reconciled }
     : {
         type: TenantConditionType.PKIReady,
         status: "False",
         reason: ConditionReason.IssuerNotReady,
-        message: "waiting for cert-manager to issue the tenant CA",
+        message: o.pki.message,
       };
 }
 
