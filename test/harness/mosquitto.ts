@@ -89,12 +89,9 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const crlFile = join(dir, "crl.pem");
   const pidFile = join(dir, "mosquitto.pid");
   // Tests that drive the broker without the operator issue their device certificates here.
-  const deviceCA = await createIntermediateCA(
-    dir,
-    options.deviceRootCA,
-    "harness-device-ca",
-    "harness device CA",
-  );
+  const deviceCA =
+    options.deviceCA ??
+    (await createIntermediateCA(dir, options.deviceRootCA, "harness-device-ca", "harness device CA"));
   const emptyCrl = async (ca: KeyPair) =>
     signCrl({
       caCertificatePem: await readFile(ca.certFile, "utf8"),
