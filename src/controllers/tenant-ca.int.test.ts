@@ -5,9 +5,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
-import { connectWithCertificate, subscribeCodes, type TlsMaterial } from "../../test/support/mqtt.js";
+import {
+  connectWithCertificate,
+  subscribeCodes,
+  type TlsMaterial,
+  tlsFromFiles,
+} from "../../test/support/mqtt.js";
 import {
   applyDevice,
   applyManifest,
@@ -37,54 +43,13 @@ async function secretData(namespace: string, name: string): Promise<Record<strin
   );
 }
 
-/** A client certificate with `subject` signed by the CA in `ca` (PEM files), as an attacker holding that key would. */
-async function signLeaf(
-  dir: string,
-  ca: { certFile: string; keyFile: string },
-  subject: string,
-): Promise<TlsMaterial> {
-  const name = randomBytes(6).toString("hex");
-  const [key, csr, ext, cert] = ["key", "csr", "ext", "crt"].map((e) => join(dir, `${name}.${e}`)) as [
-    string,
-    string,
-    string,
-    string,
-  ];
-  await writeFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-  );
-  await run(
-    "openssl",
-    ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
-      "-keyout",
-      key,
-      "-out",
-      csr,
-      "-subj",
-      subject,
-    ]),
-  );
-  await run(
-    "openssl",
-    ["x509", "-req", "-in", csr, "-CA", ca.certFile, "-CAkey", ca.keyFile].concat([
-      "-set_serial",
-      `0x${randomBytes(12).toString("hex")}`,
-      "-days",
-      "30",
-      "-extfile",
-      ext,
-      "-out",
-      cert,
-    ]),
-  );
-  const stack = inject("stack");
-  return {
-    ca: await readFile(stack.broker.caFile),
-    // The issuing CA's certificate rides along, as a device sends its chain.
-    cert: (await readFile(cert, "utf8")) + (await readFile(ca.certFile, "utf8")),
-    key: await readFile(key),
-  };
+/** A client certificate with `subject` that `ca` signs, as an attacker holding that CA's key would make one. */
+async function signLeaf(dir: string, ca: KeyPair, subject: string): Promise<TlsMaterial> {
+  const leaf = await issueCertificate(dir, ca, randomBytes(6).toString("hex"), {
+    subject,
+    usages: ["clientAuth"],
+  });
+  return tlsFromFiles(leaf);
 }
 
 /** Whether the broker accepts the certificate and lets it subscribe in `topic`. */
@@ -106,14 +71,15 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
   const alice = { user: `alice-${tenantA}` };
   const ownTopicOf = (tenant: string) => `tenants/${tenant}/devices/sensor-1/#`;
 
-  /** Tenant A's CA key pair as files: what an attacker who got hold of it could sign with. */
-  async function tenantCaFiles(tenant: string): Promise<{ certFile: string; keyFile: string }> {
+  /** A tenant's CA key pair as files: what an attacker who got hold of it could sign with. */
+  async function tenantCaFiles(tenant: string): Promise<KeyPair> {
     const data = await secretData("iot-system", `tenant-${tenant}-ca`);
     const certFile = join(dir, `${tenant}-ca.crt`);
     const keyFile = join(dir, `${tenant}-ca.key`);
     await writeFile(certFile, data["tls.crt"] ?? "");
     await writeFile(keyFile, data["tls.key"] ?? "");
-    return { certFile, keyFile };
+    // A device sends its CA's certificate after its own.
+    return { certFile, keyFile, chainFile: certFile };
   }
 
   beforeAll(async () => {

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
+import { createCA, issueCertificate, type KeyPair } from "../../test/harness/pki.js";
 import {
   type KeyPairPem,
   newCaKey,
@@ -18,24 +19,12 @@ const run = promisify(execFile);
 const NOW = Date.parse("2026-06-01T00:00:00Z");
 
 /** A self-signed root made by openssl, as the platform team would make one. */
-async function opensslRoot(
-  dir: string,
-  name: string,
-): Promise<KeyPairPem & { certFile: string; keyFile: string }> {
-  const certFile = join(dir, `${name}.crt`);
-  const keyFile = join(dir, `${name}.key`);
-  await run(
-    "openssl",
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat(
-      ["-keyout", keyFile, "-out", certFile, "-days", "7300", "-subj", `/CN=${name}`],
-      ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-    ),
-  );
+async function opensslRoot(dir: string, name: string): Promise<KeyPairPem & KeyPair> {
+  const pair = await createCA(dir, name, name);
   return {
-    certFile,
-    keyFile,
-    certificatePem: await readFile(certFile, "utf8"),
-    keyPem: await readFile(keyFile, "utf8"),
+    ...pair,
+    certificatePem: await readFile(pair.certFile, "utf8"),
+    keyPem: await readFile(pair.keyFile, "utf8"),
   };
 }
 
@@ -57,41 +46,17 @@ describe("tenant CA signing", () => {
   /** openssl's verdict on a client certificate with `subject` that the acme CA signs. */
   async function verifyLeaf(subject: string): Promise<string> {
     const name = randomBytes(4).toString("hex");
-    const file = (ext: string) => join(dir, `${name}.${ext}`);
-    await writeFile(file("ca.crt"), acme.certificatePem);
-    await writeFile(file("ca.key"), acme.keyPem);
-    await writeFile(file("ext"), "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n");
-    await run(
-      "openssl",
-      ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
-        "-keyout",
-        file("key"),
-        "-out",
-        file("csr"),
-        "-subj",
-        subject,
-      ]),
-    );
-    await run(
-      "openssl",
-      ["x509", "-req", "-in", file("csr"), "-CA", file("ca.crt"), "-CAkey", file("ca.key")].concat([
-        "-set_serial",
-        "0x1234",
-        "-days",
-        "30",
-        "-extfile",
-        file("ext"),
-        "-out",
-        file("crt"),
-      ]),
-    );
+    const ca = { certFile: join(dir, `${name}-ca.crt`), keyFile: join(dir, `${name}-ca.key`) };
+    await writeFile(ca.certFile, acme.certificatePem);
+    await writeFile(ca.keyFile, acme.keyPem);
+    const leaf = await issueCertificate(dir, ca, name, { subject, usages: ["clientAuth"] });
     const result = await run("openssl", [
       "verify",
       "-CAfile",
       root.certFile,
       "-untrusted",
-      file("ca.crt"),
-      file("crt"),
+      ca.certFile,
+      leaf.certFile,
     ]).catch((error: { stdout: string; stderr: string }) => error);
     return `${result.stdout}${result.stderr}`;
   }
