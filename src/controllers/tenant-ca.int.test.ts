@@ -100,8 +100,14 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
     expect(await accepted(forged, ownTopicOf(tenantB))).toBe(false);
   });
 
-  it("refuses a certificate tenant A's CA signed with tenant B's subject", async () => {
-    const forged = await signLeaf(dir, await tenantCaFiles(tenantA), `/O=${tenantB}/CN=sensor-1`);
+  it.each([
+    ["tenant B's subject", `/O=${tenantB}/CN=sensor-1`],
+    ["B's subject in the other order", `/CN=sensor-1/O=${tenantB}`],
+    // These pass the name constraints, but the username the broker derives is not B's device.
+    ["both organizations", `/O=${tenantA}/O=${tenantB}/CN=sensor-1`],
+    ["B's organization smuggled into the CN", `/O=${tenantA}/CN=sensor-1,O=${tenantB}`],
+  ])("refuses a certificate tenant A's CA signed with %s", async (_, subject) => {
+    const forged = await signLeaf(dir, await tenantCaFiles(tenantA), subject);
     expect(await accepted(forged, ownTopicOf(tenantB))).toBe(false);
   });
 
