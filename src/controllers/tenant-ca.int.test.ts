@@ -171,9 +171,10 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
     expect((await kubectl(["create", "-f", "-"], { stdin: JSON.stringify(planted) })).ok).toBe(true);
     await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name }, spec: {} });
     await eventually(`${name}: PKIReady=False naming the Secret`, async () => {
-      const path = "jsonpath={.status.conditions[?(@.type=='PKIReady')].message}";
+      const path =
+        "jsonpath={.status.conditions[?(@.type=='PKIReady')].reason}: {.status.conditions[?(@.type=='PKIReady')].message}";
       const result = await kubectl(["get", "tenant", name, "-o", path]);
-      return /is not this tenant's/.test(result.stdout) ? true : undefined;
+      return /^CANotOwned: .*is not this tenant's/.test(result.stdout) ? true : undefined;
     });
     expect((await secretData("iot-system", `tenant-${name}-ca`))["tls.crt"]).toBe("theirs");
   });

@@ -1,3 +1,4 @@
+import { ConditionReason } from "../api/conditions.js";
 import { tenantCAName } from "../api/derived-names.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, managedLabels, TENANT_LABEL } from "../desired/labels.js";
@@ -20,6 +21,8 @@ import { base64, type Secret, secretText } from "./secrets.js";
 
 export interface TenantCaStatus {
   readonly ready: boolean;
+  /** Why it is not ready: waiting (IssuerNotReady), or a problem only a person can fix. */
+  readonly reason: ConditionReason;
   readonly message: string;
   /** When the CA is next due for renewal, or a retry while it is not ready. */
   readonly requeueAfterMs: number;
@@ -30,8 +33,12 @@ const RETRY_MS = 5_000;
 const NOT_OURS_RETRY_MS = 60_000;
 const MAX_REQUEUE_MS = 24 * 3_600_000;
 
-const notOurs = (namespace: string, name: string) =>
-  `Secret ${namespace}/${name} exists and is not this tenant's: it is left alone`;
+const notOurs = (namespace: string, name: string): TenantCaStatus => ({
+  ready: false,
+  reason: ConditionReason.CANotOwned,
+  message: `Secret ${namespace}/${name} exists and is not this tenant's: it is left alone`,
+  requeueAfterMs: NOT_OURS_RETRY_MS,
+});
 
 export class TenantCA {
   /** The root CA Secret only; it carries no tenant labels. */
@@ -62,13 +69,14 @@ export class TenantCA {
     if (!rootCertificatePem || !rootKeyPem)
       return {
         ready: false,
+        reason: ConditionReason.RootCANotFound,
         message: `root CA Secret ${namespace}/${this.config.ROOT_CA_SECRET} has no tls.crt/tls.key`,
         requeueAfterMs: RETRY_MS,
       };
     const name = tenantCAName(tenant.metadata.name);
     const current = this.secrets.get(objectKey({ namespace, name }));
     if (current && !current.metadata.ownerReferences?.some((r) => r.uid === tenant.metadata.uid))
-      return { ready: false, message: notOurs(namespace, name), requeueAfterMs: NOT_OURS_RETRY_MS };
+      return notOurs(namespace, name);
     const nowMs = this.manager.clock.now();
     const decision = await tenantCaDecision({
       tenant: tenant.metadata.name,
@@ -82,6 +90,7 @@ export class TenantCA {
     if (decision.action === "keep")
       return {
         ready: true,
+        reason: ConditionReason.Reconciled,
         message: "tenant CA signed by the root CA",
         requeueAfterMs: Math.min(decision.renewAtMs - nowMs, MAX_REQUEUE_MS),
       };
@@ -95,10 +104,11 @@ export class TenantCA {
     return written
       ? {
           ready: false,
+          reason: ConditionReason.IssuerNotReady,
           message: `tenant CA ${decision.action}d: ${decision.reason}`,
           requeueAfterMs: RETRY_MS,
         }
-      : { ready: false, message: notOurs(namespace, name), requeueAfterMs: NOT_OURS_RETRY_MS };
+      : notOurs(namespace, name);
   }
 
   /** Creates or replaces the CA Secret; false when a Secret of that name exists that is not ours. */

@@ -203,10 +203,14 @@ export class TenantReconciler {
       notOwned: gathered.notOwned,
       quotaPending,
       foreignAllowFrom: gathered.foreignAllowFrom,
-      pki: {
-        ready: ca.ready && issuerReady,
-        message: ca.ready ? "waiting for cert-manager to accept the tenant's CA Issuer" : ca.message,
-      },
+      pki:
+        ca.ready && !issuerReady
+          ? {
+              ready: false,
+              reason: ConditionReason.IssuerNotReady,
+              message: "waiting for cert-manager to accept the tenant's CA Issuer",
+            }
+          : ca,
       broker: this.broker.tenantStatus(tenant.metadata.name),
       topicRoot: tenantTopicRoot(tenant),
       rootConflict: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),

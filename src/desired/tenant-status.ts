@@ -12,7 +12,7 @@ export interface TenantObservation {
   readonly quotaPending: readonly string[];
   readonly foreignAllowFrom: readonly string[];
   /** The tenant CA the operator signs, and the cert-manager Issuer that uses it. */
-  readonly pki: { readonly ready: boolean; readonly message: string };
+  readonly pki: { readonly ready: boolean; readonly reason: ConditionReason; readonly message: string };
   readonly broker: { readonly ready: boolean; readonly message: string };
   readonly topicRoot: string;
   /** The older tenant whose topic root overlaps this one's. */
@@ -81,7 +81,7 @@ function pkiReady(o: TenantObservation): ConditionUpdate {
     : {
         type: TenantConditionType.PKIReady,
         status: "False",
-        reason: ConditionReason.IssuerNotReady,
+        reason: o.pki.reason,
         message: o.pki.message,
       };
 }
