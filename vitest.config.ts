@@ -9,6 +9,7 @@ const operatorTests = [
   "src/verify/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",
   "src/operator.int.test.ts",
+  "src/converged.int.test.ts",
 ];
 const integration = {
   testTimeout: 120_000,

@@ -1,11 +1,11 @@
 /**
  * The alternative to per-device dynsec roles: Mosquitto's classic ACL file next to dynsec.
- * Run: npx tsx bench/acl-file-alternative.ts [--devices 6000]
+ * Run: npx tsx bench/acl-file-alternative.ts [--devices 6000] [--runs 3]
  * Measures what the design decision rests on: whether a pattern ACL refuses foreign SUBSCRIBEs, and
- * what per-device grants cost when they live in the ACL file (a full reload on SIGHUP) instead.
- * Writes bench/results/acl-file-alternative.json.
+ * what per-device grants cost when they live in the ACL file (a full reload on SIGHUP) instead, once
+ * per run on the same broker. Writes bench/results/acl-file-alternative.json.
  */
-import { appendFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { appendFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,12 +13,17 @@ import { parseArgs } from "node:util";
 import type { MqttClient } from "mqtt";
 import { startMosquitto } from "../test/harness/mosquitto.js";
 import { createCA, createIntermediateCA, issueCertificate } from "../test/harness/pki.js";
+import { repoRoot } from "../test/harness/stack.js";
 import { restartMosquitto } from "./support/mosquitto-process.js";
 import { connectWithCertificate, subscribeCodes } from "./support/mqtt-device.js";
-import { summarize } from "./support/stats.js";
+import { spread, writeResults } from "./support/results.js";
+import { type Summary, summarize } from "./support/stats.js";
 
-const { values: args } = parseArgs({ options: { devices: { type: "string", default: "6000" } } });
+const { values: args } = parseArgs({
+  options: { devices: { type: "string", default: "6000" }, runs: { type: "string", default: "3" } },
+});
 const devices = Number(args.devices);
+const runCount = Number(args.runs);
 
 /** Round trips of `client` on `topic` for `ms`, one after the other. */
 async function roundTrips(client: MqttClient, topic: string, ms: number): Promise<number[]> {
@@ -61,38 +66,64 @@ async function main(): Promise<void> {
     const process = await restartMosquitto(broker);
     const probe = await connectWithCertificate(broker, probePair);
     try {
-      const subackCodes = {
-        "#": await subscribeCodes(probe, "#"),
-        "tenants/other/#": await subscribeCodes(probe, "tenants/other/#"),
-        "$share/g/tenants/other/#": await subscribeCodes(probe, "$share/g/tenants/other/#"),
-      };
-      await probe.unsubscribeAsync(["#", "tenants/other/#", "$share/g/tenants/other/#"]);
-      await probe.subscribeAsync("tenants/bench/devices/probe/rtt", { qos: 0 });
       const topic = "tenants/bench/devices/probe/rtt";
-      const idle = summarize(await roundTrips(probe, topic, 3_000));
-      // A reload rereads the whole file: the cost of changing one device's grants.
-      const during = roundTrips(probe, topic, 3_000);
-      await sleep(500);
-      const signalled = performance.now();
-      globalThis.process.kill(process.pid, "SIGHUP");
-      const reload = summarize(await during);
-      const result = {
-        devices,
-        subscribeCodesOutsideTheGrant: subackCodes,
-        idleRoundTripMs: idle,
-        roundTripAcrossOneReloadMs: reload,
-        reloadSignalledAtMs: signalled,
-      };
-      console.log(`ACL file with ${devices} per-device user blocks (plus pattern tenants/%u/#):`);
-      console.log(`  SUBACK codes outside the grant (0 = granted): ${JSON.stringify(subackCodes)}`);
-      console.log(
-        `  round trip idle       p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, max ${idle.max.toFixed(1)} ms`,
-      );
-      console.log(
-        `  across one SIGHUP     p50 ${reload.p50.toFixed(1)} ms, p99 ${reload.p99.toFixed(1)} ms, max ${reload.max.toFixed(1)} ms (the stall of one change)`,
-      );
-      await mkdir("bench/results", { recursive: true });
-      await writeFile("bench/results/acl-file-alternative.json", `${JSON.stringify(result, null, 2)}\n`);
+      const foreign = ["#", "tenants/other/#", "$share/g/tenants/other/#"];
+      const runs: Array<{
+        subscribeCodesOutsideTheGrant: Record<string, number[]>;
+        idleRoundTripMs: Summary;
+        roundTripAcrossOneReloadMs: Summary;
+      }> = [];
+      for (let r = 0; r < runCount; r++) {
+        const subackCodes = Object.fromEntries(
+          await Promise.all(
+            foreign.map(async (filter) => [filter, await subscribeCodes(probe, filter)] as const),
+          ),
+        );
+        await probe.unsubscribeAsync(foreign);
+        await probe.subscribeAsync(topic, { qos: 0 });
+        const idle = summarize(await roundTrips(probe, topic, 3_000));
+        // A reload rereads the whole file: the cost of changing one device's grants.
+        const during = roundTrips(probe, topic, 3_000);
+        await sleep(500);
+        globalThis.process.kill(process.pid, "SIGHUP");
+        const reload = summarize(await during);
+        await probe.unsubscribeAsync(topic);
+        runs.push({
+          subscribeCodesOutsideTheGrant: subackCodes,
+          idleRoundTripMs: idle,
+          roundTripAcrossOneReloadMs: reload,
+        });
+        console.log(
+          `run ${r + 1}/${runCount}: SUBACK outside the grant ${JSON.stringify(subackCodes)}; idle p99 ${idle.p99.toFixed(1)} ms; across one SIGHUP max ${reload.max.toFixed(1)} ms`,
+        );
+      }
+      const granted = (run: (typeof runs)[number]) =>
+        Object.values(run.subscribeCodesOutsideTheGrant).filter((codes) => (codes[0] ?? 128) < 128).length;
+      const figures = [
+        spread(`foreign filters granted at SUBSCRIBE (of ${foreign.length})`, "filters", runs.map(granted)),
+        spread(
+          `idle round trip p99, ${devices} per-device ACL entries`,
+          "ms",
+          runs.map((r) => r.idleRoundTripMs.p99),
+        ),
+        spread(
+          `longest round trip across one reload (SIGHUP), ${devices} per-device ACL entries`,
+          "ms",
+          runs.map((r) => r.roundTripAcrossOneReloadMs.max),
+        ),
+      ];
+      for (const figure of figures) {
+        console.log(
+          `${figure.label}: median ${figure.median.toFixed(1)} ${figure.unit} (${figure.min.toFixed(1)}–${figure.max.toFixed(1)})`,
+        );
+      }
+      const out = await writeResults(repoRoot, {
+        benchmark: "acl-file-alternative",
+        parameters: { devices, runs: runCount, windowMs: 3_000 },
+        runs,
+        figures,
+      });
+      console.log(`wrote ${out}`);
     } finally {
       await probe.endAsync();
       await process.stop();

@@ -1,10 +1,11 @@
 /**
  * Data-plane round trip while devices are provisioned into Mosquitto 2.0.11 with dynamic security.
  * Run: npx tsx bench/broker-provisioning.ts [--preload 5000] [--provision 1000] [--idle-seconds 10]
- *        [--sizes 1000,2000,4000,8000]
- * Prints a table and writes bench/results/broker-provisioning.json.
+ *        [--sizes 1000,2000,4000,8000] [--runs 3]
+ * Each run provisions paced and unpaced on fresh brokers and fits the per-command cost; prints the
+ * median and range of each figure over the runs and writes bench/results/broker-provisioning.json.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -20,7 +21,7 @@ import {
 } from "../src/broker/mosquitto-dynsec.js";
 import { observationOf } from "../src/broker/plan.js";
 import { deviceSubject, subjectUsername } from "../src/broker/subject.js";
-import { type Broker, startMosquitto } from "../test/harness/mosquitto.js";
+import { adminConnection, type Broker, startMosquitto } from "../test/harness/mosquitto.js";
 import {
   createCA,
   createIntermediateCA,
@@ -29,8 +30,10 @@ import {
   type KeyPair,
 } from "../test/harness/pki.js";
 import type { ManagedProcess } from "../test/harness/process.js";
+import { repoRoot } from "../test/harness/stack.js";
 import { appendToDynsecFile, restartMosquitto } from "./support/mosquitto-process.js";
 import { connectWithCertificate } from "./support/mqtt-device.js";
+import { spread, writeResults } from "./support/results.js";
 import { linearFit, type Summary, summarize } from "./support/stats.js";
 
 const BOUND_MS = 100;
@@ -43,12 +46,14 @@ const { values: args } = parseArgs({
     provision: { type: "string", default: "1000" },
     "idle-seconds": { type: "string", default: "10" },
     sizes: { type: "string", default: "1000,2000,4000,8000" },
+    runs: { type: "string", default: "3" },
   },
 });
 const preload = Number(args.preload);
 const provision = Number(args.provision);
 const idleMs = Number(args["idle-seconds"]) * 1_000;
 const sizes = (args.sizes ?? "").split(",").filter(Boolean).map(Number);
+const runCount = Number(args.runs);
 
 function benchDevice(name: string): BrokerDevice {
   return {
@@ -158,12 +163,7 @@ async function provisioningRun(
   pacing: number,
 ): Promise<ProvisioningRun> {
   const { broker, process } = await brokerWithFleet(dir, ca, preload);
-  const connection = {
-    host: broker.host,
-    port: broker.adminPort,
-    username: broker.adminUsername,
-    password: broker.adminPassword,
-  };
+  const connection = adminConnection(broker);
   const events: CommandEvent[] = [];
   const adapter = new MosquittoDynsecAdapter({
     connection,
@@ -228,12 +228,7 @@ async function commandCostAt(
   size: number,
 ): Promise<{ size: number; medianMs: number }> {
   const { broker, process } = await brokerWithFleet(dir, ca, size);
-  const admin = await DynsecClient.connect({
-    host: broker.host,
-    port: broker.adminPort,
-    username: broker.adminUsername,
-    password: broker.adminPassword,
-  });
+  const admin = await DynsecClient.connect(adminConnection(broker));
   const durations: number[] = [];
   try {
     for (let i = 0; i < 10; i++) {
@@ -257,6 +252,35 @@ async function commandCostAt(
 const f = (n: number | undefined, digits = 1) =>
   n === undefined || Number.isNaN(n) ? "—" : n.toFixed(digits);
 
+interface Run {
+  readonly paced: ProvisioningRun;
+  readonly unpaced: ProvisioningRun;
+  readonly commandCost: {
+    readonly points: ReadonlyArray<{ size: number; medianMs: number }>;
+    readonly fit: { intercept: number; slope: number };
+    /** Fleet size at which one command stalls the broker for BOUND_MS. */
+    readonly stallLimitDevices: number;
+    /** Fleet size at which idle p99 plus one command's stall reaches BOUND_MS. */
+    readonly roundTripLimitDevices: number;
+  };
+}
+
+async function oneRun(root: string, ca: IntermediateCA, probePair: KeyPair, cutPair: KeyPair): Promise<Run> {
+  const paced = await provisioningRun(join(root, "paced"), ca, probePair, cutPair, 1);
+  console.log(`  paced: ${f(paced.seconds)} s, p99 ${f(paced.during.p99)} ms (idle ${f(paced.idle.p99)} ms)`);
+  const unpaced = await provisioningRun(join(root, "unpaced"), ca, probePair, cutPair, 0);
+  console.log(`  unpaced: ${f(unpaced.seconds)} s, p99 ${f(unpaced.during.p99)} ms`);
+  const points = [];
+  for (const size of sizes) points.push(await commandCostAt(join(root, `size-${size}`), ca, size));
+  const fit = linearFit(points.map((c) => ({ x: c.size, y: c.medianMs })));
+  const stallLimitDevices = (BOUND_MS - fit.intercept) / fit.slope;
+  const roundTripLimitDevices = (BOUND_MS - paced.idle.p99 - fit.intercept) / fit.slope;
+  console.log(
+    `  command cost: ${f(fit.intercept, 2)} ms + ${f(fit.slope * 1000, 2)} ms per 1,000 devices; ${BOUND_MS} ms p99 bound at ≈ ${Math.round(roundTripLimitDevices)} devices`,
+  );
+  return { paced, unpaced, commandCost: { points, fit, stallLimitDevices, roundTripLimitDevices } };
+}
+
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), "bench-broker-"));
   try {
@@ -271,73 +295,75 @@ async function main(): Promise<void> {
       usages: ["clientAuth"],
     });
 
-    console.log(`preloaded ${preload} devices, provisioning ${provision} more (2 dynsec commands each)…`);
-    const paced = await provisioningRun(join(root, "paced"), ca, probePair, cutPair, 1);
-    console.log(`paced run done in ${f(paced.seconds)} s; unpaced run…`);
-    const unpaced = await provisioningRun(join(root, "unpaced"), ca, probePair, cutPair, 0);
-    console.log("per-command cost at fleet sizes…");
-    const costs = [];
-    for (const size of sizes) costs.push(await commandCostAt(join(root, `size-${size}`), ca, size));
-
-    const fit = linearFit(costs.map((c) => ({ x: c.size, y: c.medianMs })));
-    const stallLimit = (BOUND_MS - fit.intercept) / fit.slope;
-    const rttLimit = (BOUND_MS - paced.idle.p99 - fit.intercept) / fit.slope;
-    const row = (name: string, s: Summary, ratioTo?: Summary) =>
-      `| ${name.padEnd(34)} | ${f(s.p50).padStart(7)} | ${f(s.p95).padStart(7)} | ${f(s.p99).padStart(7)} | ${f(s.max).padStart(7)} | ${String(s.count).padStart(6)} | ${ratioTo ? `${f(s.p99 / ratioTo.p99, 2)}×` : "1×"} |`;
-    const lines = [
-      "",
-      `Round trip of an ordinary client (ms), ${preload} devices preloaded, ${provision} provisioned:`,
-      "| phase                              |     p50 |     p95 |     p99 |     max | probes | p99 vs idle |",
-      "|------------------------------------|---------|---------|---------|---------|--------|-------------|",
-      row("idle", paced.idle),
-      row("provisioning, paced (chosen)", paced.during, paced.idle),
-      row("provisioning, unpaced", unpaced.during, paced.idle),
-      row(`full resync of ${preload + provision}, no drift`, paced.resync?.rtt ?? summarize([]), paced.idle),
-      "",
-      "| run      | commands | cmd p50 ms | cmd p99 ms | seconds | devices/s | cut-off ms |",
-      "|----------|----------|------------|------------|---------|-----------|------------|",
-      ...[paced, unpaced].map(
-        (r) =>
-          `| ${(r.pacing ? "paced" : "unpaced").padEnd(8)} | ${String(r.commands).padStart(8)} | ${f(r.commandMs.p50).padStart(10)} | ${f(r.commandMs.p99).padStart(10)} | ${f(r.seconds).padStart(7)} | ${f(r.devicesPerSecond).padStart(9)} | ${f(r.cutOffMs).padStart(10)} |`,
+    const runs: Run[] = [];
+    for (let r = 0; r < runCount; r++) {
+      console.log(`run ${r + 1}/${runCount}: ${preload} devices preloaded, ${provision} provisioned…`);
+      runs.push(await oneRun(join(root, `run-${r}`), ca, probePair, cutPair));
+    }
+    const of = (pick: (run: Run) => number) => runs.map(pick);
+    const fleet = `${provision} devices provisioned into ${preload}`;
+    const figures = [
+      spread(
+        `idle round trip p99, ${preload} devices`,
+        "ms",
+        of((r) => r.paced.idle.p99),
       ),
-      "",
-      "Broker cost of one dynsec change (median, ms) by devices present:",
-      "| devices | ms per command |",
-      "|---------|----------------|",
-      ...costs.map((c) => `| ${String(c.size).padStart(7)} | ${f(c.medianMs, 2).padStart(14)} |`),
-      "",
-      `Full resync of ${preload + provision} devices with no drift: ${f(paced.resync?.seconds, 2)} s, ${paced.resync?.commands} commands.`,
-      "",
-      `Fit: ${f(fit.intercept, 2)} ms + ${f(fit.slope * 1000, 2)} ms per 1,000 devices.`,
-      `One command stalls the broker for ${BOUND_MS} ms at ≈ ${Math.round(stallLimit)} devices; ` +
-        `with the idle p99 (${f(paced.idle.p99)} ms) added, the ${BOUND_MS} ms p99 bound breaks at ≈ ${Math.round(rttLimit)} devices.`,
+      spread(
+        `round trip p99 while ${fleet}, paced`,
+        "ms",
+        of((r) => r.paced.during.p99),
+      ),
+      spread(
+        `round trip max while ${fleet}, paced`,
+        "ms",
+        of((r) => r.paced.during.max),
+      ),
+      spread(
+        `round trip p99 while ${fleet}, unpaced`,
+        "ms",
+        of((r) => r.unpaced.during.p99),
+      ),
+      spread(
+        `devices provisioned per second, paced`,
+        "/s",
+        of((r) => r.paced.devicesPerSecond),
+      ),
+      spread(
+        `cut-off of a connected device at ${preload + provision}`,
+        "ms",
+        of((r) => r.paced.cutOffMs ?? NaN),
+      ),
+      spread(
+        `fleet at which one dynsec command stalls the broker ${BOUND_MS} ms (fit over ${sizes.join(", ")})`,
+        "devices",
+        of((r) => r.commandCost.stallLimitDevices),
+      ),
+      spread(
+        `fleet at which idle p99 + one command reach ${BOUND_MS} ms`,
+        "devices",
+        of((r) => r.commandCost.roundTripLimitDevices),
+      ),
     ];
-    console.log(lines.join("\n"));
-
-    await mkdir("bench/results", { recursive: true });
-    await writeFile(
-      "bench/results/broker-provisioning.json",
-      `${JSON.stringify(
-        {
-          broker: "mosquitto 2.0.11 + dynamic security",
-          boundMs: BOUND_MS,
-          preload,
-          provision,
-          paced,
-          unpaced,
-          ratios: {
-            pacedP99VsIdle: paced.during.p99 / paced.idle.p99,
-            unpacedP99VsIdle: unpaced.during.p99 / paced.idle.p99,
-            unpacedP99VsPaced: unpaced.during.p99 / paced.during.p99,
-            pacedSecondsVsUnpaced: paced.seconds / unpaced.seconds,
-          },
-          commandCost: { points: costs, fit, stallLimitDevices: stallLimit, roundTripLimitDevices: rttLimit },
-        },
-        null,
-        2,
-      )}\n`,
-    );
-    console.log("\nwrote bench/results/broker-provisioning.json");
+    for (const figure of figures) {
+      console.log(
+        `${figure.label}: median ${f(figure.median)} ${figure.unit} (${f(figure.min)}–${f(figure.max)})`,
+      );
+    }
+    const out = await writeResults(repoRoot, {
+      benchmark: "broker-provisioning",
+      parameters: {
+        broker: "mosquitto 2.0.11 + dynamic security",
+        boundMs: BOUND_MS,
+        preload,
+        provision,
+        idleSeconds: idleMs / 1000,
+        sizes,
+        runs: runCount,
+      },
+      runs,
+      figures,
+    });
+    console.log(`\nwrote ${out}`);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -8,6 +8,13 @@ const portList = z
   .transform((text) => text.split(",").map((p) => Number(p.trim())))
   .pipe(z.array(z.int().min(1).max(65535)).min(1));
 const seconds = z.coerce.number().positive();
+/** A comma-separated list of names, e.g. "ClusterIP,NodePort"; empty means none. */
+const nameList = z.string().transform((text) =>
+  text
+    .split(",")
+    .map((n) => n.trim())
+    .filter(Boolean),
+);
 
 /**
  * The operator's configuration, read from the environment (`.stack/env` exports the broker part).
@@ -34,14 +41,34 @@ export const operatorConfigSchema = z.object({
   BROKER_HOST: z.string().min(1).default("127.0.0.1"),
   BROKER_MTLS_PORT: port.default(8883),
   BROKER_ADMIN_PORT: port.default(1883),
+  /** CN of the admin certificate: the broker's dynsec admin client, which has no password. */
   BROKER_ADMIN_USERNAME: z.string().min(1).default("operator-admin"),
+  /** The admin's client certificate and key for the broker's mTLS-only admin listener. */
+  BROKER_ADMIN_CERT_FILE: z.string().min(1).optional(),
+  BROKER_ADMIN_KEY_FILE: z.string().min(1).optional(),
+  /** Passphrase of BROKER_ADMIN_KEY_FILE when the key is encrypted (the local stack's is). */
   BROKER_ADMIN_PASSWORD: z.string().min(1).optional(),
+  /** Verifies the broker's server certificate. */
   BROKER_CA_FILE: z.string().min(1).optional(),
   /** A broker on this host: the operator writes the combined CRL here and SIGHUPs the PID in BROKER_PID_FILE. */
   BROKER_CRL_FILE: z.string().min(1).optional(),
   BROKER_PID_FILE: z.string().min(1).optional(),
   /** CRLs of other issuers the broker checks (e.g. the root CA's), prepended to the tenants' CRLs. */
   BROKER_CRL_INCLUDE_FILE: z.string().min(1).optional(),
+  /** Priority classes pods in tenant namespaces may use (none: only the cluster's default priority). */
+  TENANT_PRIORITY_CLASSES: nameList.default([]),
+  /** Service types tenants may create; ExternalName and NodePort/LoadBalancer reach past NetworkPolicies. */
+  TENANT_SERVICE_TYPES: nameList
+    .pipe(z.array(z.enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])))
+    .default(["ClusterIP"]),
+  /**
+   * Ingress hosts of a tenant namespace must lie under `<namespace>.<this domain>`, so no tenant can
+   * take over another's host. Unset: tenants cannot create Ingresses.
+   */
+  TENANT_INGRESS_DOMAIN: z
+    .string()
+    .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a DNS name")
+    .optional(),
   PROBE_BIND_ADDRESS: z.string().default("127.0.0.1:8081"),
   LEASE_DURATION_SECONDS: seconds.default(15),
   LEASE_RENEW_DEADLINE_SECONDS: seconds.default(10),

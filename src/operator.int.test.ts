@@ -4,14 +4,24 @@ import { freePort } from "../test/harness/ports.js";
 import { type ManagedProcess, startProcess } from "../test/harness/process.js";
 import { repoRoot, stackVariables } from "../test/harness/stack.js";
 import { adminKubeConfig, eventually, uniqueName } from "../test/support/kube.js";
-import { kubectl } from "../test/support/kubectl.js";
-import { adminConnection } from "../test/support/mqtt.js";
+import { eventuallyNotFound, kubectl, notFound } from "../test/support/kubectl.js";
+import {
+  adminConnection,
+  brokerEntriesOf,
+  connectWithCertificate,
+  connectWithPassword,
+  grantsNothing,
+  refusedAsRevoked,
+} from "../test/support/mqtt.js";
 import {
   applyDevice,
   applyReadyTenant,
   deviceReadyReason,
+  deviceTls,
   readyDevice,
+  secretData,
   stackOperatorConfig,
+  startTestOperator,
 } from "../test/support/operator.js";
 import { DynsecClient } from "./broker/dynsec-client.js";
 import { install } from "./install.js";
@@ -22,7 +32,29 @@ import { KubeClient } from "./runtime/kube-client.js";
  * the middle of provisioning and while a deletion waits on its finalizer; a new process must
  * converge the cluster and the broker to exactly the desired state.
  */
-describe("the operator killed mid-provisioning", () => {
+async function isReady(namespace: string, device: string): Promise<boolean> {
+  const result = await kubectl([
+    "-n",
+    namespace,
+    "get",
+    "device",
+    device,
+    "-o",
+    "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+  ]);
+  return result.stdout === "True";
+}
+
+/** The serials on a tenant's revocation list, as the CRL Secret records them. */
+async function revokedSerials(tenant: string): Promise<string[]> {
+  const crl = await secretData("iot-system", `tenant-${tenant}-crl`).catch(
+    () => ({}) as Record<string, string>,
+  );
+  const revoked = JSON.parse(crl["revoked.json"] ?? "[]") as Array<{ serialNumber: string }>;
+  return revoked.map((r) => r.serialNumber);
+}
+
+describe("the operator stopped or killed mid-work", () => {
   const started: ManagedProcess[] = [];
   const tenant = uniqueName("crash");
 
@@ -57,27 +89,40 @@ describe("the operator killed mid-provisioning", () => {
 
   it("converges the cluster and the broker after a SIGKILL", async () => {
     const devices = Array.from({ length: 8 }, (_, i) => `unit-${i}`);
+    const [deleted, disabled, ...kept] = devices;
     await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
     const first = await startOperatorProcess("operator-1");
     await applyReadyTenant(tenant);
     await Promise.all(devices.map((d) => applyDevice(tenant, d)));
-    await readyDevice(tenant, "unit-0");
+    const deletedStatus = await readyDevice(tenant, deleted ?? "");
     process.kill(first.pid, "SIGKILL");
     expect(await first.exited).toBe("SIGKILL");
+    // Proof that the kill came mid-provisioning: some device was not Ready yet.
+    const readyAtKill = await Promise.all(devices.map((d) => isReady(tenant, d)));
+    expect(readyAtKill.filter(Boolean).length).toBeLessThan(devices.length);
 
     // While no operator runs: one device goes away (its finalizer holds it) and one is disabled.
-    expect((await kubectl(["-n", tenant, "delete", "device", "unit-7", "--wait=false"])).ok).toBe(true);
-    await applyDevice(tenant, "unit-6", { enabled: false });
+    expect((await kubectl(["-n", tenant, "delete", "device", deleted ?? "", "--wait=false"])).ok).toBe(true);
+    await applyDevice(tenant, disabled ?? "", { enabled: false });
 
-    await startOperatorProcess("operator-2");
-    const statuses = await Promise.all(devices.slice(0, 6).map((d) => readyDevice(tenant, d)));
-    await eventually(
-      "unit-7 deleted",
-      async () => ((await kubectl(["-n", tenant, "get", "device", "unit-7"])).ok ? undefined : true),
-      60_000,
+    const second = await startOperatorProcess("operator-2");
+    const statuses = await Promise.all(kept.map((d) => readyDevice(tenant, d)));
+    await eventuallyNotFound(["-n", tenant, "device", deleted ?? ""]);
+    await eventuallyNotFound(["-n", "iot-system", "certificate", `${tenant}.${deleted}`]);
+    await eventuallyNotFound(["-n", "iot-system", "secret", `${tenant}.${deleted}`]);
+    await eventually("the deleted device's serial on the tenant CRL", async () =>
+      (await revokedSerials(tenant)).includes(deletedStatus.certificate?.serialNumber ?? "-")
+        ? true
+        : undefined,
     );
-    await deviceReadyReason(tenant, "unit-6", "Disabled");
+    await deviceReadyReason(tenant, disabled ?? "", "Disabled");
 
+    const owners = (names: readonly string[]) => names.map((d) => `iot:${tenant}:${d}`).sort();
+    await eventually("the broker holds exactly the desired devices", async () => {
+      const entries = await brokerEntriesOf(tenant);
+      const expected = { roles: owners([disabled ?? "", ...kept]), clients: owners(kept) };
+      return JSON.stringify(entries) === JSON.stringify(expected) ? true : undefined;
+    });
     const { broker } = inject("stack");
     const dynsec = await DynsecClient.connect(adminConnection(broker));
     try {
@@ -89,6 +134,83 @@ describe("the operator killed mid-provisioning", () => {
       for (const client of ofTenant) expect(client.roles?.length).toBe(1);
     } finally {
       await dynsec.close();
+    }
+    await second.stop();
+  });
+
+  it("cleans up Devices deleted while it was stopped, and they stay cut off across resyncs and restarts (I4)", async () => {
+    const name = uniqueName("stopped");
+    const resync = { brokerResyncIntervalMs: 1_000 };
+    let operator = await startTestOperator(undefined, resync);
+    try {
+      await applyReadyTenant(name);
+      await applyDevice(name, "cert");
+      await applyDevice(name, "pass", { authentication: { type: "password" } });
+      await applyDevice(name, "kept");
+      const [cert] = await Promise.all([
+        readyDevice(name, "cert"),
+        readyDevice(name, "pass"),
+        readyDevice(name, "kept"),
+      ]);
+      const tls = await deviceTls(name, "cert");
+      const { username = "", password = "" } = await secretData(name, "pass-mqtt");
+      const liveCert = await connectWithCertificate(tls);
+      const livePass = await connectWithPassword(username, password);
+
+      await operator.stop();
+      // The finalizer stripped (as a tenant admin could) and the Devices deleted while no operator runs.
+      for (const device of ["cert", "pass"]) {
+        const strip = await kubectl([
+          "-n",
+          name,
+          "patch",
+          "device",
+          device,
+          "--type=json",
+          "-p",
+          JSON.stringify([{ op: "remove", path: "/metadata/finalizers" }]),
+        ]);
+        expect(strip.stderr).toBe("");
+        expect((await kubectl(["-n", name, "delete", "device", device])).ok).toBe(true);
+      }
+      expect(liveCert.connected && livePass.connected).toBe(true);
+
+      operator = await startTestOperator(undefined, resync);
+      await eventually(
+        "live connections dropped",
+        async () => (liveCert.connected || livePass.connected ? undefined : true),
+        30_000,
+      );
+      const root = `tenants/${name}/devices`;
+      expect(await grantsNothing(() => connectWithPassword(username, password), `${root}/pass`)).toBe(true);
+      await eventually("certificate revoked at the TLS layer", () => refusedAsRevoked(tls), 30_000);
+      expect(await revokedSerials(name)).toContain(cert.certificate?.serialNumber);
+      await eventuallyNotFound(["-n", "iot-system", "certificate", `${name}.cert`]);
+      await eventuallyNotFound(["-n", "iot-system", "secret", `${name}.cert`]);
+      await eventuallyNotFound(["-n", name, "secret", "cert-mqtt"]);
+      await eventuallyNotFound(["-n", name, "secret", "pass-mqtt"]);
+      const owners = { roles: [`iot:${name}:kept`], clients: [`iot:${name}:kept`] };
+      // The client goes first (that kicks); its role follows.
+      await eventually("the broker holds only the kept device", async () =>
+        JSON.stringify(await brokerEntriesOf(name)) === JSON.stringify(owners) ? true : undefined,
+      );
+
+      // Reconciles, broker resyncs and another restart give nothing back.
+      await kubectl(["label", "--overwrite", "tenant", name, "touch=1"]);
+      await kubectl(["-n", name, "label", "--overwrite", "device", "kept", "touch=1"]);
+      await new Promise((r) => setTimeout(r, 2_500));
+      await operator.stop();
+      operator = await startTestOperator(undefined, resync);
+      await readyDevice(name, "kept");
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(await grantsNothing(() => connectWithPassword(username, password), `${root}/pass`)).toBe(true);
+      expect(await refusedAsRevoked(tls)).toBe(true);
+      expect(await brokerEntriesOf(name)).toEqual(owners);
+      for (const device of ["cert", "pass"])
+        expect(await notFound(["-n", name, "device", device])).toBe(true);
+      await Promise.all([liveCert.endAsync(true), livePass.endAsync(true)]);
+    } finally {
+      await operator.stop();
     }
   });
 });

@@ -1,13 +1,13 @@
 import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { BrokerAdapter } from "./broker/adapter.js";
+import type { DynsecConnection } from "./broker/dynsec-client.js";
 import { MosquittoDynsecAdapter } from "./broker/mosquitto-dynsec.js";
 import type { OperatorConfig } from "./config.js";
 import { DeviceReconciler } from "./controllers/device.js";
 import { RevocationReconciler } from "./controllers/revocation.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import type { Logger } from "./observability/logger.js";
-import { errorMessage } from "./runtime/errors.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
@@ -34,10 +34,25 @@ function probeAddress(address: string): { host: string; port: number } {
   return { host: address.slice(0, colon) || "127.0.0.1", port: Number(address.slice(colon + 1)) };
 }
 
+/** The broker admin connection from the configuration; the admin logs in with its certificate only. */
+export function brokerAdminConnection(config: OperatorConfig): DynsecConnection {
+  const { BROKER_CA_FILE: caFile, BROKER_ADMIN_CERT_FILE: certFile, BROKER_ADMIN_KEY_FILE: keyFile } = config;
+  if (!caFile || !certFile || !keyFile)
+    throw new Error("BROKER_CA_FILE, BROKER_ADMIN_CERT_FILE and BROKER_ADMIN_KEY_FILE are required");
+  return {
+    host: config.BROKER_HOST,
+    port: config.BROKER_ADMIN_PORT,
+    caFile,
+    certFile,
+    keyFile,
+    ...(config.BROKER_ADMIN_PASSWORD ? { passphrase: config.BROKER_ADMIN_PASSWORD } : {}),
+  };
+}
+
 /** Wires the broker adapter, the Device and Tenant reconcilers and the manager, and starts them. */
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const { config, logger } = options;
-  if (!config.BROKER_ADMIN_PASSWORD) throw new Error("BROKER_ADMIN_PASSWORD is required");
+  const connection = brokerAdminConnection(config);
   const identity = options.identity ?? `${hostname()}-${process.pid}`;
   const manager = new Manager({
     kubeConfig: options.kubeConfig,
@@ -58,22 +73,16 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         }),
   });
   const broker = new MosquittoDynsecAdapter({
-    connection: {
-      host: config.BROKER_HOST,
-      port: config.BROKER_ADMIN_PORT,
-      username: config.BROKER_ADMIN_USERNAME,
-      password: config.BROKER_ADMIN_PASSWORD,
-    },
+    connection,
     logger: logger.child({ component: "broker" }),
     onCommand: (event) => manager.metrics.brokerCommand(event),
     ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
   });
-  const revocations = new RevocationReconciler(manager, config);
-  revocations.register();
+  new RevocationReconciler(manager, config).register();
   broker.onStatusChange((status) => manager.metrics.brokerSynced.set(status.synced ? 1 : 0));
-  const devices = new DeviceReconciler(manager, config, broker, revocations);
+  const devices = new DeviceReconciler(manager, config, broker);
   devices.register();
-  new TenantReconciler(manager, config, devices).register();
+  new TenantReconciler(manager, config, devices, broker).register();
 
   const done = manager.run().finally(() => broker.close());
   void resyncBrokerWhenLeading(manager, devices, logger, done);
@@ -90,7 +99,8 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
 
 /**
  * Once this replica leads and its caches are synced, hand the broker the complete desired set so
- * it deletes orphans left by a crash between two commands; the adapter repeats it on reconnect.
+ * it deletes orphans left by a crash between two commands or by Devices deleted meanwhile; the
+ * adapter recomputes it from the caches at every periodic resync and reconnect.
  */
 async function resyncBrokerWhenLeading(
   manager: Manager,
@@ -108,6 +118,6 @@ async function resyncBrokerWhenLeading(
     const report = await devices.resyncBroker();
     logger.info({ ...report }, "broker resynced");
   } catch (error) {
-    logger.warn({ err: errorMessage(error) }, "broker resync failed; the adapter retries on reconnect");
+    logger.warn({ err: error }, "broker resync failed; the adapter retries on reconnect");
   }
 }

@@ -1,31 +1,19 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import mqtt from "mqtt";
-import { type Broker, mosquittoBinary } from "../../test/harness/mosquitto.js";
-import { type ManagedProcess, startProcess, waitUntil } from "../../test/harness/process.js";
+import {
+  adminConnection,
+  type Broker,
+  mosquittoBinary,
+  waitUntilAdminConnects,
+} from "../../test/harness/mosquitto.js";
+import { type ManagedProcess, startProcess } from "../../test/harness/process.js";
 
 /** Starts mosquitto again on a broker's config (same ports, same dynsec file) after broker.stop(). */
 export async function restartMosquitto(broker: Broker): Promise<ManagedProcess> {
   const process = startProcess("mosquitto", mosquittoBinary(), ["-c", broker.configFile], {
     logFile: join(dirname(broker.configFile), "mosquitto.log"),
   });
-  await waitUntil(
-    "mosquitto restart",
-    () =>
-      new Promise<boolean>((resolve) => {
-        const client = mqtt.connect({
-          host: broker.host,
-          port: broker.adminPort,
-          username: broker.adminUsername,
-          password: broker.adminPassword,
-          reconnectPeriod: 0,
-          connectTimeout: 2_000,
-        });
-        client.once("connect", () => client.end(true, () => resolve(true)));
-        client.once("error", () => client.end(true, () => resolve(false)));
-      }),
-    { timeoutMs: 60_000, process },
-  );
+  await waitUntilAdminConnects(adminConnection(broker), process);
   return process;
 }
 

@@ -7,7 +7,14 @@ import type { BrokerDevice } from "../../src/broker/adapter.js";
 import { MosquittoDynsecAdapter } from "../../src/broker/mosquitto-dynsec.js";
 
 const inputSchema = z.object({
-  connection: z.object({ host: z.string(), port: z.number(), username: z.string(), password: z.string() }),
+  connection: z.object({
+    host: z.string(),
+    port: z.number(),
+    caFile: z.string(),
+    certFile: z.string(),
+    keyFile: z.string(),
+    passphrase: z.string().optional(),
+  }),
   ownerPrefix: z.string(),
   devices: z.array(z.custom<BrokerDevice>()),
 });

@@ -10,6 +10,8 @@ export const TenantConditionType = {
   NetworkIsolated: "NetworkIsolated",
   PKIReady: "PKIReady",
   BrokerReady: "BrokerReady",
+  /** spec.admins are bound in every tenant namespace. */
+  AdminsBound: "AdminsBound",
 } as const;
 export type TenantConditionType = (typeof TenantConditionType)[keyof typeof TenantConditionType];
 
@@ -32,6 +34,8 @@ export const ConditionReason = {
   NamespaceNotOwned: "NamespaceNotOwned",
   /** spec.network.allowFromNamespaces names a namespace that another tenant owns. */
   NamespaceOfOtherTenant: "NamespaceOfOtherTenant",
+  /** spec.admins names a ServiceAccount in another tenant's namespace; it is not bound. */
+  AdminOfOtherTenant: "AdminOfOtherTenant",
   /** spec.broker.topicRoot equals, contains or lies inside another tenant's root. */
   TopicRootConflict: "TopicRootConflict",
   /** The tenant's intermediate CA or its Issuer is not ready yet. */

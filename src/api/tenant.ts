@@ -201,7 +201,7 @@ export const tenantSpecSchema = z
 export const tenantStatusSchema = z
   .object({
     conditions: conditionsSchema(
-      "Ready, NamespacesReady, NetworkIsolated, PKIReady and BrokerReady; reasons are the exported constants.",
+      "Ready, NamespacesReady, NetworkIsolated, AdminsBound, PKIReady and BrokerReady; reasons are the exported constants.",
     ),
     observedGeneration: observedGenerationSchema,
     namespaces: z

@@ -35,6 +35,12 @@ export interface DeviceRef {
   readonly device: string;
 }
 
+/** A tenant's place on the broker. */
+export interface TenantRef {
+  readonly tenant: string;
+  readonly topicRoot: string;
+}
+
 /**
  * Whether the adapter reaches the broker and has read its state. False means an outage: every
  * device's `BrokerSynced` is False with reason BrokerError. While true, each device's own
@@ -56,13 +62,24 @@ export interface BrokerAdapter {
   /**
    * Replaces the desired set with `devices` (every device of every tenant) and converges the broker
    * to it, deleting the operator's entries that are not in it. Call at start; the adapter repeats
-   * it by itself periodically and after every reconnect with the last complete set.
+   * it by itself periodically and after every reconnect. Given a function, it asks it for the
+   * current set each time (an operator passes its caches, so a device gone meanwhile goes from the
+   * broker too); given a list, it reuses that list.
    */
-  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport>;
+  syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport>;
   /** Makes one device's broker state match; resolves when the broker holds it. Idempotent. */
   applyDevice(device: BrokerDevice): Promise<void>;
-  /** Removes the device from the broker; its live connection is dropped. Idempotent. */
+  /**
+   * Removes the device from the broker: its live connection is dropped and what the broker keeps
+   * for its identity (an MQTT session, queued messages) is discarded. Idempotent.
+   */
   removeDevice(ref: DeviceRef): Promise<void>;
+  /**
+   * Deletes what the broker keeps under a deleted tenant's topic root beyond its devices (retained
+   * messages), so nothing of it reaches a later tenant given the same root. Call after every device
+   * of the tenant is removed. Idempotent.
+   */
+  purgeTenant(ref: TenantRef): Promise<void>;
   status(): BrokerStatus;
   /** Called on every change of status(); returns the unsubscribe function. */
   onStatusChange(listener: (status: BrokerStatus) => void): () => void;

@@ -13,13 +13,20 @@ const base: BrokerDevice = {
 
 const send = (topic: string): Acl => ({ acltype: "publishClientSend", topic, priority: 0, allow: true });
 const sub = (topic: string): Acl => ({ acltype: "subscribePattern", topic, priority: 0, allow: true });
+const receive = (topic: string): Acl => ({
+  acltype: "publishClientReceive",
+  topic,
+  priority: 0,
+  allow: true,
+});
 
 describe("desiredDevice", () => {
   it.each([
     {
-      name: "default: only the own subtree, shared form included",
+      name: "default: only the own subtree, shared form and delivery included",
       device: base,
       acls: [
+        receive("tenants/acme/devices/sensor-1/#"),
         send("tenants/acme/devices/sensor-1/#"),
         sub("$share/+/tenants/acme/devices/sensor-1/#"),
         sub("tenants/acme/devices/sensor-1/#"),
@@ -33,6 +40,7 @@ describe("desiredDevice", () => {
         topics: { publish: ["alerts/+", "devices/sensor-1/state"], subscribe: ["#"] },
       },
       acls: [
+        receive("fleet/eu/acme/#"),
         send("fleet/eu/acme/alerts/+"),
         send("fleet/eu/acme/devices/sensor-1/state"),
         sub("$share/+/fleet/eu/acme/#"),
@@ -42,7 +50,12 @@ describe("desiredDevice", () => {
     {
       name: "a read-only application publishes nothing",
       device: { ...base, topics: { publish: [], subscribe: ["#"] } },
-      acls: [sub("$share/+/tenants/acme/#"), sub("tenants/acme/#")],
+      acls: [receive("tenants/acme/#"), sub("$share/+/tenants/acme/#"), sub("tenants/acme/#")],
+    },
+    {
+      name: "a write-only device receives nothing",
+      device: { ...base, topics: { publish: ["devices/sensor-1/readings"], subscribe: [] } },
+      acls: [send("tenants/acme/devices/sensor-1/readings")],
     },
   ])("$name", ({ device, acls }) => {
     const desired = desiredDevice("iot:", device);

@@ -65,9 +65,23 @@ export function narrows(current: readonly Acl[], next: readonly Acl[]): boolean 
 }
 
 /**
- * Exact grants under the tenant root: `topics` if the Device names any, else its own subtree. Subscribe grants also cover the shared-subscription form
- * `$share/<any group>/<filter>`, because dynsec matches the whole filter; nothing else is granted
- * and the broker's default denies publishing and subscribing.
+ * dynsec's default for whatever no role grants: everything is denied, delivery to a subscriber
+ * included. dynsec's own default lets every existing subscription receive (`publishClientReceive`
+ * true), so a session resumed after its grant narrowed kept getting what it no longer may read.
+ */
+export const DEFAULT_ACL_ACCESS: Readonly<Record<string, boolean>> = {
+  publishClientSend: false,
+  publishClientReceive: false,
+  subscribe: false,
+  unsubscribe: true,
+};
+
+/**
+ * Exact grants under the tenant root: `topics` if the Device names any, else its own subtree.
+ * Subscribe grants also cover the shared-subscription form `$share/<any group>/<filter>`, because
+ * dynsec matches the whole filter, and carry a receive grant for the same filter: the broker checks
+ * every delivery against the device's current grant (the default denies), so a resumed or older
+ * subscription never delivers more than the device may read now.
  */
 export function deviceAcls(
   topicRoot: string,
@@ -84,6 +98,7 @@ export function deviceAcls(
     ...subscribe.flatMap((topic): Acl[] => [
       { acltype: "subscribePattern", topic, priority: 0, allow: true },
       { acltype: "subscribePattern", topic: `$share/+/${topic}`, priority: 0, allow: true },
+      { acltype: "publishClientReceive", topic, priority: 0, allow: true },
     ]),
   ]);
 }

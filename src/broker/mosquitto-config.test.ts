@@ -7,6 +7,7 @@ const options = {
   passwordPort: 8884,
   adminPort: 1883,
   rootCaFile: "/tls/ca.crt",
+  adminCaFile: "/admin-ca/ca.crt",
   serverCertFile: "/tls/tls.crt",
   serverKeyFile: "/tls/tls.key",
   crlFile: "/crl/crl.pem",
@@ -40,11 +41,32 @@ describe("mosquittoConfig", () => {
       "crlfile /crl/crl.pem",
       "require_certificate true",
       "use_subject_as_username true",
+      "use_username_as_clientid true",
     ]);
   });
 
   it("serves password devices over TLS without taking the certificate as identity", () => {
-    expect(listener(config, 8884)).toEqual(["certfile /tls/tls.crt", "keyfile /tls/tls.key"]);
+    expect(listener(config, 8884)).toEqual([
+      "certfile /tls/tls.crt",
+      "keyfile /tls/tls.key",
+      "use_username_as_clientid true",
+    ]);
+  });
+
+  it("admits only the holder of an admin-CA certificate on the admin listener, named by its CN", () => {
+    expect(listener(config, 1883)).toEqual([
+      "cafile /admin-ca/ca.crt",
+      "certfile /tls/tls.crt",
+      "keyfile /tls/tls.key",
+      "require_certificate true",
+      "use_identity_as_username true",
+    ]);
+  });
+
+  it("expires persistent sessions and bounds their queues", () => {
+    expect(config).toContain(
+      "persistent_client_expiration 1d\nmax_queued_messages 1000\nmax_queued_bytes 1048576",
+    );
   });
 
   it.each([

@@ -4,9 +4,23 @@
  * - mTLS device listener: client certificate required, chain checked against the root CA and
  *   the tenants' CRLs, the certificate subject becomes the username (CN=<device>,O=<tenant>);
  * - TLS password listener for password devices;
- * - the admin listener the operator's dynamic-security client uses;
- * - the dynamic-security plugin as the only authority (no anonymous access).
+ * - on both device listeners the client id is the username, whatever the device sends: a client id
+ *   belongs to one identity, so no device can take over, or knock off, another one's session;
+ * - the admin listener the operator's dynamic-security client uses: mTLS with a CA of its own, the
+ *   certificate's CN is the admin's username and that client has no password (see dynsec-state.ts);
+ * - the dynamic-security plugin as the only authority (no anonymous access);
+ * - persistent sessions expire and their queues are bounded.
  */
+
+/**
+ * A persistent session (MQTT 3.1.1 clean session off, or a v5 session expiry) is dropped after this
+ * long without a connection; 2.0.x caps a v5 client's longer expiry to it. A day rides out the
+ * outages a field device has, and bounds what a session holds for an identity that never returns.
+ */
+export const SESSION_EXPIRY = "1d";
+/** Messages, and bytes, a broker queues for one offline or slow session before it drops new ones. */
+export const MAX_QUEUED_MESSAGES = 1000;
+export const MAX_QUEUED_BYTES = 1_048_576;
 
 export interface MosquittoConfigOptions {
   readonly bindAddress: string;
@@ -14,6 +28,8 @@ export interface MosquittoConfigOptions {
   readonly passwordPort: number;
   readonly adminPort: number;
   readonly rootCaFile: string;
+  /** The CA that signs the operator's admin certificate; the admin listener trusts only it. */
+  readonly adminCaFile: string;
   readonly serverCertFile: string;
   readonly serverKeyFile: string;
   /** Root CA's CRL followed by every tenant CA's, as the operator publishes them. */
@@ -32,6 +48,9 @@ export function mosquittoConfig(options: MosquittoConfigOptions): string {
     "per_listener_settings false",
     "allow_anonymous false",
     "persistence false",
+    `persistent_client_expiration ${SESSION_EXPIRY}`,
+    `max_queued_messages ${MAX_QUEUED_MESSAGES}`,
+    `max_queued_bytes ${MAX_QUEUED_BYTES}`,
     ...(options.pidFile ? [`pid_file ${options.pidFile}`] : []),
     "log_dest stdout",
     "log_type error",
@@ -42,6 +61,10 @@ export function mosquittoConfig(options: MosquittoConfigOptions): string {
     `plugin_opt_config_file ${options.dynsecStateFile}`,
     "",
     `listener ${options.adminPort} ${options.bindAddress}`,
+    `cafile ${options.adminCaFile}`,
+    ...tls,
+    "require_certificate true",
+    "use_identity_as_username true",
     "",
     `listener ${options.mtlsPort} ${options.bindAddress}`,
     `cafile ${options.rootCaFile}`,
@@ -49,9 +72,11 @@ export function mosquittoConfig(options: MosquittoConfigOptions): string {
     `crlfile ${options.crlFile}`,
     "require_certificate true",
     "use_subject_as_username true",
+    "use_username_as_clientid true",
     "",
     `listener ${options.passwordPort} ${options.bindAddress}`,
     ...tls,
+    "use_username_as_clientid true",
     "",
   ].join("\n");
 }

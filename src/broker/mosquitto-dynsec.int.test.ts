@@ -1,8 +1,8 @@
 import { spawn } from "node:child_process";
-import { mkdtemp } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { MqttClient } from "mqtt";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -10,9 +10,14 @@ import { restartMosquitto } from "../../bench/support/mosquitto-process.js";
 import { connectWithCertificate, publishCode, subscribeCodes } from "../../bench/support/mqtt-device.js";
 import { startMosquitto } from "../../test/harness/mosquitto.js";
 import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
-import { adminConnection, NOT_AUTHORIZED } from "../../test/support/mqtt.js";
+import {
+  adminConnection,
+  connectWithPassword,
+  NOT_AUTHORIZED,
+  receivedBeforeSentinel,
+} from "../../test/support/mqtt.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
-import { desiredDevice } from "./desired.js";
+import { type Acl, canonicalAcls, desiredDevice } from "./desired.js";
 import { DynsecClient } from "./dynsec-client.js";
 import { BrokerUnavailableError, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
 import { observationOf } from "./plan.js";
@@ -40,16 +45,6 @@ function closed(client: MqttClient): Promise<number> {
   return new Promise((resolve) => client.once("close", () => resolve(performance.now() - started)));
 }
 
-/** Messages that arrive on `client` within `ms`. */
-async function received(client: MqttClient, ms: number): Promise<string[]> {
-  const messages: string[] = [];
-  const collect = (topic: string, payload: Buffer) => messages.push(`${topic}=${payload.toString()}`);
-  client.on("message", collect);
-  await sleep(ms);
-  client.off("message", collect);
-  return messages;
-}
-
 /** The operator's entries in the broker, as the adapter's observation of them should look. */
 async function brokerStateOf(admin: DynsecClient, prefix: string) {
   const roles = (await admin.run({ command: "listRoles", verbose: true })) as {
@@ -61,6 +56,7 @@ async function brokerStateOf(admin: DynsecClient, prefix: string) {
   return {
     roles: roles.roles
       .filter((r) => r.rolename.startsWith(prefix))
+      .map((r) => ({ ...r, acls: canonicalAcls(r.acls as Acl[]) }))
       .sort((a, b) => a.rolename.localeCompare(b.rolename)),
     clients: clients.clients
       .filter((c) => c.textname?.startsWith(prefix))
@@ -133,6 +129,9 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
         `tenants/${a}/#`,
         `tenants/${b}/#`,
         `tenants/${b}/devices/sensor-1/#`,
+        `tenants/+/devices/sensor-1/#`,
+        "tenants/#",
+        "+/+/devices/#",
         "#",
         "+/#",
         "$SYS/#",
@@ -145,12 +144,18 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
 
       expect(await subscribeCodes(reader, `tenants/${a}/#`)).toEqual([1]);
       expect(await subscribeCodes(foreign, `tenants/${b}/devices/sensor-1/#`)).toEqual([1]);
-      const seenByOwn = received(own, 600);
-      const seenByReader = received(reader, 600);
-      await publishCode(own, `${subtree}/temp`, "21.5");
-      await publishCode(neighbour, `tenants/${a}/devices/sensor-2/temp`, "19");
-      await publishCode(foreign, `tenants/${b}/devices/sensor-1/temp`, "live", true);
-      expect(await seenByOwn).toEqual([`${subtree}/temp=21.5`]);
+      // A sentinel published after the messages under test ends each wait: absence by order, not by the clock.
+      const end = `${subtree}/end`;
+      const seenByReader = receivedBeforeSentinel(reader, end, async () => undefined);
+      const seenByOwn = await receivedBeforeSentinel(own, end, async () => {
+        expect(await publishCode(own, `${subtree}/temp`, "21.5")).toBeLessThan(128);
+        expect(await publishCode(neighbour, `tenants/${a}/devices/sensor-2/temp`, "19")).toBeLessThan(128);
+        expect(await publishCode(foreign, `tenants/${b}/devices/sensor-1/temp`, "live", true)).toBeLessThan(
+          128,
+        );
+        await publishCode(own, end, "");
+      });
+      expect(seenByOwn).toEqual([`${subtree}/temp=21.5`]);
       expect((await seenByReader).sort()).toEqual([
         `tenants/${a}/devices/sensor-1/temp=21.5`,
         `tenants/${a}/devices/sensor-2/temp=19`,
@@ -158,10 +163,12 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
 
       // A retained message of the other tenant is not delivered to a fresh session either.
       const late = await connectWithCertificate(endpoint, await certificate(a, "sensor-1"));
-      const seenLate = received(late, 400);
-      await subscribeCodes(late, `tenants/${b}/devices/sensor-1/temp`);
-      await subscribeCodes(late, `${subtree}/#`);
-      expect(await seenLate).toEqual([]);
+      const seenLate = await receivedBeforeSentinel(late, end, async () => {
+        expect(await subscribeCodes(late, `tenants/${b}/devices/sensor-1/temp`)).toEqual([REFUSED]);
+        expect(await subscribeCodes(late, `${subtree}/#`)).toEqual([1]);
+        await publishCode(late, end, "");
+      });
+      expect(seenLate).toEqual([]);
       await late.endAsync();
     } finally {
       await Promise.all([own, neighbour, foreign, reader].map((c) => c.endAsync()));
@@ -236,15 +243,7 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     });
     await adapter.applyDevice(spec);
     await adapter.applyDevice(spec);
-    const connect = (secret: string) =>
-      mqtt.connectAsync({
-        host: stack.broker.host,
-        port: stack.broker.adminPort,
-        protocolVersion: 5,
-        username: `${tenant}/legacy`,
-        password: secret,
-        reconnectPeriod: 0,
-      });
+    const connect = (secret: string) => connectWithPassword(`${tenant}/legacy`, secret);
     const client = await connect(password);
     expect(await subscribeCodes(client, `tenants/${tenant}/devices/legacy/#`)).toEqual([1]);
     expect(await subscribeCodes(client, `tenants/${tenant}/#`)).toEqual([REFUSED]);
@@ -255,6 +254,29 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     });
     await expect(connect(password)).rejects.toThrow();
     await (await connect("rotated")).endAsync();
+    // The admin listener is the operator's alone: a device's valid credentials do not open it.
+    for (const protocol of ["mqtt", "mqtts"] as const)
+      await expect(
+        mqtt.connectAsync({
+          protocol,
+          host: stack.broker.host,
+          port: stack.broker.adminPort,
+          ca: await readFile(stack.broker.caFile),
+          username: `${tenant}/legacy`,
+          password: "rotated",
+          reconnectPeriod: 0,
+          connectTimeout: 5_000,
+        }),
+      ).rejects.toThrow();
+  });
+
+  it("refuses the broker admin's credentials on the device password listener and serves them on the admin listener", async () => {
+    await expect(connectWithPassword(stack.broker.adminUsername, stack.broker.adminPassword)).rejects.toThrow(
+      /Not authorized/,
+    );
+    const operator = await DynsecClient.connect(connection);
+    expect(await operator.run({ command: "getDefaultACLAccess" })).toBeDefined();
+    await operator.close();
   });
 
   it("deletes orphans and corrects drift within its own prefix only", async () => {
@@ -266,7 +288,8 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     try {
       await scoped.applyDevice(keep);
       await scoped.applyDevice(device(tenant, "orphan"));
-      await admin.run({ command: "createRole", rolename: foreignRole });
+      const foreignAcls = [{ acltype: "subscribePattern", topic: "foreign/#", priority: 0, allow: true }];
+      await admin.run({ command: "createRole", rolename: foreignRole, acls: foreignAcls });
       await admin.run({ command: "createRole", rolename: `${own}stray` });
       await admin.run({
         command: "modifyRole",
@@ -277,7 +300,9 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
       const report = await scoped.syncAll([keep]);
       expect(report.orphansDeleted).toBe(2);
       expect(await brokerStateOf(admin, own)).toEqual(expectedStateOf(own, [keep]));
-      expect(await admin.run({ command: "getRole", rolename: foreignRole })).toBeDefined();
+      expect(await admin.run({ command: "getRole", rolename: foreignRole })).toEqual({
+        role: { rolename: foreignRole, acls: foreignAcls },
+      });
       expect((await scoped.syncAll([keep])).commands).toBe(0);
     } finally {
       await scoped.close();
@@ -325,18 +350,200 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
   });
 });
 
+describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () => {
+  let dir: string;
+  let adapter: MosquittoDynsecAdapter;
+  const prefix = `isess-${run}:`;
+  const endpoint = stack.broker;
+
+  const pair = (tenant: string, name: string) =>
+    issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}-${randomUUID()}`, {
+      subject: `/O=${tenant}/CN=${name}`,
+      usages: ["clientAuth"],
+    });
+
+  /** An MQTT 3.1.1 device with a persistent session (clean session off) and the client id it chooses. */
+  async function persistentDevice(tenant: string, name: string, clientId: string): Promise<MqttClient> {
+    return connectWithCertificate(endpoint, await pair(tenant, name), {
+      protocolVersion: 4,
+      clean: false,
+      clientId,
+    });
+  }
+
+  /** A device of the topic's tenant that may publish anywhere under its root sends the messages under test. */
+  const commanders = new Map<string, Promise<MqttClient>>();
+  async function publish(topic: string, payload: string, retain = false): Promise<void> {
+    const tenant = topic.split("/")[1] ?? "";
+    let commander = commanders.get(tenant);
+    if (!commander) {
+      commander = adapter
+        .applyDevice(device(tenant, "commander", { topics: { publish: ["#"], subscribe: [] } }))
+        .then(() => pair(tenant, "commander"))
+        .then((commanderPair) => connectWithCertificate(endpoint, commanderPair));
+      commanders.set(tenant, commander);
+    }
+    expect(await publishCode(await commander, topic, payload, retain)).toBeLessThan(128);
+  }
+  const cmd = (tenant: string, name: string) => `tenants/${tenant}/devices/${name}/cmd`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "broker-sessions-"));
+    adapter = new MosquittoDynsecAdapter({ connection, ownerPrefix: prefix });
+  });
+  afterAll(async () => {
+    await Promise.all([...commanders.values()].map(async (c) => (await c).endAsync(true)));
+    await adapter.close();
+  });
+
+  it.each([
+    ["a device of another tenant", (t: string) => [`${t}a`, "sensor-1", `${t}b`, "sensor-1"]],
+    ["a sibling device of the same tenant", (t: string) => [`${t}a`, "sensor-1", `${t}a`, "sensor-2"]],
+  ])("%s that uses a device's client id neither takes over its session nor knocks it off", async (_, names) => {
+    const [victimTenant, victimName, thiefTenant, thiefName] = names(`t${randomUUID().slice(0, 6)}`) as [
+      string,
+      string,
+      string,
+      string,
+    ];
+    await adapter.applyDevice(device(victimTenant, victimName));
+    await adapter.applyDevice(device(thiefTenant, thiefName));
+    const clientId = `shared-${randomUUID()}`;
+    const victim = await persistentDevice(victimTenant, victimName, clientId);
+    expect(await subscribeCodes(victim, cmd(victimTenant, victimName))).toEqual([1]);
+
+    // While the victim is online: the thief connects with its client id.
+    const thief = await persistentDevice(thiefTenant, thiefName, clientId);
+    const thiefOwn = `tenants/${thiefTenant}/devices/${thiefName}/sentinel`;
+    expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
+    const seenByVictim = await receivedBeforeSentinel(victim, cmd(victimTenant, victimName), () =>
+      publish(cmd(victimTenant, victimName), "online"),
+    );
+    expect({ seenByVictim, victimConnected: victim.connected }).toEqual({
+      seenByVictim: [],
+      victimConnected: true,
+    });
+    expect(await receivedBeforeSentinel(thief, thiefOwn, () => publish(thiefOwn, "s"))).toEqual([]);
+    await thief.endAsync();
+
+    // While the victim is offline with a queued message: the thief resumes nothing.
+    await victim.endAsync();
+    await publish(cmd(victimTenant, victimName), "queued");
+    const again = await persistentDevice(thiefTenant, thiefName, clientId);
+    await subscribeCodes(again, thiefOwn);
+    expect(await receivedBeforeSentinel(again, thiefOwn, () => publish(thiefOwn, "s"))).toEqual([]);
+    await again.endAsync();
+
+    // Positive twin: the victim's own session kept the queued message for it.
+    const back = await persistentDevice(victimTenant, victimName, clientId);
+    const queued = new Promise((resolve) =>
+      back.once("message", (topic, payload) => resolve(`${topic}=${payload}`)),
+    );
+    expect(await queued).toBe(`${cmd(victimTenant, victimName)}=queued`);
+    await back.endAsync();
+  });
+
+  /** Connects as the device (MQTT 3.1.1, clean session off), disconnects, and tells whether the broker had a session for it. */
+  async function hadSession(tenant: string, name: string): Promise<boolean> {
+    const identity = await pair(tenant, name);
+    const client = mqtt.connect({
+      protocol: "mqtts",
+      host: endpoint.host,
+      port: endpoint.mtlsPort,
+      protocolVersion: 4,
+      clean: false,
+      clientId: "any",
+      reconnectPeriod: 0,
+      ca: await readFile(endpoint.caFile),
+      cert: await readFile(identity.certFile),
+      key: await readFile(identity.keyFile),
+    });
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => {
+      client.once("connect", resolve);
+      client.once("error", reject);
+    });
+    await client.endAsync();
+    return connack.sessionPresent;
+  }
+
+  it("discards a removed device's session, so a device later given its name resumes nothing", async () => {
+    const tenant = `r${randomUUID().slice(0, 6)}`;
+    const spec = device(tenant, "s1");
+    await adapter.applyDevice(spec);
+    const first = await persistentDevice(tenant, "s1", "any");
+    expect(await subscribeCodes(first, cmd(tenant, "s1"))).toEqual([1]);
+    await first.endAsync();
+    // Positive twin: the session is there while the device is.
+    expect(await hadSession(tenant, "s1")).toBe(true);
+    await adapter.removeDevice(spec);
+    await adapter.applyDevice(spec);
+    expect(await hadSession(tenant, "s1")).toBe(false);
+  });
+
+  it("clears a deleted tenant's retained messages and no one else's", async () => {
+    const [gone, kept] = [`g${randomUUID().slice(0, 6)}`, `k${randomUUID().slice(0, 6)}`];
+    await publish(`tenants/${gone}/devices/s1/state`, "left behind", true);
+    await publish(`tenants/${gone}/devices/s1/a/b`, "deeper", true);
+    await publish(`tenants/${kept}/devices/s1/state`, "still mine", true);
+    await adapter.purgeTenant({ tenant: gone, topicRoot: `tenants/${gone}` });
+
+    await adapter.applyDevice(device(gone, "reader", { topics: { publish: ["#"], subscribe: ["#"] } }));
+    const reader = await connectWithCertificate(endpoint, await pair(gone, "reader"));
+    const end = `tenants/${gone}/end`;
+    const seen = await receivedBeforeSentinel(reader, end, async () => {
+      expect(await subscribeCodes(reader, `tenants/${gone}/#`)).toEqual([1]);
+      await publishCode(reader, end, "");
+    });
+    expect(seen).toEqual([]);
+    await reader.endAsync();
+
+    // Positive twin: the other tenant's retained message is still delivered.
+    await adapter.applyDevice(device(kept, "reader", { topics: { publish: [], subscribe: ["#"] } }));
+    const other = await connectWithCertificate(endpoint, await pair(kept, "reader"));
+    const retained = new Promise((resolve) => other.once("message", (t, p) => resolve(`${t}=${p}`)));
+    expect(await subscribeCodes(other, `tenants/${kept}/#`)).toEqual([1]);
+    expect(await retained).toBe(`tenants/${kept}/devices/s1/state=still mine`);
+    await other.endAsync();
+  });
+
+  it.each([
+    ["narrowed while offline", false],
+    ["disabled, then enabled again with a narrower grant", true],
+  ])("a resumed session receives nothing beyond the device's current grant: %s", async (_, viaDisable) => {
+    const tenant = `w${randomUUID().slice(0, 6)}`;
+    const wide = device(tenant, "gw", { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } });
+    await adapter.applyDevice(wide);
+    await adapter.applyDevice(device(tenant, "sensor-2"));
+    const clientId = `gw-${randomUUID()}`;
+    const gw = await persistentDevice(tenant, "gw", clientId);
+    expect(await subscribeCodes(gw, `tenants/${tenant}/devices/#`)).toEqual([1]);
+    const dropped = closed(gw);
+    if (viaDisable) await adapter.applyDevice({ ...wide, enabled: false });
+    else await gw.endAsync();
+    await dropped;
+    await publish(cmd(tenant, "sensor-2"), "queued-while-offline");
+    await adapter.applyDevice(device(tenant, "gw"));
+
+    const resumed = await persistentDevice(tenant, "gw", clientId);
+    const own = `tenants/${tenant}/devices/gw/sentinel`;
+    // Its own subscription carries the sentinel whether or not the session kept the old one (a kick drops it).
+    expect(await subscribeCodes(resumed, own)).toEqual([1]);
+    const seen = await receivedBeforeSentinel(resumed, own, async () => {
+      await publish(cmd(tenant, "sensor-2"), "live");
+      await publish(own, "s");
+    });
+    expect(seen).toEqual([]);
+    await resumed.endAsync();
+  });
+});
+
 describe("MosquittoDynsecAdapter during a broker outage", () => {
   it("reports BrokerSynced=False while the broker is down and heals by itself", async () => {
     const dir = await mkdtemp(join(tmpdir(), "broker-outage-"));
     const broker = await startMosquitto({ stateDir: dir, deviceRootCA: stack.deviceRootCA });
     const statuses: BrokerStatus[] = [];
     const adapter = new MosquittoDynsecAdapter({
-      connection: {
-        host: broker.host,
-        port: broker.adminPort,
-        username: broker.adminUsername,
-        password: broker.adminPassword,
-      },
+      connection: adminConnection(broker),
       backoff: { initialMs: 100, maxMs: 500 },
     });
     adapter.onStatusChange((status) => statuses.push(status));

@@ -1,13 +1,22 @@
 import { setTimeout as sleep, setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import { z } from "zod";
-import type { BrokerAdapter, BrokerDevice, BrokerStatus, DeviceRef, SyncReport } from "./adapter.js";
+import type {
+  BrokerAdapter,
+  BrokerDevice,
+  BrokerStatus,
+  DeviceRef,
+  SyncReport,
+  TenantRef,
+} from "./adapter.js";
+import { clearRetained, discardSession } from "./admin-session.js";
 import { type DesiredDevice, desiredDevice, ownerName, ownerRef } from "./desired.js";
 import {
   BrokerConnectionLost,
   DynsecClient,
   type DynsecCommand,
   type DynsecConnection,
+  readPaged,
 } from "./dynsec-client.js";
 import {
   isCutOff,
@@ -15,7 +24,9 @@ import {
   type ObservedClient,
   type ObservedDevice,
   observationOf,
+  planDefaultAccess,
   planDevice,
+  sessionsToDiscard,
 } from "./plan.js";
 
 export const DEFAULT_OWNER_PREFIX = "iot:";
@@ -62,9 +73,37 @@ const clientSchema = z.object({
 });
 const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
 const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
-const LIST_PAGE_SIZE = 500;
 const getRoleSchema = z.object({ role: roleSchema });
 const getClientSchema = z.object({ client: clientSchema });
+export const defaultAccessSchema = z.object({
+  acls: z.array(z.object({ acltype: z.string(), allow: z.boolean() })),
+});
+
+/** Every dynsec role, read in pages; `afterPage` may pause between them (pacing). */
+export function listAllRoles(client: DynsecClient, afterPage?: (durationMs: number) => Promise<void>) {
+  return readPaged(
+    client,
+    "listRoles",
+    (data) => {
+      const page = listRolesSchema.parse(data);
+      return { totalCount: page.totalCount, items: page.roles };
+    },
+    afterPage,
+  );
+}
+
+/** Every dynsec client, read in pages; `afterPage` may pause between them (pacing). */
+export function listAllClients(client: DynsecClient, afterPage?: (durationMs: number) => Promise<void>) {
+  return readPaged(
+    client,
+    "listClients",
+    (data) => {
+      const page = listClientsSchema.parse(data);
+      return { totalCount: page.totalCount, items: page.clients };
+    },
+    afterPage,
+  );
+}
 
 const NOT_FOUND = /not found/i;
 const MUTATING = new Set([
@@ -103,9 +142,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly pacing: number;
   private readonly resyncIntervalMs: number;
   private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
-  /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives. */
+  /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives, else an orphan. */
   private readonly desired = new Map<string, DesiredDevice | null>();
-  private complete = false;
+  /** The complete desired set, asked for at every full resync; until syncAll, the set is incomplete. */
+  private everyDevice: (() => readonly BrokerDevice[]) | undefined;
   private observed = new Map<string, ObservedDevice>();
   /** Devices whose broker state may differ from the desired one. */
   private readonly dirty = new Set<string>();
@@ -133,13 +173,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.loop = this.run();
   }
 
-  syncAll(devices: readonly BrokerDevice[]): Promise<SyncReport> {
-    this.desired.clear();
-    for (const device of devices) {
-      const desired = desiredDevice(this.prefix, device);
-      this.desired.set(desired.owner, desired);
-    }
-    this.complete = true;
+  syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport> {
+    this.everyDevice = typeof devices === "function" ? devices : () => devices;
     this.observeAllNeeded = true;
     const done = new Promise<SyncReport>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
     this.wake();
@@ -153,6 +188,14 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   removeDevice(ref: DeviceRef): Promise<void> {
     return this.want(ownerName(this.prefix, ref.tenant, ref.device), null);
+  }
+
+  async purgeTenant(ref: TenantRef): Promise<void> {
+    const cleared = await clearRetained(this.options.connection, ref.topicRoot);
+    this.options.logger?.info(
+      { tenant: ref.tenant, topicRoot: ref.topicRoot, cleared },
+      "cleared the retained messages of a deleted tenant",
+    );
   }
 
   status(): BrokerStatus {
@@ -297,7 +340,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   /** Whether the adapter may decide about `owner`: it is desired, removed, or the desired set is complete. */
   private decides(owner: string): boolean {
-    return this.desired.has(owner) || this.complete;
+    return this.desired.has(owner) || this.everyDevice !== undefined;
   }
 
   private finishRound(): void {
@@ -313,8 +356,20 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private async observeAll(client: DynsecClient): Promise<void> {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
-    const roles = await this.listAll(client, "listRoles", listRolesSchema, (page) => page.roles);
-    const clients = await this.listAll(client, "listClients", listClientsSchema, (page) => page.clients);
+    if (this.everyDevice) {
+      // Requests still waiting for the broker keep what they asked for; the rest is the current set.
+      const waiting = [...this.waiters.keys()].map((owner) => [owner, this.desired.get(owner)] as const);
+      this.desired.clear();
+      for (const device of this.everyDevice()) {
+        const desired = desiredDevice(this.prefix, device);
+        this.desired.set(desired.owner, desired);
+      }
+      for (const [owner, desired] of waiting) if (desired !== undefined) this.desired.set(owner, desired);
+    }
+    await this.ensureDefaultAccess(client);
+    const pace = (durationMs: number) => this.pace(durationMs);
+    const roles = await listAllRoles(client, pace);
+    const clients = await listAllClients(client, pace);
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
     const entry = (owner: string) => {
       const found = observed.get(owner) ?? { clients: [] };
@@ -332,13 +387,29 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.nextResyncAt = performance.now() + this.resyncIntervalMs;
   }
 
+  /**
+   * Delivery outside a grant must be denied by default, or a resumed session keeps receiving what its
+   * device may no longer read; a broker set up by `mosquitto_ctrl dynsec init` allows it.
+   */
+  private async ensureDefaultAccess(client: DynsecClient): Promise<void> {
+    const observed = defaultAccessSchema.parse(await client.run({ command: "getDefaultACLAccess" }));
+    for (const command of planDefaultAccess(observed.acls)) {
+      await client.run(command);
+      this.round.commands++;
+      this.options.logger?.warn({ command }, "corrected the broker's default access");
+    }
+  }
+
   private async converge(client: DynsecClient, owner: string): Promise<void> {
     const entry = this.desired.get(owner);
     const desired = entry ?? undefined;
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
-      const commands = planDevice(desired, this.observed.get(owner) ?? NOTHING_OBSERVED);
+      const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
+      const commands = planDevice(desired, observed);
       const isOrphan = entry === undefined && commands.length > 0;
       if ((await this.apply(client, owner, commands)) === "applied") {
+        for (const username of sessionsToDiscard(desired, observed))
+          await discardSession(this.options.connection, username);
         this.observed.set(owner, observationOf(desired));
         if (isOrphan) this.round.orphansDeleted++;
         // A newer desired state arrived meanwhile: the device stays dirty and is planned again.
@@ -421,29 +492,6 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         );
     }
     this.observed.set(owner, { ...(role ? { role: role.role } : {}), clients });
-  }
-
-  /**
-   * Reads a whole list in pages, paced like the writes: one verbose list of 6,000 devices stalled the
-   * broker for about 160 ms, a page of LIST_PAGE_SIZE for a fraction of that.
-   */
-  private async listAll<P extends { totalCount: number }, T>(
-    client: DynsecClient,
-    command: "listRoles" | "listClients",
-    schema: z.ZodType<P>,
-    items: (page: P) => T[],
-  ): Promise<T[]> {
-    const all: T[] = [];
-    for (;;) {
-      const started = performance.now();
-      const page = schema.parse(
-        await client.run({ command, verbose: true, count: LIST_PAGE_SIZE, offset: all.length }),
-      );
-      await this.pace(performance.now() - started);
-      const found = items(page);
-      all.push(...found);
-      if (found.length === 0 || all.length >= page.totalCount) return all;
-    }
   }
 
   private async pace(durationMs: number): Promise<void> {

@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
 import type { Acl, DesiredDevice } from "./desired.js";
-import { isCutOff, NOTHING_OBSERVED, type ObservedDevice, observationOf, planDevice } from "./plan.js";
+import {
+  isCutOff,
+  NOTHING_OBSERVED,
+  type ObservedDevice,
+  observationOf,
+  planDefaultAccess,
+  planDevice,
+  sessionsToDiscard,
+} from "./plan.js";
 
 const own: Acl = { acltype: "publishClientSend", topic: "t/devices/d/#", priority: 0, allow: true };
 const extra: Acl = { acltype: "subscribePattern", topic: "t/#", priority: 0, allow: true };
@@ -130,5 +138,57 @@ describe("isCutOff", () => {
     },
   ])("$name: $expected", ({ desired, observed, expected }) => {
     expect(isCutOff(desired, observed)).toBe(expected);
+  });
+});
+
+describe("sessionsToDiscard", () => {
+  it.each([
+    { name: "a removed device: its clients' sessions", desired: undefined, expected: [user] },
+    { name: "a removed device with no client left: nothing", desired: undefined, clients: [], expected: [] },
+    { name: "a disabled device keeps its session", desired: disabled, expected: [] },
+    { name: "an enabled device keeps its session", desired: enabled, expected: [] },
+  ])("$name", ({ desired, clients, expected }) => {
+    expect(sessionsToDiscard(desired, observed([own], clients ?? [ownClient]))).toEqual(expected);
+  });
+});
+
+describe("planDefaultAccess", () => {
+  const dynsecInitDefaults = [
+    { acltype: "publishClientSend", allow: false },
+    { acltype: "publishClientReceive", allow: true },
+    { acltype: "subscribe", allow: false },
+    { acltype: "unsubscribe", allow: true },
+  ];
+  it.each([
+    {
+      name: "mosquitto_ctrl's defaults: delivery is denied",
+      observed: dynsecInitDefaults,
+      commands: [
+        { command: "setDefaultACLAccess", acls: [{ acltype: "publishClientReceive", allow: false }] },
+      ],
+    },
+    {
+      name: "already the operator's: nothing",
+      observed: dynsecInitDefaults.map((d) =>
+        d.acltype === "publishClientReceive" ? { ...d, allow: false } : d,
+      ),
+      commands: [],
+    },
+    {
+      name: "everything allowed: all but unsubscribe denied",
+      observed: dynsecInitDefaults.map((d) => ({ ...d, allow: true })),
+      commands: [
+        {
+          command: "setDefaultACLAccess",
+          acls: [
+            { acltype: "publishClientSend", allow: false },
+            { acltype: "publishClientReceive", allow: false },
+            { acltype: "subscribe", allow: false },
+          ],
+        },
+      ],
+    },
+  ])("$name", ({ observed, commands }) => {
+    expect(planDefaultAccess(observed)).toEqual(commands);
   });
 });

@@ -1,4 +1,11 @@
-import { type Acl, canonicalAcls, type DesiredDevice, narrows, sameAcls } from "./desired.js";
+import {
+  type Acl,
+  canonicalAcls,
+  DEFAULT_ACL_ACCESS,
+  type DesiredDevice,
+  narrows,
+  sameAcls,
+} from "./desired.js";
 import type { DynsecCommand } from "./dynsec-client.js";
 
 export interface ObservedClient {
@@ -98,4 +105,32 @@ export function planDevice(desired: DesiredDevice | undefined, observed: Observe
   if (!hasRole || narrowed)
     commands.push({ command: "addClientRole", username: client.username, rolename: desired.owner });
   return commands;
+}
+
+/**
+ * Usernames whose MQTT sessions must be discarded once the plan has run: those of a device that is
+ * gone. Deleting a dynsec client drops the connection but leaves a persistent session (subscriptions,
+ * queued messages) for the next one to log in as that username. A disabled device keeps its session,
+ * so enabling it again resumes it; deliveries are checked against the grant it has then.
+ */
+export function sessionsToDiscard(desired: DesiredDevice | undefined, observed: ObservedDevice): string[] {
+  return desired ? [] : observed.clients.map((client) => client.username);
+}
+
+/** The broker's default access as `getDefaultACLAccess` reports it. */
+export interface ObservedDefaultAccess {
+  readonly acltype: string;
+  readonly allow: boolean;
+}
+
+/**
+ * The command that sets every default that differs from DEFAULT_ACL_ACCESS (none when all match): a
+ * broker initialised by `mosquitto_ctrl dynsec init` lets every subscription receive by default.
+ */
+export function planDefaultAccess(observed: readonly ObservedDefaultAccess[]): DynsecCommand[] {
+  const current = new Map(observed.map((entry) => [entry.acltype, entry.allow]));
+  const acls = Object.entries(DEFAULT_ACL_ACCESS)
+    .filter(([acltype, allow]) => current.get(acltype) !== allow)
+    .map(([acltype, allow]) => ({ acltype, allow }));
+  return acls.length ? [{ command: "setDefaultACLAccess", acls }] : [];
 }

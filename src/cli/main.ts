@@ -6,8 +6,9 @@ import { loadConfig, type OperatorConfig } from "../config.js";
 import { desiredTenant } from "../desired/tenant.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
-import { startOperator } from "../operator.js";
+import { brokerAdminConnection, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
+import { PROBE_LABEL } from "../verify/broker-checks.js";
 import { formatChecks, verifyIsolation } from "../verify/isolation.js";
 
 const USAGE = `usage: iot-tenant-operator <command>
@@ -15,7 +16,10 @@ const USAGE = `usage: iot-tenant-operator <command>
   run                  start the operator against KUBECONFIG (broker settings from the environment)
   install              apply the CRDs, the operator namespace, the tenant-admin ClusterRole and the admission policy
   render FILE...       print what the Tenants in FILE(s) become, without a cluster
-  verify               check on the live cluster and broker that no tenant can reach another (exit 1 if one can)`;
+  verify [--json] [TENANT...]
+                       check on the live cluster and broker that no tenant can reach another (exit 1 if one
+                       can); a table, or the checks as JSON; SKIP marks a check that could not run, and why;
+                       the broker is probed with Devices labelled ${PROBE_LABEL}=true`;
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -27,7 +31,7 @@ export async function main(args: readonly string[]): Promise<number> {
         await installCommand(loadConfig());
         return 0;
       case "verify":
-        return await verify(loadConfig());
+        return await verify(loadConfig(), rest);
       case "render":
         process.stdout.write(await render(loadConfig(), rest));
         return 0;
@@ -66,13 +70,23 @@ async function installCommand(config: OperatorConfig): Promise<void> {
   );
 }
 
-async function verify(config: OperatorConfig): Promise<number> {
+async function verify(config: OperatorConfig, args: readonly string[]): Promise<number> {
+  const tenants = args.filter((a) => a !== "--json");
   const checks = await verifyIsolation(new KubeClient(kubeConfig()), {
-    operatorNamespace: config.OPERATOR_NAMESPACE,
-    broker: { host: config.BROKER_HOST, mtlsPort: config.BROKER_MTLS_PORT },
+    config,
+    broker: {
+      host: config.BROKER_HOST,
+      mtlsPort: config.BROKER_MTLS_PORT,
+      adminUsername: config.BROKER_ADMIN_USERNAME,
+      // Without the admin's certificate the checks that need the admin API report SKIP.
+      ...(config.BROKER_ADMIN_CERT_FILE ? { admin: brokerAdminConnection(config) } : {}),
+    },
+    ...(tenants.length ? { tenants } : {}),
   });
-  process.stdout.write(`${formatChecks(checks)}\n`);
-  return checks.every((c) => c.ok) ? 0 : 1;
+  process.stdout.write(
+    args.includes("--json") ? `${JSON.stringify(checks, null, 2)}\n` : `${formatChecks(checks)}\n`,
+  );
+  return checks.some((c) => c.result === "FAIL") ? 1 : 0;
 }
 
 async function render(config: OperatorConfig, files: readonly string[]): Promise<string> {

@@ -1,26 +1,32 @@
 import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { eventually, uniqueName } from "../../test/support/kube.js";
-import { kubectl } from "../../test/support/kubectl.js";
+import { eventually, impersonatedKubeConfig, uniqueName } from "../../test/support/kube.js";
+import { eventuallyNotFound, kubectl, notFound } from "../../test/support/kubectl.js";
 import {
+  brokerEntriesOf,
   collectMessages,
   connectWithCertificate,
   connectWithPassword,
+  grantsNothing,
   NOT_AUTHORIZED,
   publishCode,
   refusedAsRevoked,
   subscribeCodes,
-  type TlsMaterial,
 } from "../../test/support/mqtt.js";
 import {
   applyDevice,
   applyManifest,
   applyReadyTenant,
   deviceReadyReason,
+  deviceTls,
   readyDevice,
+  secretData,
   startTestOperator,
 } from "../../test/support/operator.js";
 import type { RunningOperator } from "../operator.js";
+import { KubeApiError, KubeClient } from "../runtime/kube-client.js";
+import { resourcePath } from "../runtime/kube-object.js";
+import { Resource } from "./resources.js";
 
 /**
  * Devices end to end with the real cert-manager and the real Mosquitto: credentials are issued and
@@ -28,23 +34,53 @@ import type { RunningOperator } from "../operator.js";
  * identity (I3), and a disabled, suspended or deleted device is cut off at once (I4).
  */
 
-async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
-  const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
-  if (!result.ok) throw new Error(result.stderr);
-  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
-  return Object.fromEntries(
-    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
-  );
+/**
+ * What a tenant admin can do to a Device: strip the operator's finalizer, then delete it before the
+ * operator puts the finalizer back. The delete is conditional on the stripped version, so a finalizer
+ * re-added in between makes it fail and the attempt starts over: the Device goes without its finalizer.
+ */
+async function deleteWithoutFinalizers(as: KubeClient, namespace: string, name: string): Promise<void> {
+  const path = resourcePath(Resource.device, { namespace, name });
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const stripped = (await as.request({
+      verb: "patch",
+      method: "PATCH",
+      path,
+      contentType: "application/json-patch+json",
+      body: [{ op: "remove", path: "/metadata/finalizers" }],
+    })) as { metadata: { resourceVersion: string } };
+    try {
+      await as.request({
+        verb: "delete",
+        method: "DELETE",
+        path,
+        body: { apiVersion: "v1", kind: "DeleteOptions", preconditions: stripped.metadata },
+      });
+      return;
+    } catch (error) {
+      if (!(error instanceof KubeApiError && error.code === 409)) throw error;
+    }
+  }
+  throw new Error(`${namespace}/${name}: the finalizer came back before every delete`);
 }
 
-async function deviceTls(namespace: string, name: string): Promise<TlsMaterial> {
-  const data = await secretData(namespace, `${name}-mqtt`);
-  return { ca: data["ca.crt"] ?? "", cert: data["tls.crt"] ?? "", key: data["tls.key"] ?? "" };
+/** A live connection, closed by the broker within `ms`. */
+function droppedWithin(client: MqttClient, ms: number): Promise<true> {
+  return eventually("live connection dropped", async () => (client.connected ? undefined : true), ms);
 }
 
 /** Resolves with how long after `since` the client's connection closed. */
 function closedWithin(client: MqttClient, since: () => number): Promise<number> {
   return new Promise((resolve) => client.once("close", () => resolve(Date.now() - since())));
+}
+
+const RESYNC_MS = 1_000;
+
+/** Wakes the Device and Tenant reconcilers without changing what they own, then lets two broker resyncs pass. */
+async function reconcileAndResync(tenant: string, device: string, round: string): Promise<void> {
+  await kubectl(["label", "--overwrite", "tenant", tenant, `touch=${round}`]);
+  await kubectl(["-n", tenant, "label", "--overwrite", "device", device, `touch=${round}`]);
+  await new Promise((r) => setTimeout(r, 2.5 * RESYNC_MS));
 }
 
 describe("the Device reconciler with cert-manager and Mosquitto", () => {
@@ -61,7 +97,8 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
   };
 
   beforeAll(async () => {
-    operator = await startTestOperator(undefined, { logLines });
+    // A short broker resync, so that a cut-off is seen to survive it (the default is 5 minutes).
+    operator = await startTestOperator(undefined, { logLines, brokerResyncIntervalMs: RESYNC_MS });
     await applyReadyTenant(tenantA, { admins: [{ kind: "User", name: `alice-${tenantA}` }] });
     await applyReadyTenant(tenantB);
   });
@@ -193,6 +230,9 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     const again = track(await connectWithCertificate(tls));
     expect(await subscribeCodes(again, `${rootA}/devices/lost-1/#`)).toEqual([NOT_AUTHORIZED]);
     expect(await publishCode(again, `${rootA}/devices/lost-1/telemetry`, "x")).toBe(NOT_AUTHORIZED);
+    // And it stays so: reconciles of its Device and Tenant and broker resyncs give nothing back.
+    await reconcileAndResync(tenantA, "lost-1", "lost-1");
+    expect(await grantsNothing(() => connectWithCertificate(tls), `${rootA}/devices/lost-1`)).toBe(true);
   });
 
   it("cuts off a deleted device and removes its credentials", async () => {
@@ -205,15 +245,108 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     deletedAt = Date.now();
     expect((await kubectl(["-n", tenantA, "delete", "device", "lost-2", "--wait=false"])).ok).toBe(true);
     expect(await dropped).toBeLessThan(1_000);
-    const again = track(await connectWithCertificate(tls));
-    expect(await subscribeCodes(again, `${rootA}/devices/lost-2/#`)).toEqual([NOT_AUTHORIZED]);
+    // Refused at the handshake if the CRL is already reloaded, else connected and granted nothing.
+    expect(await grantsNothing(() => connectWithCertificate(tls), `${rootA}/devices/lost-2`)).toBe(true);
     // Then the tenant's CRL lists the certificate and the broker refuses the handshake itself.
     await eventually("certificate revoked at the TLS layer", () => refusedAsRevoked(tls), 30_000);
-    await eventually(
-      "credentials gone",
-      async () => ((await kubectl(["-n", tenantA, "get", "secret", "lost-2-mqtt"])).ok ? undefined : true),
-      60_000,
+    await eventuallyNotFound(["-n", tenantA, "secret", "lost-2-mqtt"]);
+    await eventuallyNotFound(["-n", "iot-system", "certificate", `${tenantA}.lost-2`]);
+    await eventuallyNotFound(["-n", "iot-system", "secret", `${tenantA}.lost-2`]);
+    await eventuallyNotFound(["-n", tenantA, "device", "lost-2"]);
+    await reconcileAndResync(tenantA, "sensor-1", "lost-2");
+    expect(await grantsNothing(() => connectWithCertificate(tls), `${rootA}/devices/lost-2`)).toBe(true);
+    expect(await notFound(["-n", tenantA, "device", "lost-2"])).toBe(true);
+  });
+
+  it("cuts off a Device whose finalizer a tenant admin stripped before deleting it (I4)", async () => {
+    const alice = new KubeClient(impersonatedKubeConfig(`alice-${tenantA}`));
+    await applyDevice(tenantA, "stripped-cert");
+    await applyDevice(tenantA, "stripped-pass", { authentication: { type: "password" } });
+    await Promise.all([readyDevice(tenantA, "stripped-cert"), readyDevice(tenantA, "stripped-pass")]);
+    const tls = await deviceTls(tenantA, "stripped-cert");
+    const { username = "", password = "" } = await secretData(tenantA, "stripped-pass-mqtt");
+    const liveCert = track(await connectWithCertificate(tls));
+    const livePass = track(await connectWithPassword(username, password));
+
+    await deleteWithoutFinalizers(alice, tenantA, "stripped-cert");
+    await deleteWithoutFinalizers(alice, tenantA, "stripped-pass");
+    await Promise.all([droppedWithin(liveCert, 10_000), droppedWithin(livePass, 10_000)]);
+    expect(await grantsNothing(() => connectWithCertificate(tls), `${rootA}/devices/stripped-cert`)).toBe(
+      true,
     );
+    expect(
+      await grantsNothing(() => connectWithPassword(username, password), `${rootA}/devices/stripped-pass`),
+    ).toBe(true);
+    await eventually("certificate revoked at the TLS layer", () => refusedAsRevoked(tls), 30_000);
+    for (const name of ["stripped-cert", "stripped-pass"]) {
+      await eventuallyNotFound(["-n", tenantA, "secret", `${name}-mqtt`]);
+      expect(await notFound(["-n", tenantA, "device", name])).toBe(true);
+    }
+    await eventuallyNotFound(["-n", "iot-system", "certificate", `${tenantA}.stripped-cert`]);
+    await eventuallyNotFound(["-n", "iot-system", "secret", `${tenantA}.stripped-cert`]);
+    const entries = await brokerEntriesOf(tenantA);
+    for (const name of ["stripped-cert", "stripped-pass"]) {
+      expect(entries.roles).not.toContain(`iot:${tenantA}:${name}`);
+      expect(entries.clients).not.toContain(`iot:${tenantA}:${name}`);
+    }
+    // Nothing brings either back: neither the broker resync nor the operator re-creating the Device.
+    await reconcileAndResync(tenantA, "sensor-1", "stripped");
+    expect(
+      await grantsNothing(() => connectWithPassword(username, password), `${rootA}/devices/stripped-pass`),
+    ).toBe(true);
+    for (const name of ["stripped-cert", "stripped-pass"])
+      expect(await notFound(["-n", tenantA, "device", name])).toBe(true);
+  });
+
+  it("revokes a deleted Device's certificate even when a Device of the same name replaces it at once (I4)", async () => {
+    const alice = new KubeClient(impersonatedKubeConfig(`alice-${tenantA}`));
+    await applyDevice(tenantA, "phoenix");
+    const before = await readyDevice(tenantA, "phoenix");
+    const old = await deviceTls(tenantA, "phoenix");
+    await deleteWithoutFinalizers(alice, tenantA, "phoenix");
+    await applyDevice(tenantA, "phoenix");
+    const after = await eventually("the new Device has its own certificate", async () => {
+      const status = await readyDevice(tenantA, "phoenix");
+      return status.certificate?.serialNumber !== before.certificate?.serialNumber ? status : undefined;
+    });
+    expect(after.username).toBe(before.username);
+    await eventually("the old certificate revoked at the TLS layer", () => refusedAsRevoked(old), 30_000);
+    const renewed = await eventually("the new key pair mirrored", async () => {
+      const tls = await deviceTls(tenantA, "phoenix");
+      return tls.cert !== old.cert ? tls : undefined;
+    });
+    const client = track(await connectWithCertificate(renewed));
+    expect(await subscribeCodes(client, `${rootA}/devices/phoenix/#`)).toEqual([1]);
+  });
+
+  it("cuts off and cleans up every device of a deleted Tenant (I4)", async () => {
+    const doomed = uniqueName("doomed");
+    await applyReadyTenant(doomed);
+    await applyDevice(doomed, "cert");
+    await applyDevice(doomed, "pass", { authentication: { type: "password" } });
+    await Promise.all([readyDevice(doomed, "cert"), readyDevice(doomed, "pass")]);
+    const tls = await deviceTls(doomed, "cert");
+    const { username = "", password = "" } = await secretData(doomed, "pass-mqtt");
+    const liveCert = track(await connectWithCertificate(tls));
+    const livePass = track(await connectWithPassword(username, password));
+
+    expect((await kubectl(["delete", "tenant", doomed, "--wait=false"])).ok).toBe(true);
+    await Promise.all([droppedWithin(liveCert, 30_000), droppedWithin(livePass, 30_000)]);
+    const root = `tenants/${doomed}/devices`;
+    expect(await grantsNothing(() => connectWithCertificate(tls), `${root}/cert`)).toBe(true);
+    expect(await grantsNothing(() => connectWithPassword(username, password), `${root}/pass`)).toBe(true);
+    await eventuallyNotFound(["tenant", doomed], 120_000);
+    await eventuallyNotFound(["namespace", doomed], 120_000);
+    for (const [kind, name] of [
+      ["certificate", `${doomed}.cert`],
+      ["secret", `${doomed}.cert`],
+      ["certificate", `tenant-${doomed}-ca`],
+      ["secret", `tenant-${doomed}-ca`],
+      ["secret", `tenant-${doomed}-crl`],
+    ] as const) {
+      await eventuallyNotFound(["-n", "iot-system", kind, name]);
+    }
+    expect(await brokerEntriesOf(doomed)).toEqual({ roles: [], clients: [] });
   });
 
   it("suspends every device of a tenant and restores them when unsuspended", async () => {
@@ -226,8 +359,10 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     const dropped = closedWithin(live, () => 0);
     await applyReadyTenant(name, { suspended: true });
     await dropped;
-    const suspended = track(await connectWithCertificate(tls));
-    expect(await subscribeCodes(suspended, `tenants/${name}/devices/meter/#`)).toEqual([NOT_AUTHORIZED]);
+    const subtree = `tenants/${name}/devices/meter`;
+    expect(await grantsNothing(() => connectWithCertificate(tls), subtree)).toBe(true);
+    await reconcileAndResync(name, "meter", "suspended");
+    expect(await grantsNothing(() => connectWithCertificate(tls), subtree)).toBe(true);
     await applyReadyTenant(name, { suspended: false });
     await eventually(
       "access restored",
@@ -332,25 +467,54 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     await expect(connectWithPassword(before.username ?? "", before.password ?? "")).rejects.toThrow();
   });
 
-  it("gives no broker access to a tenant whose topic root lies inside another tenant's (I2)", async () => {
-    const mallory = uniqueName("mallory");
-    await applyManifest({
-      apiVersion: "iot.tenant-operator.io/v1alpha1",
-      kind: "Tenant",
-      metadata: { name: mallory },
-      spec: { broker: { topicRoot: `${rootA}/devices` } },
-    });
-    const condition = (type: string) =>
-      kubectl(["get", "tenant", mallory, "-o", `jsonpath={.status.conditions[?(@.type=='${type}')].reason}`]);
-    await eventually(
-      "namespace usable",
-      async () => ((await condition("NamespacesReady")).stdout === "Reconciled" ? true : undefined),
-      90_000,
-    );
-    expect((await condition("BrokerReady")).stdout).toBe("TopicRootConflict");
-    await applyDevice(mallory, "sensor-1");
-    await deviceReadyReason(mallory, "sensor-1", "TopicRootConflict");
-    expect((await kubectl(["get", "secret", "sensor-1-mqtt", "-n", mallory])).ok).toBe(false);
+  it("gives no broker access to a tenant whose topic root lies inside or around another tenant's (I2)", async () => {
+    // Tenant A's root, and a later tenant's root inside it and around it.
+    const base = uniqueName("nest");
+    const owner = uniqueName("owner");
+    await applyReadyTenant(owner, { broker: { topicRoot: `${base}/owner` } });
+    await applyDevice(owner, "sensor-1");
+    await readyDevice(owner, "sensor-1");
+    for (const [intruder, topicRoot] of [
+      [uniqueName("inside"), `${base}/owner/devices`],
+      [uniqueName("around"), base],
+    ] as const) {
+      await applyManifest({
+        apiVersion: "iot.tenant-operator.io/v1alpha1",
+        kind: "Tenant",
+        metadata: { name: intruder },
+        spec: { broker: { topicRoot } },
+      });
+      const condition = (type: string) =>
+        kubectl([
+          "get",
+          "tenant",
+          intruder,
+          "-o",
+          `jsonpath={.status.conditions[?(@.type=='${type}')].reason}`,
+        ]);
+      await eventually(
+        "namespace usable",
+        async () => ((await condition("NamespacesReady")).stdout === "Reconciled" ? true : undefined),
+        90_000,
+      );
+      expect((await condition("BrokerReady")).stdout).toBe("TopicRootConflict");
+      await applyDevice(intruder, "sensor-1");
+      await deviceReadyReason(intruder, "sensor-1", "TopicRootConflict");
+      expect(await notFound(["secret", "sensor-1-mqtt", "-n", intruder])).toBe(true);
+      expect(await notFound(["-n", "iot-system", "certificate", `${intruder}.sensor-1`])).toBe(true);
+      expect(await brokerEntriesOf(intruder)).toEqual({ roles: [], clients: [] });
+    }
+    // The older tenant keeps everything.
+    const ownerBroker = await kubectl([
+      "get",
+      "tenant",
+      owner,
+      "-o",
+      "jsonpath={.status.conditions[?(@.type=='BrokerReady')].status}",
+    ]);
+    expect(ownerBroker.stdout).toBe("True");
+    const client = track(await connectWithCertificate(await deviceTls(owner, "sensor-1")));
+    expect(await subscribeCodes(client, `${base}/owner/devices/sensor-1/#`)).toEqual([1]);
   });
 
   it("holds a tenant to maxDevices: the API server refuses one namespace's excess, the operator the tenant's (I6)", async () => {
@@ -371,7 +535,15 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(refused.stderr).toMatch(/exceeded quota: iot-tenant-quota.*count\/devices.iot.tenant-operator.io/);
     await applyDevice(second, "over");
     await deviceReadyReason(second, "over", "DeviceLimitReached");
-    expect((await kubectl(["get", "secret", "over-mqtt", "-n", second])).ok).toBe(false);
+    expect(await notFound(["secret", "over-mqtt", "-n", second])).toBe(true);
+    expect(await brokerEntriesOf(small)).toEqual({
+      roles: [`iot:${small}:only`],
+      clients: [`iot:${small}:only`],
+    });
+    // The device within the limit keeps its access.
+    await readyDevice(first, "only");
+    const client = track(await connectWithCertificate(await deviceTls(first, "only")));
+    expect(await subscribeCodes(client, `tenants/${small}/devices/only/#`)).toEqual([1]);
   });
 
   it("makes no write request once everything has converged, even when reconciles run again", async () => {
@@ -401,31 +573,59 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await reconciles("device")).toBeGreaterThanOrEqual(devicesBefore + 6);
   });
 
-  it("keeps a device name to the first Device that took it across the tenant's namespaces", async () => {
+  it("keeps a device name to the first Device that took it, and deleting the refused one leaves the first alone", async () => {
     const twins = uniqueName("twins");
     const [first, second] = [`${twins}-a`, `${twins}-b`];
     await applyReadyTenant(twins, { namespaces: [first, second] });
     await applyDevice(first, "pump");
     const original = await readyDevice(first, "pump");
+    const tls = await deviceTls(first, "pump");
+    const live = track(await connectWithCertificate(tls));
+    const own = `tenants/${twins}/devices/pump`;
+    expect(await subscribeCodes(live, `${own}/#`)).toEqual([1]);
+
     await applyDevice(second, "pump");
     await deviceReadyReason(second, "pump", "DeviceNameTaken");
-    expect((await kubectl(["get", "secret", "pump-mqtt", "-n", second])).ok).toBe(false);
-    expect((await readyDevice(first, "pump")).username).toBe(original.username);
+    expect(await notFound(["secret", "pump-mqtt", "-n", second])).toBe(true);
+    expect((await kubectl(["-n", second, "delete", "device", "pump"])).ok).toBe(true);
+    await eventuallyNotFound(["-n", second, "device", "pump"]);
+
+    expect(live.connected).toBe(true);
+    const after = await readyDevice(first, "pump");
+    expect(after.username).toBe(original.username);
+    expect(after.certificate?.serialNumber).toBe(original.certificate?.serialNumber);
+    expect(await publishCode(live, `${own}/telemetry`, "still here")).toBeLessThan(128);
+    expect(await refusedAsRevoked(tls)).toBeUndefined();
+    expect((await brokerEntriesOf(twins)).clients).toEqual([`iot:${twins}:pump`]);
+    expect((await deviceTls(first, "pump")).cert).toBe(tls.cert);
   });
 
   it("never writes secret material to its logs", async () => {
-    const secrets = await Promise.all(
-      [
-        [tenantA, "sensor-1-mqtt", "tls.key"],
-        [tenantA, "legacy-1-mqtt", "password"],
-        [tenantA, "legacy-2-mqtt", "password"],
-      ].map(async ([namespace = "", name = "", key = ""]) => (await secretData(namespace, name))[key] ?? ""),
-    );
-    const keyBody = (secrets[0] ?? "").split("\n").slice(1, 2).join("");
+    await applyDevice(tenantA, "quiet-cert");
+    await applyDevice(tenantA, "quiet-pass", { authentication: { type: "password" } });
+    await Promise.all([readyDevice(tenantA, "quiet-cert"), readyDevice(tenantA, "quiet-pass")]);
+    const raw = async (name: string) => {
+      const result = await kubectl(["get", "secret", name, "-n", tenantA, "-o", "json"]);
+      return (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+    };
+    const [cert, pass] = [await raw("quiet-cert-mqtt"), await raw("quiet-pass-mqtt")];
+    const key = Buffer.from(cert["tls.key"] ?? "", "base64").toString("utf8");
+    const password = Buffer.from(pass.password ?? "", "base64").toString("utf8");
+    const adminPassword = inject("stack").broker.adminPassword;
+    const base64 = (text: string) => Buffer.from(text).toString("base64");
+    const forbidden = [
+      key.split("\n").slice(1, 2).join(""),
+      cert["tls.key"] ?? "",
+      password,
+      pass.password ?? "",
+      base64(password),
+      adminPassword,
+      base64(adminPassword),
+    ];
     expect(logLines.length).toBeGreaterThan(50);
     const logs = logLines.join("");
-    for (const secret of [keyBody, secrets[1], secrets[2], inject("stack").broker.adminPassword]) {
-      expect(secret?.length).toBeGreaterThan(10);
+    for (const secret of forbidden) {
+      expect(secret.length).toBeGreaterThan(10);
       expect(logs).not.toContain(secret);
     }
   });

@@ -1,33 +1,22 @@
-import { randomBytes } from "node:crypto";
 import { ConditionReason, DeviceConditionType } from "../api/conditions.js";
-import {
-  deviceCertificateName,
-  deviceSecretName,
-  passwordBrokerUsername,
-  tenantCAName,
-} from "../api/derived-names.js";
+import { deviceSecretName } from "../api/derived-names.js";
 import type { Device } from "../api/device.js";
 import type { Tenant } from "../api/tenant.js";
 import type { BrokerAdapter, BrokerDevice, SyncReport } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
+import { brokerDevice } from "../desired/device.js";
 import {
-  brokerDevice,
-  credentialsSecret,
-  describeCertificate,
-  deviceCertificate,
-  type IssuedCertificate,
-  isPasswordDevice,
-} from "../desired/device.js";
+  type AdmissionDevice,
+  admitDevice,
+  admitDevices,
+  nameHolder,
+  type Refusal,
+  type TenantAdmissionView,
+} from "../desired/device-admission.js";
 import { type ConditionOutcome, deviceConditions } from "../desired/device-status.js";
-import {
-  DEVICE_FINALIZER,
-  DEVICE_LABEL,
-  DEVICE_NAMESPACE_LABEL,
-  ROTATE_PASSWORD_ANNOTATION,
-  TENANT_LABEL,
-} from "../desired/labels.js";
+import { DEVICE_FINALIZER, DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, TENANT_LABEL } from "../desired/labels.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
-import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
+import { applyStatusIfChanged } from "../runtime/apply.js";
 import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
@@ -35,56 +24,68 @@ import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
+import { DeviceCredentialsIssuer, type DeviceIdentity } from "./device-credentials.js";
 import { type Parsed, parseDeviceObject, parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource } from "./resources.js";
-import { MANAGED_SECRETS, type RevocationReconciler } from "./revocation.js";
-import { base64, type Secret, secretText } from "./secrets.js";
 import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
-const managedSelector = MANAGED_SECRETS;
 const REQUEUE_WHILE_ISSUING_MS = 3_000;
 
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
 
-const createdAt = (object: KubeObject) => String(object.metadata.creationTimestamp ?? "");
+interface StatusOutcome {
+  readonly credentials: ConditionOutcome;
+  readonly broker?: ConditionOutcome;
+  readonly username?: string;
+  readonly certificate?: { serialNumber?: string; notAfter?: string; sha256?: string } | undefined;
+}
+
+const candidate = (object: KubeObject): AdmissionDevice => ({
+  uid: object.metadata.uid ?? "",
+  namespace: object.metadata.namespace ?? "",
+  name: object.metadata.name,
+  createdAt: String(object.metadata.creationTimestamp ?? ""),
+});
+
+const previousCertificate = (object: KubeObject) =>
+  (object as { status?: { certificate?: { serialNumber?: string; notAfter?: string } } }).status?.certificate;
 
 /**
  * Device → credentials and broker access: a certificate from the tenant's CA (or a generated
  * password) mirrored into the device's namespace, and exactly the device's topics on the broker.
- * A disabled, suspended or deleted device is cut off (the adapter kicks its live connection).
+ * Level-triggered on the Device's key: a Device that is admitted is provisioned; one that is refused
+ * is cut off; one that is gone, however it went (finalizer stripped, force delete, deleted while the
+ * operator was down), is cut off and its certificate revoked and removed.
  */
 export class DeviceReconciler implements TenantBroker {
   private readonly devices: Informer;
   private readonly namespaces: Informer;
   private readonly tenants: Informer;
-  private readonly certificates: Informer;
-  private readonly secrets: Informer<Secret>;
+  private readonly credentials: DeviceCredentialsIssuer;
 
   constructor(
     private readonly manager: Manager,
-    private readonly config: OperatorConfig,
+    config: OperatorConfig,
     private readonly broker: BrokerAdapter,
-    private readonly revocations: RevocationReconciler,
   ) {
     this.devices = manager.informer(Resource.device);
     this.namespaces = manager.informer(Resource.namespace);
     this.tenants = manager.informer(Resource.tenant);
-    this.certificates = manager.informer(Resource.certificate, {
-      namespace: config.OPERATOR_NAMESPACE,
-      labelSelector: managedSelector,
-    });
-    this.secrets = manager.informer<Secret>(Resource.secret, { labelSelector: managedSelector });
+    this.credentials = new DeviceCredentialsIssuer(manager, config);
   }
 
   register(): void {
-    const devicesInNamespaces = (namespaces: readonly string[]) =>
-      namespaces.flatMap((ns) => this.devices.list(ns).map((d) => objectKey(d.metadata)));
+    const { certificates, secrets } = this.credentials.informers;
+    const devicesInNamespace = (namespace: string) =>
+      this.devices.list(namespace).map((d) => objectKey(d.metadata));
+    // An object serving a device wakes it, and its namesakes that may wait for the name to be free.
     const byDeviceLabels = (object: KubeObject) => {
       const device = object.metadata.labels?.[DEVICE_LABEL];
       const namespace = object.metadata.labels?.[DEVICE_NAMESPACE_LABEL];
-      if (device && namespace) return [objectKey({ namespace, name: device })];
-      // A tenant CA Secret: its renewal changes every device's ca.crt.
+      if (device && namespace)
+        return [objectKey({ namespace, name: device }), ...this.namesakes(namespace, device)];
+      // A tenant CA or CRL Secret: a renewed CA changes every device's ca.crt, a published CRL lets them on.
       const tenant = object.metadata.labels?.[TENANT_LABEL];
       return tenant ? this.keysOfTenant(tenant) : [];
     };
@@ -99,9 +100,14 @@ export class DeviceReconciler implements TenantBroker {
               this.keysOfTenant(t),
             ),
         },
-        { informer: this.namespaces, map: (ns) => devicesInNamespaces([ns.metadata.name]) },
-        { informer: this.certificates, map: byDeviceLabels },
-        { informer: this.secrets as Informer, map: byDeviceLabels },
+        { informer: this.namespaces, map: (ns) => devicesInNamespace(ns.metadata.name) },
+        // A Device going away frees its name for a namesake in another namespace of the tenant.
+        {
+          informer: this.devices,
+          map: (device) => this.namesakes(device.metadata.namespace ?? "", device.metadata.name),
+        },
+        { informer: certificates, map: byDeviceLabels },
+        { informer: secrets as Informer, map: byDeviceLabels },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
     });
@@ -121,19 +127,12 @@ export class DeviceReconciler implements TenantBroker {
     }
   }
 
-  /** Hands the broker every provisionable device; it deletes the operator's entries that are not among them. */
+  /**
+   * Hands the broker the function that computes every admitted device's access from the caches; it
+   * asks again at each periodic resync and deletes the operator's entries that are not among them.
+   */
   resyncBroker(): Promise<SyncReport> {
-    return this.broker.syncAll(this.allBrokerDevices());
-  }
-
-  private allBrokerDevices(): BrokerDevice[] {
-    return this.devices.list().flatMap((object) => {
-      const device = parseDeviceObject(object);
-      const tenant = this.tenantOf(device);
-      if (!tenant || object.metadata.deletionTimestamp || this.admissionProblem(device, tenant)) return [];
-      const credentials = this.currentCredentials(device, tenant);
-      return credentials ? [brokerDevice(device, tenant, credentials)] : [];
-    });
+    return this.broker.syncAll(() => this.everyBrokerDevice());
   }
 
   async reconcile(
@@ -141,72 +140,175 @@ export class DeviceReconciler implements TenantBroker {
     context: ReconcileContext,
   ): Promise<ReconcileResult | undefined> {
     const observed = this.devices.get(request.key);
-    if (!observed) return undefined;
+    const identity = { namespace: request.namespace ?? "", name: request.name };
+    if (!observed || observed.metadata.deletionTimestamp) {
+      await this.retire(identity, context);
+      if (observed) {
+        await removeFinalizer(
+          this.manager.client,
+          Resource.device,
+          observed,
+          DEVICE_FINALIZER,
+          context.signal,
+        );
+      }
+      return undefined;
+    }
     const device = parseDeviceObject(observed);
-    const tenant = this.tenantOf(device);
+    const tenant = this.tenantOf(identity.namespace);
+    const view = this.admissionView(tenant);
+    const refusal = admitDevice(candidate(observed), view);
+    if (refusal || !tenant) {
+      await this.refuse(observed, device, tenant, view, refusal, context);
+      return undefined;
+    }
+    await ensureFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, context.signal);
+    return this.provision(observed, device, tenant, context);
+  }
+
+  /** An admitted Device: credentials, then exactly its topics on the broker, then its status. */
+  private async provision(
+    observed: KubeObject,
+    device: ParsedDevice,
+    tenant: ParsedTenant,
+    context: ReconcileContext,
+  ): Promise<ReconcileResult | undefined> {
     const { signal } = context;
-    const log = context.logger.child({ device: request.key, tenant: tenant?.metadata.name });
-
-    if (observed.metadata.deletionTimestamp) {
-      await this.finalize(observed, device, signal);
-      return undefined;
-    }
-    if (!tenant) {
-      await this.writeStatus(observed, device, tenant, context, {
-        credentials: {
-          status: "False",
-          reason: ConditionReason.TenantNotFound,
-          message: `namespace ${request.namespace} belongs to no Tenant`,
-        },
-      });
-      return undefined;
-    }
-    await ensureFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, signal);
-
-    const blocked = this.admissionProblem(device, tenant);
-    if (blocked) {
-      await this.broker.removeDevice({ tenant: tenant.metadata.name, device: device.metadata.name });
-      await this.writeStatus(observed, device, tenant, context, {
-        credentials: { status: "False", ...blocked },
-      });
-      return undefined;
-    }
-
-    const issued = isPasswordDevice(device)
-      ? await this.ensurePassword(device, tenant, signal)
-      : await this.ensureCertificate(device, tenant, signal);
-    if (!issued) {
+    const tenantName = tenant.metadata.name;
+    // What an earlier Device of this namespace and name left behind is revoked, never taken over.
+    await this.credentials.release(candidate(observed), tenantName, observed.metadata.uid, signal);
+    const issuance = await this.credentials.issue(device, tenant, previousCertificate(observed), signal);
+    if (!issuance.issued) {
       await this.writeStatus(observed, device, tenant, context, {
         credentials: {
           status: "False",
           reason: ConditionReason.Progressing,
-          message: "waiting for cert-manager to issue the certificate",
+          message: `waiting for ${issuance.waitingFor}`,
         },
       });
       return { requeueAfterMs: REQUEUE_WHILE_ISSUING_MS };
     }
-
-    const desired = brokerDevice(device, tenant, issued.credentials);
     let broker: ConditionOutcome;
     try {
-      await this.broker.applyDevice(desired);
+      await this.broker.applyDevice(brokerDevice(device, tenant, issuance.credentials));
       broker = {
         status: "True",
         reason: ConditionReason.Reconciled,
         message: "the broker holds the device's access",
       };
     } catch (error) {
-      log.warn({ err: errorMessage(error) }, "broker sync failed");
+      context.logger.warn({ err: error }, "broker sync failed");
       broker = { status: "False", reason: ConditionReason.BrokerError, message: errorMessage(error) };
     }
     await this.writeStatus(observed, device, tenant, context, {
       credentials: { status: "True", reason: ConditionReason.Reconciled },
       broker,
-      username: issued.credentials.username,
-      certificate: issued.certificate,
+      username: issuance.credentials.username,
+      certificate: issuance.certificate,
     });
     if (broker.status !== "True") throw new Error(`broker: ${broker.message}`);
     return undefined;
+  }
+
+  /** A refused Device gets no broker access; the name stays with its holder if that is another Device. */
+  private async refuse(
+    observed: KubeObject,
+    device: ParsedDevice,
+    tenant: ParsedTenant | undefined,
+    view: TenantAdmissionView,
+    refusal: Refusal | undefined,
+    context: ReconcileContext,
+  ): Promise<void> {
+    const holder = nameHolder(view, observed.metadata.name);
+    if (tenant && (!holder || holder.uid === observed.metadata.uid)) {
+      await this.broker.removeDevice({ tenant: tenant.metadata.name, device: observed.metadata.name });
+    }
+    const reason = refusal ?? { reason: ConditionReason.TenantNotFound, message: "no Tenant" };
+    await this.writeStatus(observed, device, tenant, context, {
+      credentials: { status: "False", ...reason },
+    });
+  }
+
+  /**
+   * A Device that is gone or going: cut off, its certificate revoked and removed. The broker entry of
+   * its name is left alone when another Device holds the name and this one never had a certificate
+   * (a refused namesake); a namesake that takes the name over is reconciled after this.
+   */
+  private async retire(device: DeviceIdentity, context: ReconcileContext): Promise<void> {
+    const tenant = this.tenantNameOf(device.namespace);
+    if (!tenant) return;
+    const holder = nameHolder(this.admissionView(this.tenantOf(device.namespace), tenant), device.name);
+    if (!holder || this.credentials.holdsCertificate(device, tenant)) {
+      await this.broker.removeDevice({ tenant, device: device.name });
+    }
+    await this.credentials.release(device, tenant, undefined, context.signal);
+  }
+
+  /** Every admitted device with credentials, as the broker must hold it; computed from the caches. */
+  private everyBrokerDevice(): BrokerDevice[] {
+    return this.tenants.list().flatMap((object) => {
+      const tenant = this.parsedOrUndefined(parseTenantObject, object);
+      if (!tenant) return [];
+      const verdicts = admitDevices(this.admissionView(tenant));
+      return this.devicesOfTenant(tenant.metadata.name).flatMap((observed) => {
+        if (verdicts.get(observed.metadata.uid ?? "")) return [];
+        const device = this.parsedOrUndefined(parseDeviceObject, observed);
+        const credentials = device && this.credentials.current(device, tenant.metadata.name);
+        return device && credentials ? [brokerDevice(device, tenant, credentials)] : [];
+      });
+    });
+  }
+
+  private parsedOrUndefined<T>(parse: (object: KubeObject) => T, object: KubeObject): T | undefined {
+    try {
+      return parse(object);
+    } catch {
+      // Invalid objects get no access; their own reconcile reports why.
+      return undefined;
+    }
+  }
+
+  private admissionView(tenant: ParsedTenant | undefined, tenantName?: string): TenantAdmissionView {
+    if (!tenant) {
+      // A tenant that is gone: its namespaces (while they last) still say which Devices share a name.
+      return {
+        tenant: undefined,
+        devices: tenantName ? this.devicesOfTenant(tenantName).map(candidate) : [],
+      };
+    }
+    return {
+      tenant: {
+        name: tenant.metadata.name,
+        deleting: Boolean(tenant.metadata.deletionTimestamp),
+        maxDevices: tenant.spec.devices.maxDevices,
+        rootOwner: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),
+      },
+      devices: this.devicesOfTenant(tenant.metadata.name).map(candidate),
+    };
+  }
+
+  /** The tenant's Devices that are not being deleted, in the namespaces it owns. */
+  private devicesOfTenant(tenantName: string): KubeObject[] {
+    const tenant = this.tenants.get(tenantName);
+    const owned = (ns: KubeObject | undefined) =>
+      ns?.metadata.labels?.[TENANT_LABEL] === tenantName &&
+      (!tenant || ns.metadata.ownerReferences?.some((r) => r.uid === tenant.metadata.uid));
+    const namespaces = tenant
+      ? tenantNamespaces(tenantPlacement(tenant)).filter((ns) => owned(this.namespaces.get(ns)))
+      : this.namespaces
+          .list()
+          .filter(owned)
+          .map((ns) => ns.metadata.name);
+    return namespaces.flatMap((ns) => this.devices.list(ns)).filter((d) => !d.metadata.deletionTimestamp);
+  }
+
+  /** Devices of the same name in the tenant's other namespaces. */
+  private namesakes(namespace: string, name: string): string[] {
+    const observed = this.tenants.get(this.tenantNameOf(namespace) ?? "");
+    if (!observed) return [];
+    return tenantNamespaces(tenantPlacement(observed))
+      .filter((ns) => ns !== namespace && this.devices.get(objectKey({ namespace: ns, name })))
+      .map((ns) => objectKey({ namespace: ns, name }));
   }
 
   private keysOfTenant(tenant: string): string[] {
@@ -217,204 +319,31 @@ export class DeviceReconciler implements TenantBroker {
     );
   }
 
-  /** The Tenant that owns the Device's namespace (by owner UID, so a label alone cannot claim one). */
-  private tenantOf(device: ParsedDevice): ParsedTenant | undefined {
-    const namespace = this.namespaces.get(device.metadata.namespace ?? "");
-    const name = namespace?.metadata.labels?.[TENANT_LABEL];
+  private tenantNameOf(namespace: string): string | undefined {
+    return this.namespaces.get(namespace)?.metadata.labels?.[TENANT_LABEL];
+  }
+
+  /** The Tenant that owns the namespace (by owner UID, so a label alone cannot claim one). */
+  private tenantOf(namespace: string): ParsedTenant | undefined {
+    const observedNamespace = this.namespaces.get(namespace);
+    const name = observedNamespace?.metadata.labels?.[TENANT_LABEL];
     const observed = name ? this.tenants.get(name) : undefined;
-    if (!observed || !namespace?.metadata.ownerReferences?.some((ref) => ref.uid === observed.metadata.uid)) {
+    if (
+      !observed ||
+      !observedNamespace?.metadata.ownerReferences?.some((r) => r.uid === observed.metadata.uid)
+    ) {
       return undefined;
     }
     return parseTenantObject(observed);
   }
 
-  /** Name clashes across the tenant's namespaces and the tenant-wide device limit; the older Device wins. */
-  private admissionProblem(
-    device: ParsedDevice,
-    tenant: ParsedTenant,
-  ): { reason: string; message: string } | undefined {
-    const rootOwner = topicRootConflict(tenant, this.tenants.list().map(tenantPlacement));
-    if (rootOwner) {
-      return {
-        reason: ConditionReason.TopicRootConflict,
-        message: `the tenant's topic root overlaps tenant ${rootOwner}'s; no broker access until it is unique`,
-      };
-    }
-    const all = tenantNamespaces(tenant)
-      .flatMap((ns) => this.devices.list(ns))
-      .filter((d) => !d.metadata.deletionTimestamp)
-      .sort(
-        (a, b) =>
-          createdAt(a).localeCompare(createdAt(b)) ||
-          objectKey(a.metadata).localeCompare(objectKey(b.metadata)),
-      );
-    const first = all.find((d) => d.metadata.name === device.metadata.name);
-    if (first && first.metadata.uid !== device.metadata.uid) {
-      return {
-        reason: ConditionReason.DeviceNameTaken,
-        message: `Device ${first.metadata.namespace}/${first.metadata.name} of the same tenant already has this name`,
-      };
-    }
-    const position = all.findIndex((d) => d.metadata.uid === device.metadata.uid);
-    if (position >= tenant.spec.devices.maxDevices) {
-      return {
-        reason: ConditionReason.DeviceLimitReached,
-        message: `the tenant allows ${tenant.spec.devices.maxDevices} devices (spec.devices.maxDevices)`,
-      };
-    }
-    return undefined;
-  }
-
-  private currentCredentials(
-    device: ParsedDevice,
-    tenant: ParsedTenant,
-  ): BrokerDevice["credentials"] | undefined {
-    const tenantName = tenant.metadata.name;
-    if (isPasswordDevice(device)) {
-      const password = secretText(
-        this.secrets.get(
-          objectKey({ namespace: device.metadata.namespace, name: deviceSecretName(device.metadata.name) }),
-        ),
-        "password",
-      );
-      return password
-        ? { type: "password", username: passwordBrokerUsername(tenantName, device.metadata.name), password }
-        : undefined;
-    }
-    const pem = secretText(this.issuedSecret(tenantName, device.metadata.name), "tls.crt");
-    return pem ? { type: "x509", username: describeCertificate(pem).username } : undefined;
-  }
-
-  private issuedSecret(tenant: string, device: string): Secret | undefined {
-    return this.secrets.get(
-      objectKey({ namespace: this.config.OPERATOR_NAMESPACE, name: deviceCertificateName(tenant, device) }),
-    );
-  }
-
-  private async ensureCertificate(
-    device: ParsedDevice,
-    tenant: ParsedTenant,
-    signal: AbortSignal,
-  ): Promise<{ credentials: BrokerDevice["credentials"]; certificate: IssuedCertificate } | undefined> {
-    const certificate = deviceCertificate(device, tenant, this.config.OPERATOR_NAMESPACE);
-    await applyIfChanged(
-      this.manager.client,
-      Resource.certificate,
-      certificate,
-      this.certificates.get(objectKey(certificate.metadata)),
-      signal,
-    );
-    const issued = this.issuedSecret(tenant.metadata.name, device.metadata.name);
-    const caSecret = this.secrets.get(
-      objectKey({ namespace: this.config.OPERATOR_NAMESPACE, name: tenantCAName(tenant.metadata.name) }),
-    );
-    const [crt, key] = [issued?.data?.["tls.crt"], issued?.data?.["tls.key"]];
-    // The device verifies the broker with the root CA, which is the tenant CA's own ca.crt.
-    const rootCA = caSecret?.data?.["ca.crt"];
-    // Until the broker holds this tenant's CRL, it refuses every certificate of the tenant's CA.
-    if (!crt || !key || !rootCA || !this.revocations.isPublished(tenant.metadata.name)) return undefined;
-    const described = describeCertificate(Buffer.from(crt, "base64").toString("utf8"));
-    const previous = (device as { status?: { certificate?: { serialNumber?: string; notAfter?: string } } })
-      .status?.certificate;
-    if (previous?.serialNumber && previous.notAfter && previous.serialNumber !== described.serialNumber) {
-      // Renewed with a new key: the old certificate must not work any more.
-      await this.revocations.revoke(
-        tenant.metadata.name,
-        {
-          serialNumber: previous.serialNumber,
-          notAfter: previous.notAfter,
-          revokedAt: new Date(this.manager.clock.now()).toISOString(),
-          device: objectKey(device.metadata),
-        },
-        signal,
-      );
-    }
-    const mirror = credentialsSecret(device, tenant.metadata.name, {
-      type: "kubernetes.io/tls",
-      data: { "tls.crt": crt, "tls.key": key, "ca.crt": rootCA },
-    });
-    await applyIfChanged(
-      this.manager.client,
-      Resource.secret,
-      mirror,
-      this.secrets.get(objectKey(mirror.metadata)),
-      signal,
-    );
-    return { credentials: { type: "x509", username: described.username }, certificate: described };
-  }
-
-  private async ensurePassword(
-    device: ParsedDevice,
-    tenant: ParsedTenant,
-    signal: AbortSignal,
-  ): Promise<{ credentials: BrokerDevice["credentials"]; certificate?: undefined }> {
-    const username = passwordBrokerUsername(tenant.metadata.name, device.metadata.name);
-    const secretKey = objectKey({
-      namespace: device.metadata.namespace,
-      name: deviceSecretName(device.metadata.name),
-    });
-    const existing = this.secrets.get(secretKey);
-    const rotation = device.metadata.annotations?.[ROTATE_PASSWORD_ANNOTATION] ?? "";
-    const rotated = (existing?.metadata.annotations?.[ROTATE_PASSWORD_ANNOTATION] ?? "") !== rotation;
-    const password = (!rotated && secretText(existing, "password")) || randomBytes(24).toString("base64url");
-    const secret = credentialsSecret(device, tenant.metadata.name, {
-      type: "Opaque",
-      data: {
-        username: base64(username),
-        password: base64(password),
-      },
-    });
-    secret.metadata.annotations = { [ROTATE_PASSWORD_ANNOTATION]: rotation };
-    await applyIfChanged(this.manager.client, Resource.secret, secret, existing, signal);
-    return { credentials: { type: "password", username, password } };
-  }
-
-  /** Cut off from the broker first, then remove what garbage collection cannot: the Certificate and its Secret. */
-  private async finalize(observed: KubeObject, device: ParsedDevice, signal: AbortSignal): Promise<void> {
-    if (!observed.metadata.finalizers?.includes(DEVICE_FINALIZER)) return;
-    const tenant = this.namespaces.get(device.metadata.namespace ?? "")?.metadata.labels?.[TENANT_LABEL];
-    if (tenant) {
-      await this.broker.removeDevice({ tenant, device: device.metadata.name });
-      const name = deviceCertificateName(tenant, device.metadata.name);
-      const pem = secretText(this.issuedSecret(tenant, device.metadata.name), "tls.crt");
-      if (pem) {
-        const issued = describeCertificate(pem);
-        await this.revocations.revoke(
-          tenant,
-          {
-            serialNumber: issued.serialNumber,
-            notAfter: issued.notAfter,
-            revokedAt: new Date(this.manager.clock.now()).toISOString(),
-            device: objectKey(device.metadata),
-          },
-          signal,
-        );
-      }
-      await this.manager.client.delete(
-        Resource.certificate,
-        { namespace: this.config.OPERATOR_NAMESPACE, name },
-        { signal },
-      );
-      await this.manager.client.delete(
-        Resource.secret,
-        { namespace: this.config.OPERATOR_NAMESPACE, name },
-        { signal },
-      );
-    }
-    await removeFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, signal);
-  }
-
+  /** The one place that sets a Device's conditions and status, and records an Event when Ready flips. */
   private async writeStatus(
     observed: KubeObject,
     device: ParsedDevice,
     tenant: ParsedTenant | undefined,
     context: ReconcileContext,
-    outcome: {
-      credentials: ConditionOutcome;
-      broker?: ConditionOutcome;
-      username?: string;
-      certificate?: IssuedCertificate | undefined;
-    },
+    outcome: StatusOutcome,
   ): Promise<void> {
     const at = { generation: observed.metadata.generation, nowMs: this.manager.clock.now() };
     let conditions = conditionsOf(observed);
@@ -441,8 +370,7 @@ export class DeviceReconciler implements TenantBroker {
       },
       context.signal,
     );
-    const wasReady = isReady(observed);
-    if (wasReady !== ready) {
+    if (isReady(observed) !== ready) {
       await this.manager.events.record(observed, {
         type: ready ? "Normal" : "Warning",
         reason: ready ? "Provisioned" : "NotReady",

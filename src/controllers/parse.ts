@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { type Device, deviceSchema } from "../api/device.js";
 import { type Tenant, tenantSchema } from "../api/tenant.js";
-import type { TenantRootView } from "../desired/tenant.js";
+import type { NamespacesNamed, TenantRootView } from "../desired/tenant.js";
 import { TerminalError } from "../runtime/errors.js";
 import { type KubeObject, objectKey } from "../runtime/kube-object.js";
 
@@ -42,14 +42,19 @@ const placementOnly = z.object({
   spec: z
     .object({
       namespaces: z.array(z.string()).optional(),
+      network: z.object({ allowFromNamespaces: z.array(z.string()).optional() }).optional(),
+      admins: z.array(z.object({ namespace: z.string().optional() })).optional(),
       broker: z.object({ topicRoot: z.string().optional() }).optional(),
     })
     .optional(),
 });
 
-/** Where a tenant lives: its namespaces and its topic root. */
+/** Where a tenant lives (its namespaces and its topic root) and which other namespaces it names. */
 export interface TenantPlacement extends TenantRootView {
-  spec: TenantRootView["spec"] & { namespaces?: string[] | undefined };
+  spec: TenantRootView["spec"] &
+    NamespacesNamed["spec"] & {
+      network: NonNullable<NamespacesNamed["spec"]["network"]>;
+    };
 }
 
 /**
@@ -62,6 +67,11 @@ export function tenantPlacement(object: KubeObject): TenantPlacement {
   const topicRoot = spec?.broker?.topicRoot;
   return {
     metadata: object.metadata,
-    spec: { namespaces: spec?.namespaces, broker: topicRoot === undefined ? {} : { topicRoot } },
+    spec: {
+      namespaces: spec?.namespaces,
+      network: { allowFromNamespaces: spec?.network?.allowFromNamespaces },
+      admins: spec?.admins,
+      broker: topicRoot === undefined ? {} : { topicRoot },
+    },
   };
 }

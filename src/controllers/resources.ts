@@ -7,6 +7,7 @@ export const Resource = {
   device: { apiVersion: API_VERSION, kind: "Device", plural: "devices", namespaced: true },
   namespace: { apiVersion: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
   secret: { apiVersion: "v1", kind: "Secret", plural: "secrets", namespaced: true },
+  configMap: { apiVersion: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
   resourceQuota: { apiVersion: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true },
   limitRange: { apiVersion: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true },
   networkPolicy: {

@@ -1,9 +1,17 @@
 import { createHash } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
-import { z } from "zod";
 import { tenantCAName } from "../api/derived-names.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, managedLabels, TENANT_LABEL } from "../desired/labels.js";
+import {
+  CRL_PUBLISHED_ANNOTATION,
+  mergeRevocations,
+  parseRevocations,
+  REVOCATION_KEY,
+  REVOCATION_LABEL,
+  type Revocation,
+  tenantCrlName,
+} from "../desired/revocation.js";
 import { signCrl } from "../pki/crl.js";
 import { applyIfChanged } from "../runtime/apply.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
@@ -18,6 +26,8 @@ import { base64, type Secret, secretText } from "./secrets.js";
  * devices, superseded keys) and a CRL signed with the tenant's CA key; all tenants' CRLs combined
  * for the broker (`crlfile`), which Mosquitto re-reads on SIGHUP. The broker's dynamic-security
  * cut-off acts at once; the CRL makes a revoked certificate fail the TLS handshake itself.
+ * Requests arrive as revocation record Secrets (desired/revocation.ts); this controller alone
+ * writes the tenant's CRL Secret, so concurrent requests never conflict.
  */
 
 export const CRL_LABEL = "iot.tenant-operator.io/crl";
@@ -30,32 +40,15 @@ const CRL_LIFETIME_MS = 7 * 86_400_000;
 /** Re-signed when less than this is left, so the broker never holds an expired CRL. */
 const RESIGN_BEFORE_MS = 2 * 86_400_000;
 
-const revokedSchema = z.array(
-  z.object({
-    serialNumber: z.string(),
-    revokedAt: z.iso.datetime(),
-    notAfter: z.iso.datetime(),
-    device: z.string(),
-  }),
-);
-export type Revocation = z.infer<typeof revokedSchema>[number];
-
-export function tenantCrlName(tenant: string): string {
-  return `tenant-${tenant}-crl`;
-}
-
 const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
 
 function revocationsOf(secret: Secret | undefined): Revocation[] {
-  const parsed = revokedSchema.safeParse(JSON.parse(secretText(secret, "revoked.json") ?? "[]"));
-  return parsed.success ? parsed.data : [];
+  return parseRevocations(secretText(secret, "revoked.json") ?? "[]");
 }
 
 export class RevocationReconciler {
   private readonly tenants: Informer;
   private readonly secrets: Informer<Secret>;
-  /** Tenants whose CRL the broker holds since the last publication. */
-  private published = new Set<string>();
 
   constructor(
     private readonly manager: Manager,
@@ -82,62 +75,60 @@ export class RevocationReconciler {
     });
   }
 
-  /** Whether a device of `tenant` can pass the broker's CRL check yet (its CA's CRL is published). */
-  isPublished(tenant: string): boolean {
-    return this.published.has(tenant);
-  }
-
-  /** Adds a certificate to the tenant's revocation list; the CRL is re-signed by the next reconcile. */
-  async revoke(tenant: string, revocation: Revocation, signal: AbortSignal): Promise<void> {
-    const target = { namespace: this.config.OPERATOR_NAMESPACE, name: tenantCrlName(tenant) };
-    const current = (await this.manager.client.get(Resource.secret, target, signal)) as Secret | undefined;
-    const revoked = revocationsOf(current);
-    if (revoked.some((r) => r.serialNumber === revocation.serialNumber)) return;
-    const data = { ...current?.data, "revoked.json": base64(JSON.stringify([...revoked, revocation])) };
-    const object = {
-      apiVersion: "v1",
-      kind: "Secret",
-      metadata: {
-        ...target,
-        labels: { ...managedLabels(tenant), [CRL_LABEL]: "true" },
-        ...(current ? { resourceVersion: current.metadata.resourceVersion } : {}),
-      },
-      type: "Opaque",
-      data,
-    };
-    // Optimistic: a concurrent revocation makes this a 409 and the caller's reconcile retries.
-    if (current) await this.manager.client.update(Resource.secret, object, signal);
-    else await this.manager.client.create(Resource.secret, object, signal);
-  }
-
   async reconcile(
     request: ReconcileRequest,
     context: ReconcileContext,
   ): Promise<ReconcileResult | undefined> {
+    const { signal } = context;
+    const records = this.secrets
+      .list(this.config.OPERATOR_NAMESPACE)
+      .filter(
+        (s) =>
+          s.metadata.labels?.[REVOCATION_LABEL] === "true" &&
+          s.metadata.labels[TENANT_LABEL] === request.name,
+      );
     const tenant = this.tenants.get(request.key);
-    const result = tenant ? await this.signTenantCrl(request.name, context) : undefined;
+    if (!tenant || tenant.metadata.deletionTimestamp) {
+      // Its CA goes with it: nothing it signed is trusted any more, so there is nothing left to revoke.
+      const crl = { namespace: this.config.OPERATOR_NAMESPACE, name: tenantCrlName(request.name) };
+      await this.manager.client.delete(Resource.secret, crl, { signal });
+      for (const record of records)
+        await this.manager.client.delete(Resource.secret, record.metadata, { signal });
+      await this.publish(context);
+      return undefined;
+    }
+    const result = await this.signTenantCrl(request.name, records, context);
     await this.publish(context);
-    return result;
+    if (result.folded) {
+      for (const record of records)
+        await this.manager.client.delete(Resource.secret, record.metadata, { signal });
+    }
+    return { requeueAfterMs: result.requeueAfterMs };
   }
 
+  /** Signs the tenant's CRL with the requested revocations in it; `folded` once the CRL Secret holds them. */
   private async signTenantCrl(
     tenant: string,
+    records: readonly Secret[],
     context: ReconcileContext,
-  ): Promise<ReconcileResult | undefined> {
+  ): Promise<{ folded: boolean; requeueAfterMs: number }> {
     const namespace = this.config.OPERATOR_NAMESPACE;
     const ca = this.secrets.get(objectKey({ namespace, name: tenantCAName(tenant) }));
     const [caCertificatePem, caKeyPem] = [secretText(ca, "tls.crt"), secretText(ca, "tls.key")];
-    if (!caCertificatePem || !caKeyPem) return { requeueAfterMs: 5_000 };
+    if (!caCertificatePem || !caKeyPem) return { folded: false, requeueAfterMs: 5_000 };
     const current = this.secrets.get(objectKey({ namespace, name: tenantCrlName(tenant) }));
     const now = this.manager.clock.now();
-    const revoked = revocationsOf(current).filter((r) => Date.parse(r.notAfter) > now);
+    const requested = records.flatMap((record) =>
+      parseRevocations(`[${secretText(record, REVOCATION_KEY)}]`),
+    );
+    const revoked = mergeRevocations(revocationsOf(current), requested, now);
     const listDigest = digest(`${JSON.stringify(revoked)}|${digest(caCertificatePem)}`);
     const signedUntil = Number(
       current?.metadata.annotations?.["iot.tenant-operator.io/crl-next-update"] ?? 0,
     );
     const fresh = current?.metadata.annotations?.["iot.tenant-operator.io/crl-digest"] === listDigest;
     if (fresh && secretText(current, "ca.crl") && signedUntil - now > RESIGN_BEFORE_MS) {
-      return { requeueAfterMs: signedUntil - now - RESIGN_BEFORE_MS };
+      return { folded: true, requeueAfterMs: signedUntil - now - RESIGN_BEFORE_MS };
     }
     const number = Number(current?.metadata.annotations?.["iot.tenant-operator.io/crl-number"] ?? 0) + 1;
     const nextUpdate = now + CRL_LIFETIME_MS;
@@ -173,7 +164,7 @@ export class RevocationReconciler {
       context.signal,
     );
     context.logger.info({ tenant, revoked: revoked.length, number }, "tenant CRL signed");
-    return { requeueAfterMs: CRL_LIFETIME_MS - RESIGN_BEFORE_MS };
+    return { folded: true, requeueAfterMs: CRL_LIFETIME_MS - RESIGN_BEFORE_MS };
   }
 
   /**
@@ -185,7 +176,6 @@ export class RevocationReconciler {
       .list(this.config.OPERATOR_NAMESPACE)
       .filter((s) => s.metadata.labels?.[CRL_LABEL] === "true" && secretText(s, "ca.crl"))
       .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-    const tenants = crls.map((s) => s.metadata.labels?.[TENANT_LABEL] ?? "");
     const include = this.config.BROKER_CRL_INCLUDE_FILE
       ? await readFile(this.config.BROKER_CRL_INCLUDE_FILE, "utf8")
       : "";
@@ -205,7 +195,16 @@ export class RevocationReconciler {
       context.signal,
     );
     if (this.config.BROKER_CRL_FILE) await this.reloadLocalBroker(this.config.BROKER_CRL_FILE, combined);
-    this.published = new Set(tenants);
+    // Now the broker holds these CRLs: their tenants' certificates can pass its CRL check.
+    for (const crl of crls) {
+      if (crl.metadata.annotations?.[CRL_PUBLISHED_ANNOTATION] === "true") continue;
+      await this.manager.client.mergePatch(
+        Resource.secret,
+        crl.metadata,
+        { metadata: { annotations: { [CRL_PUBLISHED_ANNOTATION]: "true" } } },
+        context.signal,
+      );
+    }
   }
 
   private async reloadLocalBroker(file: string, combined: string): Promise<void> {

@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, uniqueName } from "../../test/support/kube.js";
-import { kubectl } from "../../test/support/kubectl.js";
-import { applyManifest, startTestOperator } from "../../test/support/operator.js";
+import { applyObjects, kubectl } from "../../test/support/kubectl.js";
+import {
+  applyManifest,
+  applyReadyTenant,
+  stackOperatorConfig,
+  startTestOperator,
+} from "../../test/support/operator.js";
+import { parseTenant } from "../api/tenant.js";
+import { desiredTenant } from "../desired/tenant.js";
 import type { RunningOperator } from "../operator.js";
 
 /**
@@ -24,10 +31,22 @@ interface Obj {
   spec?: Record<string, unknown>;
 }
 
+/** The object, or undefined only when the API server says NotFound; any other failure throws. */
 async function get(args: string[]): Promise<Obj | undefined> {
   const result = await kubectl(["get", "-o", "json", ...args]);
-  return result.ok ? (JSON.parse(result.stdout) as Obj) : undefined;
+  if (result.ok) return JSON.parse(result.stdout) as Obj;
+  if (/NotFound/.test(result.stderr)) return undefined;
+  throw new Error(result.stderr);
 }
+
+/** Every namespace name a policy's selectors list, each once. */
+const namespacesIn = (policy: Obj | undefined): string[] => [
+  ...new Set(
+    [...JSON.stringify(policy?.spec ?? {}).matchAll(/"values":\[([^\]]*)\]/g)].flatMap(
+      (m) => JSON.parse(`[${m[1]}]`) as string[],
+    ),
+  ),
+];
 
 async function list(args: string[]): Promise<Obj[]> {
   const result = await kubectl(["get", "-o", "json", ...args]);
@@ -91,8 +110,25 @@ describe("the Tenant reconciler", () => {
       ]);
       const quota = await get(["resourcequota", "iot-tenant-quota", "-n", ns]);
       expect(quota?.spec).toEqual({ hard: { pods: "10", "count/devices.iot.tenant-operator.io": "5" } });
-      expect(await get(["rolebinding", "iot-tenant-admins", "-n", ns])).toBeDefined();
-      expect(await get(["limitrange", "iot-tenant-limits", "-n", ns])).toBeDefined();
+      const binding = (await get(["rolebinding", "iot-tenant-admins", "-n", ns])) as
+        | (Obj & { subjects?: unknown; roleRef?: unknown })
+        | undefined;
+      expect(binding?.subjects).toEqual([
+        { kind: "Group", name: `${name}-admins`, apiGroup: "rbac.authorization.k8s.io" },
+      ]);
+      expect(binding?.roleRef).toEqual({
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "ClusterRole",
+        name: "iot-tenant-admin",
+      });
+      const desiredLimits = desiredTenant(
+        { ...parseTenant(tenantManifest(name, {})), metadata: ready.metadata },
+        stackOperatorConfig(),
+      ).namespaced.find((o) => o.kind === "LimitRange");
+      expect((await get(["limitrange", "iot-tenant-limits", "-n", ns]))?.spec).toEqual(desiredLimits?.spec);
+      const asAdmin = { user: "someone", groups: [`${name}-admins`] };
+      const created = await kubectl(["-n", ns, "create", "configmap", "by-group-admin"], { as: asAdmin });
+      expect(created.stderr).toBe("");
     }
     // The operator signs the tenant CA itself (src/pki/tenant-ca.ts); cert-manager's Issuer uses it.
     const ca = (await get(["secret", `tenant-${name}-ca`, "-n", "iot-system"])) as
@@ -152,7 +188,16 @@ describe("the Tenant reconciler", () => {
     await eventually("own namespace isolated", async () =>
       (await policyNames(`${name}-own`)).length ? true : undefined,
     );
+    // The namespace it does not own is not let in through its policies either (I1).
+    for (const policy of await list(["networkpolicies", "-n", `${name}-own`])) {
+      expect(namespacesIn(policy)).not.toContain(foreign);
+    }
+    expect(namespacesIn(await get(["networkpolicy", "iot-allow-same-tenant", "-n", `${name}-own`]))).toEqual([
+      `${name}-own`,
+    ]);
     const untouched = await get(["namespace", foreign]);
+    expect(untouched).toBeDefined();
+    expect(untouched?.metadata).not.toHaveProperty("deletionTimestamp");
     expect(untouched?.metadata.labels?.["iot.tenant-operator.io/tenant"]).toBeUndefined();
     expect(untouched?.metadata.ownerReferences).toBeUndefined();
     expect(await policyNames(foreign)).toEqual([]);
@@ -205,6 +250,137 @@ describe("the Tenant reconciler", () => {
     );
     expect(JSON.stringify(policy.spec)).not.toContain(first);
     expect(JSON.stringify(policy.spec)).toContain("monitoring");
+  });
+
+  it("drops another tenant's namespace from its allow-list when that tenant claims it later (I1, reverse order)", async () => {
+    const [first, second] = [uniqueName("late"), uniqueName("lister")];
+    // Ready, so that it is not requeued while waiting: the namespace event must tell it about the new owner.
+    await applyReadyTenant(second, { network: { allowFromNamespaces: [first, "monitoring"] } });
+    expect(namespacesIn(await get(["networkpolicy", "iot-allow-from-namespaces", "-n", second]))).toContain(
+      first,
+    );
+    await applyManifest(tenantManifest(first, {}));
+    const tenant = await eventually(
+      "NamespaceOfOtherTenant once the other tenant owns it",
+      async () => {
+        const t = await get(["tenant", second]);
+        return condition(t, "NetworkIsolated")?.reason === "NamespaceOfOtherTenant" ? t : undefined;
+      },
+      60_000,
+    );
+    expect(condition(tenant, "NetworkIsolated")?.message).toContain(first);
+    await eventually("namespace gone from the allow-list policy", async () => {
+      const policy = await get(["networkpolicy", "iot-allow-from-namespaces", "-n", second]);
+      return namespacesIn(policy).includes(first) ? undefined : policy;
+    });
+    expect(namespacesIn(await get(["networkpolicy", "iot-allow-from-namespaces", "-n", second]))).toEqual([
+      "monitoring",
+    ]);
+  });
+
+  it("never binds a ServiceAccount of another tenant's namespace as admin; one from a platform namespace is bound (I5)", async () => {
+    const [owner, borrower, platform] = [uniqueName("sa-own"), uniqueName("sa-borrow"), uniqueName("gitops")];
+    await applyManifest(tenantManifest(owner, {}));
+    await eventually("owner's namespace", async () => get(["namespace", owner]), 60_000);
+    expect((await kubectl(["create", "namespace", platform])).ok).toBe(true);
+    await applyManifest(
+      tenantManifest(borrower, {
+        admins: [
+          { kind: "ServiceAccount", namespace: owner, name: "ci" },
+          { kind: "ServiceAccount", namespace: platform, name: "flux" },
+        ],
+      }),
+    );
+    const tenant = await eventually(
+      "AdminOfOtherTenant",
+      async () => {
+        const t = await get(["tenant", borrower]);
+        return condition(t, "AdminsBound")?.reason === "AdminOfOtherTenant" ? t : undefined;
+      },
+      60_000,
+    );
+    expect(condition(tenant, "AdminsBound")?.message).toContain(`${owner}/ci`);
+    expect(condition(tenant, "Ready")?.status).toBe("False");
+    const binding = (await eventually("admin binding", async () =>
+      get(["rolebinding", "iot-tenant-admins", "-n", borrower]),
+    )) as Obj & { subjects?: unknown };
+    expect(binding.subjects).toEqual([{ kind: "ServiceAccount", name: "flux", namespace: platform }]);
+    const canI = async (sa: string) =>
+      (
+        await kubectl([
+          "auth",
+          "can-i",
+          "create",
+          "configmaps",
+          "-n",
+          borrower,
+          `--as=system:serviceaccount:${sa}`,
+        ])
+      ).stdout.trim();
+    expect(await canI(`${owner}:ci`)).toBe("no");
+    expect(await canI(`${platform}:flux`)).toBe("yes");
+  });
+
+  it("reports another tenant's namespace in spec.namespaces as not owned and leaves that tenant's objects alone (I7)", async () => {
+    const [owner, squatter] = [uniqueName("owner"), uniqueName("squatter")];
+    await applyManifest(tenantManifest(owner, {}));
+    const ownerPolicy = await eventually(
+      "owner isolated",
+      async () => get(["networkpolicy", "iot-allow-same-tenant", "-n", owner]),
+      60_000,
+    );
+    const ownerNamespace = await get(["namespace", owner]);
+    await applyManifest(tenantManifest(squatter, { namespaces: [owner, `${squatter}-own`] }));
+    await eventually(
+      "NamespaceNotOwned",
+      async () => {
+        const t = await get(["tenant", squatter]);
+        return condition(t, "NamespacesReady")?.reason === "NamespaceNotOwned" ? t : undefined;
+      },
+      60_000,
+    );
+    await eventually("squatter's own namespace isolated", async () =>
+      get(["networkpolicy", "iot-allow-same-tenant", "-n", `${squatter}-own`]),
+    );
+    expect(
+      namespacesIn(await get(["networkpolicy", "iot-allow-same-tenant", "-n", `${squatter}-own`])),
+    ).toEqual([`${squatter}-own`]);
+    const after = await get(["namespace", owner]);
+    expect(after?.metadata.labels).toEqual(ownerNamespace?.metadata.labels);
+    expect(after?.metadata.ownerReferences).toEqual(ownerNamespace?.metadata.ownerReferences);
+    const policyAfter = await get(["networkpolicy", "iot-allow-same-tenant", "-n", owner]);
+    expect(policyAfter?.metadata.ownerReferences).toEqual(ownerPolicy.metadata.ownerReferences);
+    expect(policyAfter?.spec).toEqual(ownerPolicy.spec);
+  });
+
+  it("never prunes a labelled object it does not own (I7)", async () => {
+    const name = uniqueName("planted");
+    await applyManifest(tenantManifest(name, { network: { allowEgressCIDRs: ["10.30.0.0/16"] } }));
+    await eventually(
+      "egress policy",
+      async () => get(["networkpolicy", "iot-allow-egress-cidrs", "-n", name]),
+      60_000,
+    );
+    await applyObjects([
+      {
+        apiVersion: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        metadata: {
+          name: "platform-planted",
+          namespace: name,
+          labels: {
+            "iot.tenant-operator.io/tenant": name,
+            "app.kubernetes.io/managed-by": "iot-tenant-operator",
+          },
+        },
+        spec: { podSelector: {}, policyTypes: ["Ingress"] },
+      },
+    ]);
+    await applyManifest(tenantManifest(name, { network: {} }));
+    await eventually("owned egress policy pruned", async () =>
+      (await get(["networkpolicy", "iot-allow-egress-cidrs", "-n", name])) === undefined ? true : undefined,
+    );
+    expect(await get(["networkpolicy", "platform-planted", "-n", name])).toBeDefined();
   });
 
   it("leaves nothing behind when a Tenant is deleted", async () => {

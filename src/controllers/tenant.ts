@@ -1,11 +1,16 @@
 import { ConditionReason, TenantConditionType } from "../api/conditions.js";
 import type { Tenant } from "../api/tenant.js";
+import type { BrokerAdapter } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
 import { MANAGED_BY_LABEL, MANAGER, TENANT_FINALIZER, TENANT_LABEL } from "../desired/labels.js";
 import {
   DEVICES_QUOTA_RESOURCE,
   type KubeObject as DesiredObject,
   desiredTenant,
+  foreignAdmins,
+  foreignAllowFrom,
+  type NamespaceFacts,
+  namespacesNamedBy,
   TenantObjectName,
   tenantNamespaces,
   tenantTopicRoot,
@@ -83,6 +88,8 @@ export class TenantReconciler {
     private readonly manager: Manager,
     private readonly config: OperatorConfig,
     private readonly broker: TenantBroker,
+    /** Clears what a deleted tenant left under its topic root. */
+    private readonly retained: Pick<BrokerAdapter, "purgeTenant">,
   ) {
     this.tenants = manager.informer(Resource.tenant);
     this.namespaces = manager.informer(Resource.namespace);
@@ -104,14 +111,14 @@ export class TenantReconciler {
       const tenant = object.metadata.labels?.[TENANT_LABEL];
       return tenant ? [tenant] : [];
     };
-    // A namespace appearing or going away can free or block a tenant's namespace: reconcile the
-    // tenants that want it, and the one it is labelled for.
-    const byWantedNamespace = (namespace: KubeObject) => [
+    // A namespace appearing, going away or changing hands can free or block a tenant's namespace,
+    // allow-list entry or admin: reconcile every tenant whose spec names it, and the one it is labelled for.
+    const byNamedNamespace = (namespace: KubeObject) => [
       ...new Set([
         ...byTenantLabel(namespace),
         ...this.tenants
           .list()
-          .filter((t) => tenantNamespaces(tenantPlacement(t)).includes(namespace.metadata.name))
+          .filter((t) => namespacesNamedBy(tenantPlacement(t)).includes(namespace.metadata.name))
           .map((t) => t.metadata.name),
       ]),
     ];
@@ -123,7 +130,7 @@ export class TenantReconciler {
       name: "tenant",
       for: this.tenants,
       watches: [
-        { informer: this.namespaces, map: byWantedNamespace },
+        { informer: this.namespaces, map: byNamedNamespace },
         { informer: this.devices, map: byDeviceNamespace },
         // A tenant whose root overlaps this one's appearing or leaving settles who keeps the root.
         { informer: this.tenants, map: (changed) => overlappingTenants(this.tenants, changed) },
@@ -153,17 +160,14 @@ export class TenantReconciler {
     }
     await ensureFinalizer(this.manager.client, Resource.tenant, observed, TENANT_FINALIZER, signal);
 
-    const gathered = this.gather(tenant);
-    const desired = desiredTenant(
-      {
-        metadata: tenant.metadata,
-        spec: {
-          ...tenant.spec,
-          network: { ...tenant.spec.network, allowFromNamespaces: gathered.allowFrom },
-        },
-      },
-      this.config,
-    );
+    const facts = this.namespaceFacts(tenant);
+    const desired = desiredTenant(tenant, this.config, facts);
+    const ready = desired.namespaces
+      .map((ns) => ns.metadata.name)
+      .filter((name) => {
+        const namespace = this.namespaces.get(name);
+        return namespace !== undefined && !namespace.metadata.deletionTimestamp;
+      });
 
     let writes = 0;
     const apply = async (object: DesiredObject, cache: Informer | undefined) => {
@@ -171,11 +175,9 @@ export class TenantReconciler {
       if (await applyIfChanged(this.manager.client, resourceOf(object), object, cache?.get(key), signal))
         writes++;
     };
-    for (const namespace of desired.namespaces) {
-      if (gathered.usable.includes(namespace.metadata.name)) await apply(namespace, this.namespaces);
-    }
+    for (const namespace of desired.namespaces) await apply(namespace, this.namespaces);
     for (const object of desired.namespaced) {
-      if (gathered.ready.includes(object.metadata.namespace ?? "")) {
+      if (ready.includes(object.metadata.namespace ?? "")) {
         await apply(object, this.children.get(resourceOf(object)));
       }
     }
@@ -184,7 +186,7 @@ export class TenantReconciler {
     const pruned = await this.prune(tenant, [...desired.namespaces, ...desired.namespaced], signal);
 
     // Until the quota controller has counted the devices (status.used), the API server refuses every Device.
-    const quotaPending = gathered.ready.filter((ns) => {
+    const quotaPending = ready.filter((ns) => {
       const quota = this.children
         .get(Resource.resourceQuota)
         ?.get(objectKey({ namespace: ns, name: TenantObjectName.quota }));
@@ -199,10 +201,11 @@ export class TenantReconciler {
     );
     const conditions = tenantConditions({
       wantedNamespaces: desired.namespaces.length,
-      readyNamespaces: gathered.ready,
-      notOwned: gathered.notOwned,
+      readyNamespaces: ready,
+      notOwned: [...facts.notOwned],
       quotaPending,
-      foreignAllowFrom: gathered.foreignAllowFrom,
+      foreignAllowFrom: foreignAllowFrom(tenant, facts),
+      foreignAdmins: foreignAdmins(tenant, facts),
       pki:
         ca.ready && !issuerReady
           ? {
@@ -218,8 +221,8 @@ export class TenantReconciler {
     await this.writeStatus(
       observed,
       {
-        namespaces: gathered.ready,
-        deviceCount: gathered.ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
+        namespaces: ready,
+        deviceCount: ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
         topicRoot: tenantTopicRoot(tenant),
         conditions,
       },
@@ -228,40 +231,25 @@ export class TenantReconciler {
 
     if (writes || pruned)
       context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
-    if (!ca.ready)
-      context.logger.info({ tenant: tenant.metadata.name, reason: ca.message }, "tenant CA not ready");
-    const waiting =
-      quotaPending.length > 0 ||
-      !issuerReady ||
-      gathered.ready.length < desired.namespaces.length - gathered.notOwned.length;
+    const waiting = quotaPending.length > 0 || !issuerReady || ready.length < desired.namespaces.length;
     return {
       requeueAfterMs: waiting ? Math.min(REQUEUE_WHILE_WAITING_MS, ca.requeueAfterMs) : ca.requeueAfterMs,
     };
   }
 
-  /** Which wanted namespaces the tenant may use (I7), which are ready for children, which allow-list entries are foreign. */
-  private gather(tenant: Tenant & { metadata: KubeObject["metadata"] }) {
-    const uid = tenant.metadata.uid;
-    const usable: string[] = [];
-    const ready: string[] = [];
-    const notOwned: string[] = [];
-    for (const name of tenantNamespaces(tenant)) {
+  /** Which namespaces the spec names are not this tenant's: existing and not owned (I7), or another tenant's. */
+  private namespaceFacts(tenant: Tenant & { metadata: KubeObject["metadata"] }): NamespaceFacts {
+    const notOwned = new Set<string>();
+    const ofOtherTenants = new Set<string>();
+    for (const name of namespacesNamedBy(tenant)) {
       const namespace = this.namespaces.get(name);
-      if (namespace && !ownedBy(namespace, uid)) {
-        notOwned.push(name);
-        continue;
-      }
-      usable.push(name);
-      if (namespace && !namespace.metadata.deletionTimestamp) ready.push(name);
+      if (!namespace) continue;
+      if (!ownedBy(namespace, tenant.metadata.uid) && tenantNamespaces(tenant).includes(name))
+        notOwned.add(name);
+      const owner = namespace.metadata.labels?.[TENANT_LABEL];
+      if (owner && owner !== tenant.metadata.name) ofOtherTenants.add(name);
     }
-    const allowFrom: string[] = [];
-    const foreignAllowFrom: string[] = [];
-    for (const name of tenant.spec.network.allowFromNamespaces ?? []) {
-      const owner = this.namespaces.get(name)?.metadata.labels?.[TENANT_LABEL];
-      if (owner && owner !== tenant.metadata.name) foreignAllowFrom.push(name);
-      else allowFrom.push(name);
-    }
-    return { usable, ready, notOwned, allowFrom, foreignAllowFrom };
+    return { notOwned, ofOtherTenants };
   }
 
   /** Deletes what this Tenant owns (by UID) and no longer wants; returns how many objects it deleted. */
@@ -301,6 +289,9 @@ export class TenantReconciler {
     if (!observed.metadata.finalizers?.includes(TENANT_FINALIZER)) return;
     const tenant = observed.metadata.name;
     await this.broker.removeTenant(tenant);
+    // A root another tenant still shares (this one was refused as overlapping it) is that tenant's.
+    if (overlappingTenants(this.tenants, observed).length === 0)
+      await this.retained.purgeTenant({ tenant, topicRoot: tenantTopicRoot(tenantPlacement(observed)) });
     for (const kind of [...pkiKinds, Resource.secret]) {
       const listed = (await this.manager.client.request({
         verb: "list",

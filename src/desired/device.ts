@@ -4,7 +4,7 @@ import { AuthenticationType, type Device } from "../api/device.js";
 import type { Tenant } from "../api/tenant.js";
 import type { BrokerDevice } from "../broker/adapter.js";
 import { subjectUsername } from "../broker/subject.js";
-import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, managedLabels } from "./labels.js";
+import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, DEVICE_UID_LABEL, managedLabels } from "./labels.js";
 import { type KubeObject, ownerReferenceTo, tenantTopicRoot } from "./tenant.js";
 
 /**
@@ -22,7 +22,25 @@ function deviceLabels(tenant: string, device: DeviceInput): Record<string, strin
     ...managedLabels(tenant),
     [DEVICE_LABEL]: device.metadata.name,
     [DEVICE_NAMESPACE_LABEL]: device.metadata.namespace ?? "",
+    ...(device.metadata.uid ? { [DEVICE_UID_LABEL]: device.metadata.uid } : {}),
   };
+}
+
+/**
+ * Whether an object the operator made for a device (labelled by deviceLabels) serves `device`. An
+ * object from before UIDs were recorded serves the Device of its namespace and name.
+ */
+export function servesDevice(
+  object: { metadata: { labels?: Record<string, string> | undefined } } | undefined,
+  device: { namespace: string; name: string; uid?: string | undefined },
+): boolean {
+  const labels = object?.metadata.labels ?? {};
+  const uid = labels[DEVICE_UID_LABEL];
+  return (
+    labels[DEVICE_NAMESPACE_LABEL] === device.namespace &&
+    labels[DEVICE_LABEL] === device.name &&
+    (uid === undefined || device.uid === undefined || uid === device.uid)
+  );
 }
 
 /**

@@ -5,6 +5,8 @@ export const TENANT_LABEL = `${API_GROUP}/tenant`;
 export const DEVICE_LABEL = `${API_GROUP}/device`;
 /** On objects in the operator's namespace: the namespace of the Device they serve. */
 export const DEVICE_NAMESPACE_LABEL = `${API_GROUP}/device-namespace`;
+/** On objects in the operator's namespace: the UID of the Device they serve, so only that Device's cleanup removes them. */
+export const DEVICE_UID_LABEL = `${API_GROUP}/device-uid`;
 export const DEVICE_FINALIZER = `${API_GROUP}/broker`;
 /** Set to a new value to have a password device's password replaced. */
 export const ROTATE_PASSWORD_ANNOTATION = `${API_GROUP}/rotate-password`;

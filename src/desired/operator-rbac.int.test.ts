@@ -1,11 +1,19 @@
 import { readFile } from "node:fs/promises";
 import { KubeConfig } from "@kubernetes/client-node";
+import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
-import { applyObjects, kubectl } from "../../test/support/kubectl.js";
+import { applyObjects, eventuallyNotFound, kubectl } from "../../test/support/kubectl.js";
+import {
+  connectWithCertificate,
+  grantsNothing,
+  refusedAsRevoked,
+  subscribeCodes,
+} from "../../test/support/mqtt.js";
 import {
   applyDevice,
   applyReadyTenant,
+  deviceTls,
   readyDevice,
   stackOperatorConfig,
 } from "../../test/support/operator.js";
@@ -25,6 +33,13 @@ describe("the operator's own RBAC", () => {
   const serviceAccount = "iot-tenant-operator";
   const admin = new KubeClient(adminKubeConfig());
   let operator: RunningOperator;
+  const open: MqttClient[] = [];
+  const track = (client: MqttClient) => {
+    open.push(client);
+    return client;
+  };
+  const closed = (client: MqttClient) =>
+    new Promise<void>((resolve) => client.once("close", () => resolve()));
 
   async function serviceAccountKubeConfig(): Promise<KubeConfig> {
     const review = (await admin.request({
@@ -72,26 +87,69 @@ describe("the operator's own RBAC", () => {
     });
   });
   afterAll(async () => {
+    await Promise.all(open.map((client) => client.endAsync(true).catch(() => undefined)));
     await operator?.stop();
   });
 
-  it("is enough to provision, cut off and delete a tenant and its devices", async () => {
+  it("is enough to provision, heal, cut off, suspend and delete a tenant and its devices, with no request refused", async () => {
     const tenant = uniqueName("rbac");
-    await applyReadyTenant(tenant, { admins: [{ kind: "User", name: `admin-${tenant}` }] });
-    await applyDevice(tenant, "sensor");
-    const status = await readyDevice(tenant, "sensor");
+    const root = `tenants/${tenant}`;
+    const admins = [{ kind: "User", name: `admin-${tenant}` }];
+    await applyReadyTenant(tenant, { admins });
+    await Promise.all([applyDevice(tenant, "sensor"), applyDevice(tenant, "meter")]);
+    const [status] = await Promise.all([readyDevice(tenant, "sensor"), readyDevice(tenant, "meter")]);
     expect(status.username).toBe(`CN=sensor,O=${tenant}`);
+    const [sensor, meter] = await Promise.all([deviceTls(tenant, "sensor"), deviceTls(tenant, "meter")]);
+
+    // Heal: a deleted policy is put back.
     expect((await kubectl(["-n", tenant, "delete", "networkpolicy", "iot-default-deny"])).ok).toBe(true);
     await eventually("policy restored by the operator's ServiceAccount", async () =>
       (await kubectl(["-n", tenant, "get", "networkpolicy", "iot-default-deny"])).ok ? true : undefined,
     );
+
+    // Disable: the live connection drops, and a new one gets nothing.
+    const live = track(await connectWithCertificate(sensor));
+    expect(await subscribeCodes(live, `${root}/devices/sensor/#`)).toEqual([1]);
+    const dropped = closed(live);
+    await applyDevice(tenant, "sensor", { enabled: false });
+    await dropped;
+    expect(await grantsNothing(() => connectWithCertificate(sensor), `${root}/devices/sensor`)).toBe(true);
+
+    // Suspend, then unsuspend: the other device is dropped, refused, then served again.
+    const meterLive = track(await connectWithCertificate(meter));
+    expect(await subscribeCodes(meterLive, `${root}/devices/meter/#`)).toEqual([1]);
+    const meterDropped = closed(meterLive);
+    await applyReadyTenant(tenant, { admins, suspended: true });
+    await meterDropped;
+    expect(await grantsNothing(() => connectWithCertificate(meter), `${root}/devices/meter`)).toBe(true);
+    await applyReadyTenant(tenant, { admins, suspended: false });
+    await eventually("meter served again", async () => {
+      const client = await connectWithCertificate(meter);
+      try {
+        return (await subscribeCodes(client, `${root}/devices/meter/#`))[0] === 1 ? true : undefined;
+      } finally {
+        await client.endAsync(true);
+      }
+    });
+
+    // Delete a device: its finalizer revokes the certificate and removes what it had in iot-system.
+    expect((await kubectl(["-n", tenant, "delete", "device", "meter", "--wait=false"])).ok).toBe(true);
+    await eventuallyNotFound(["-n", tenant, "device", "meter"], 90_000);
+    await eventuallyNotFound(["-n", namespace, "certificate", `${tenant}.meter`]);
+    await eventuallyNotFound(["-n", namespace, "secret", `${tenant}.meter`]);
+    await eventually("meter's certificate revoked at the TLS layer", () => refusedAsRevoked(meter), 60_000);
+
+    // Delete the tenant: the remaining device's finalizer runs during namespace teardown.
     expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
-    await eventually(
-      "tenant gone",
-      async () => ((await kubectl(["get", "tenant", tenant])).ok ? undefined : true),
-      90_000,
-    );
-  });
+    await eventuallyNotFound(["tenant", tenant], 120_000);
+    await eventuallyNotFound(["namespace", tenant], 120_000);
+    await eventuallyNotFound(["-n", namespace, "certificate", `${tenant}.sensor`]);
+    await eventuallyNotFound(["-n", namespace, "secret", `${tenant}.sensor`]);
+
+    const requests = (await operator.manager.metrics.apiRequests.get()).values;
+    expect(requests.filter((sample) => sample.labels.code === "200").length).toBeGreaterThan(0);
+    expect(requests.filter((sample) => sample.labels.code === "403")).toEqual([]);
+  }, 300_000);
 
   it.each([
     ["create", "rbac.authorization.k8s.io", "clusterrolebindings", ""],

@@ -8,6 +8,7 @@ const healthy: TenantObservation = {
   notOwned: [],
   quotaPending: [],
   foreignAllowFrom: [],
+  foreignAdmins: [],
   pki: { ready: true, reason: ConditionReason.Reconciled, message: "" },
   broker: { ready: true, message: "in sync" },
   topicRoot: "tenants/a",
@@ -21,6 +22,7 @@ describe("tenantConditions", () => {
     expect(byType(healthy)).toEqual({
       NamespacesReady: "True/Reconciled",
       NetworkIsolated: "True/Reconciled",
+      AdminsBound: "True/Reconciled",
       PKIReady: "True/Reconciled",
       BrokerReady: "True/Reconciled",
       Ready: "True/Reconciled",
@@ -46,6 +48,12 @@ describe("tenantConditions", () => {
       { foreignAllowFrom: ["other"] },
       "NetworkIsolated",
       "False/NamespaceOfOtherTenant",
+    ],
+    [
+      "an admin is another tenant's ServiceAccount",
+      { foreignAdmins: ["other/ci"] },
+      "AdminsBound",
+      "False/AdminOfOtherTenant",
     ],
     ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
     [

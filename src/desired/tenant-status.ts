@@ -11,6 +11,8 @@ export interface TenantObservation {
   /** Ready namespaces whose device quota the quota controller has not counted yet. */
   readonly quotaPending: readonly string[];
   readonly foreignAllowFrom: readonly string[];
+  /** ServiceAccount admins (namespace/name) from another tenant's namespace. */
+  readonly foreignAdmins: readonly string[];
   /** The tenant CA the operator signs, and the cert-manager Issuer that uses it. */
   readonly pki: { readonly ready: boolean; readonly reason: ConditionReason; readonly message: string };
   readonly broker: { readonly ready: boolean; readonly message: string };
@@ -75,6 +77,18 @@ function networkIsolated(o: TenantObservation): ConditionUpdate {
   };
 }
 
+function adminsBound(o: TenantObservation): ConditionUpdate {
+  const type = TenantConditionType.AdminsBound;
+  return o.foreignAdmins.length
+    ? {
+        type,
+        status: "False",
+        reason: ConditionReason.AdminOfOtherTenant,
+        message: `spec.admins names ServiceAccounts in other tenants' namespaces; their admins could act as them, so they are not bound: ${o.foreignAdmins.join(", ")}`,
+      }
+    : { type, status: "True", reason: ConditionReason.Reconciled };
+}
+
 function pkiReady(o: TenantObservation): ConditionUpdate {
   return o.pki.ready
     ? { type: TenantConditionType.PKIReady, status: "True", reason: ConditionReason.Reconciled }
@@ -103,7 +117,7 @@ function brokerReady(o: TenantObservation): ConditionUpdate {
 
 /** The Tenant's conditions, Ready last: True only when every other one is. */
 export function tenantConditions(o: TenantObservation): ConditionUpdate[] {
-  const parts = [namespacesReady(o), networkIsolated(o), pkiReady(o), brokerReady(o)];
+  const parts = [namespacesReady(o), networkIsolated(o), adminsBound(o), pkiReady(o), brokerReady(o)];
   const notReady = parts.filter((c) => c.status !== "True").map((c) => c.type);
   return [
     ...parts,

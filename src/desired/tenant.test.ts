@@ -4,7 +4,10 @@ import { operatorConfigSchema } from "../config.js";
 import {
   DEVICES_QUOTA_RESOURCE,
   desiredTenant,
+  foreignAdmins,
+  foreignAllowFrom,
   type KubeObject,
+  namespacesNamedBy,
   TenantObjectName,
   tenantTopicRoot,
   topicRootConflict,
@@ -151,8 +154,77 @@ describe("desiredTenant", () => {
       TenantObjectName.adminBinding,
       "acme",
     );
+    // No admins: no RoleBinding at all, rather than one that binds nobody.
+    if (!subjects) {
+      expect(binding).toBeUndefined();
+      return;
+    }
     expect(binding?.subjects).toEqual(subjects);
-    if (binding) expect(binding.roleRef).toMatchObject({ kind: "ClusterRole", name: "iot-tenant-admin" });
+    expect(binding?.roleRef).toEqual({
+      apiGroup: "rbac.authorization.k8s.io",
+      kind: "ClusterRole",
+      name: "iot-tenant-admin",
+    });
+  });
+
+  it("gives each namespace default container requests and limits", () => {
+    const desired = desiredTenant(tenant({ namespaces: ["a1", "a2"] }), config);
+    for (const ns of ["a1", "a2"]) {
+      expect(named(desired.namespaced, TenantObjectName.limits, ns)?.spec).toEqual({
+        limits: [
+          {
+            type: "Container",
+            defaultRequest: { cpu: "50m", memory: "64Mi" },
+            default: { cpu: "500m", memory: "256Mi" },
+          },
+        ],
+      });
+    }
+  });
+
+  describe("with namespaces that are not the tenant's", () => {
+    const facts = { notOwned: new Set(["platform"]), ofOtherTenants: new Set(["globex", "globex-ci"]) };
+    const spec = {
+      namespaces: ["acme", "platform"],
+      network: { allowFromNamespaces: ["monitoring", "globex"] },
+      admins: [
+        { kind: "ServiceAccount", name: "deployer", namespace: "globex-ci" },
+        { kind: "ServiceAccount", name: "flux", namespace: "flux-system" },
+        { kind: "User", name: "alice" },
+      ],
+    };
+    const desired = desiredTenant(tenant(spec), config, facts);
+
+    it("creates nothing in a namespace it does not own (I7)", () => {
+      expect(desired.namespaces.map((n) => n.metadata.name)).toEqual(["acme"]);
+      expect(new Set(desired.namespaced.map((o) => o.metadata.namespace))).toEqual(new Set(["acme"]));
+    });
+
+    it("names neither a namespace it does not own nor another tenant's in any policy (I1)", () => {
+      const named = byKind(desired.namespaced, "NetworkPolicy").flatMap((p) =>
+        namespaceSelectors(p.spec).flatMap(
+          (s) => (s as { matchExpressions: Array<{ values: string[] }> }).matchExpressions[0]?.values ?? [],
+        ),
+      );
+      expect(named).not.toContain("platform");
+      expect(named).not.toContain("globex");
+      expect(named).toContain("monitoring");
+    });
+
+    it("binds no ServiceAccount from another tenant's namespace (I5)", () => {
+      expect(named(desired.namespaced, TenantObjectName.adminBinding, "acme")?.subjects).toEqual([
+        { kind: "ServiceAccount", name: "flux", namespace: "flux-system" },
+        { kind: "User", name: "alice", apiGroup: "rbac.authorization.k8s.io" },
+      ]);
+      expect(foreignAdmins(tenant(spec), facts)).toEqual(["globex-ci/deployer"]);
+      expect(foreignAllowFrom(tenant(spec), facts)).toEqual(["globex"]);
+    });
+
+    it("knows every namespace the spec names, so a change to any of them reconciles the tenant", () => {
+      expect(namespacesNamedBy(tenant(spec)).sort()).toEqual(
+        ["acme", "flux-system", "globex", "globex-ci", "monitoring", "platform"].sort(),
+      );
+    });
   });
 
   it("caps devices through the quota next to the spec's own limits", () => {

@@ -123,9 +123,59 @@ export interface TenantDesiredState {
 
 type TenantInput = Pick<Tenant, "metadata" | "spec"> & { metadata: { uid?: string } };
 
-export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig): TenantDesiredState {
+/**
+ * What the cluster says about the namespaces a Tenant's spec names. A namespace that is not the
+ * tenant's never enters its policies (I1) or its admins (I5), and is never written to (I7).
+ */
+export interface NamespaceFacts {
+  /** Namespaces in spec.namespaces that exist and were not created for this tenant. */
+  readonly notOwned: ReadonlySet<string>;
+  /** Namespaces that belong to other tenants. */
+  readonly ofOtherTenants: ReadonlySet<string>;
+}
+
+const NO_FACTS: NamespaceFacts = { notOwned: new Set(), ofOtherTenants: new Set() };
+
+export interface NamespacesNamed {
+  metadata: { name: string };
+  spec: {
+    namespaces?: readonly string[] | undefined;
+    network?: { allowFromNamespaces?: readonly string[] | undefined } | undefined;
+    admins?: ReadonlyArray<{ namespace?: string | undefined }> | undefined;
+  };
+}
+
+/** Every namespace a Tenant's spec names: its own, its allow-list, its ServiceAccount admins'. */
+export function namespacesNamedBy(tenant: NamespacesNamed): string[] {
+  return [
+    ...tenantNamespaces(tenant),
+    ...(tenant.spec.network?.allowFromNamespaces ?? []),
+    ...(tenant.spec.admins ?? []).flatMap((admin) => (admin.namespace ? [admin.namespace] : [])),
+  ];
+}
+
+/** allowFromNamespaces entries that belong to another tenant: never let in (I1). */
+export function foreignAllowFrom(tenant: Pick<Tenant, "spec">, facts: NamespaceFacts): string[] {
+  return (tenant.spec.network.allowFromNamespaces ?? []).filter((ns) => facts.ofOtherTenants.has(ns));
+}
+
+/**
+ * ServiceAccount admins from another tenant's namespace: never bound, or that tenant's admins,
+ * who can run pods as the ServiceAccount, would administer this tenant too (I5).
+ */
+export function foreignAdmins(tenant: Pick<Tenant, "spec">, facts: NamespaceFacts): string[] {
+  return (tenant.spec.admins ?? [])
+    .filter((admin) => admin.namespace !== undefined && facts.ofOtherTenants.has(admin.namespace))
+    .map((admin) => `${admin.namespace}/${admin.name}`);
+}
+
+export function desiredTenant(
+  tenant: TenantInput,
+  config: TenantDesiredConfig,
+  facts: NamespaceFacts = NO_FACTS,
+): TenantDesiredState {
   const name = tenant.metadata.name;
-  const namespaces = tenantNamespaces(tenant);
+  const namespaces = tenantNamespaces(tenant).filter((ns) => !facts.notOwned.has(ns));
   const owner = ownerReferenceTo("Tenant", tenant);
   const labels = managedLabels(name);
   const meta = (objectName: string, namespace?: string) => ({
@@ -142,13 +192,13 @@ export function desiredTenant(tenant: TenantInput, config: TenantDesiredConfig):
       metadata: { ...meta(ns), labels: { ...labels, ...restrictedPodSecurity } },
     })),
     namespaced: namespaces.flatMap((ns) => [
-      ...networkPolicies(tenant, namespaces, config).map((policy) => ({
+      ...networkPolicies(tenant, namespaces, facts, config).map((policy) => ({
         apiVersion: "networking.k8s.io/v1",
         kind: "NetworkPolicy",
         metadata: meta(policy.name, ns),
         spec: policy.spec,
       })),
-      ...adminBinding(tenant, ns, meta),
+      ...adminBinding(tenant, facts, ns, meta),
       {
         apiVersion: "v1",
         kind: "ResourceQuota",
@@ -197,11 +247,15 @@ function namespacesNamed(names: readonly string[]) {
 function networkPolicies(
   tenant: TenantInput,
   namespaces: readonly string[],
+  facts: NamespaceFacts,
   config: TenantDesiredConfig,
 ): Array<{ name: string; spec: Record<string, unknown> }> {
   const all = { podSelector: {} };
   const [dnsKey = "", dnsValue = ""] = config.DNS_POD_LABEL.split("=");
-  const { allowFromNamespaces = [], allowEgressCIDRs = [], egressPorts = [] } = tenant.spec.network;
+  const { allowEgressCIDRs = [], egressPorts = [] } = tenant.spec.network;
+  const allowFromNamespaces = (tenant.spec.network.allowFromNamespaces ?? []).filter(
+    (ns) => !facts.ofOtherTenants.has(ns),
+  );
   const policies: Array<{ name: string; spec: Record<string, unknown> }> = [
     { name: TenantObjectName.defaultDeny, spec: { ...all, policyTypes: ["Ingress", "Egress"] } },
     {
@@ -280,10 +334,13 @@ function networkPolicies(
 
 function adminBinding(
   tenant: TenantInput,
+  facts: NamespaceFacts,
   namespace: string,
   meta: (name: string, namespace?: string) => KubeObject["metadata"],
 ): KubeObject[] {
-  const admins = tenant.spec.admins ?? [];
+  const admins = (tenant.spec.admins ?? []).filter(
+    (admin) => admin.namespace === undefined || !facts.ofOtherTenants.has(admin.namespace),
+  );
   if (!admins.length) return [];
   return [
     {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { CONFIG_MAP, NAMESPACE } from "../../test/fixtures/runtime/resources.js";
 import { CRD_RESOURCE, WIDGET, widgetCrd } from "../../test/fixtures/runtime/widget-crd.js";
+import { untilIdle } from "../../test/support/idle.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { createLogger } from "../observability/logger.js";
 import { applyIfChanged, applyStatusIfChanged } from "./apply.js";
@@ -110,7 +111,7 @@ manager.addController({
 manager.addController({
   name: "flaky",
   for: manager.informer(CONFIG_MAP, { namespace, labelSelector: "runtime-test/flaky" }),
-  rateLimiter: new ExponentialFailureRateLimiter(200, 10_000),
+  rateLimiter: new ExponentialFailureRateLimiter(500, 10_000),
   reconcile: async ({ key }) => {
     const attempts = flakyAttempts.get(key) ?? [];
     attempts.push(performance.now());
@@ -190,19 +191,19 @@ describe("controller runtime on a real API server", () => {
       (await readyCondition(name))?.status === "True" ? true : undefined,
     );
     await eventually("Ready event", async () => ((await eventsAbout(name)).length > 0 ? true : undefined));
-    // Let the reconcile triggered by our own status write run out before counting.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // The reconcile triggered by our own status write runs out before counting.
+    await untilIdle(manager.metrics);
     const key = `${namespace}/${name}`;
     const writesBefore = await manager.metrics.writeRequests();
     expect(writesBefore).toBeGreaterThan(0);
-    const reconcilesBefore = widgetReconciles.get(key) ?? 0;
     for (const value of ["x", "y", "z"]) {
+      const reconciles = widgetReconciles.get(key) ?? 0;
       await admin.mergePatch(WIDGET, { namespace, name }, { metadata: { labels: { touched: value } } });
+      await eventually(`reconciled after touch ${value}`, async () =>
+        (widgetReconciles.get(key) ?? 0) > reconciles ? true : undefined,
+      );
     }
-    await eventually("reconciled again", async () =>
-      (widgetReconciles.get(key) ?? 0) > reconcilesBefore ? true : undefined,
-    );
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await untilIdle(manager.metrics);
     expect(await manager.metrics.writeRequests()).toBe(writesBefore);
   });
 
@@ -238,7 +239,7 @@ describe("controller runtime on a real API server", () => {
     });
     const key = `${namespace}/${name}`;
     const reconciles = widgetReconciles.get(key);
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await untilIdle(manager.metrics);
     // The only further reconcile allowed is the one our own status write triggers (and it fails terminally again).
     expect(widgetReconciles.get(key)).toBeLessThanOrEqual((reconciles ?? 0) + 1);
   });
@@ -255,27 +256,45 @@ describe("controller runtime on a real API server", () => {
       return found && found.length >= 4 ? found : undefined;
     });
     const gaps = attempts.slice(1).map((at, index) => at - (attempts[index] as number));
-    expect(gaps[0]).toBeGreaterThanOrEqual(190);
-    expect(gaps[1]).toBeGreaterThanOrEqual(390);
-    expect(gaps[2]).toBeGreaterThanOrEqual(790);
-    expect(gaps[1] as number).toBeGreaterThan(gaps[0] as number);
-    expect(gaps[2] as number).toBeGreaterThan(gaps[1] as number);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Delays of 500, 1000 and 2000 ms: each gap is at least its delay, and the first came well before
+    // the delay the third waited out (a generous bound that load cannot break, unlike gap-to-gap order).
+    expect(gaps[0]).toBeGreaterThanOrEqual(490);
+    expect(gaps[1]).toBeGreaterThanOrEqual(990);
+    expect(gaps[2]).toBeGreaterThanOrEqual(1_990);
+    expect(gaps[0]).toBeLessThan(1_990);
+    await untilIdle(manager.metrics);
     expect(flakyAttempts.get(`${namespace}/${name}`)).toHaveLength(4);
   });
 
   it("serves readiness and the reconcile, queue and API request metrics", async () => {
+    // Its own success, terminal failure and retried failure, so that it runs alone.
+    const [good, bad, flaky] = [uniqueName("w"), uniqueName("w"), uniqueName("flaky")];
+    await createWidget(good, { data: { a: "1" } });
+    await createWidget(bad, { fail: "no such colour" });
+    await admin.create(CONFIG_MAP, {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: flaky, namespace, labels: { "runtime-test/flaky": "yes" } },
+    });
+    await eventually("widgets settled", async () =>
+      (await readyCondition(good))?.status === "True" && (await readyCondition(bad))?.status === "False"
+        ? true
+        : undefined,
+    );
+    await eventually("flaky succeeded", async () =>
+      (flakyAttempts.get(`${namespace}/${flaky}`)?.length ?? 0) >= 4 ? true : undefined,
+    );
     const base = `http://127.0.0.1:${manager.probePort}`;
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     const metrics = await (await fetch(`${base}/metrics`)).text();
     for (const pattern of [
-      /controller_runtime_reconcile_total\{controller="widget",result="success"\} \d+/,
-      /controller_runtime_reconcile_errors_total\{controller="flaky"\} 3/,
+      /controller_runtime_reconcile_total\{controller="widget",result="success"\} [1-9]/,
+      /controller_runtime_reconcile_errors_total\{controller="flaky"\} [1-9]/,
       /controller_runtime_terminal_reconcile_errors_total\{controller="widget"\} [1-9]/,
       /controller_runtime_reconcile_time_seconds_count\{controller="widget"\} \d+/,
       /workqueue_adds_total\{name="widget"\} \d+/,
-      /workqueue_retries_total\{name="flaky"\} 3/,
+      /workqueue_retries_total\{name="flaky"\} [1-9]/,
       /workqueue_queue_duration_seconds_count\{name="widget"\} \d+/,
       /workqueue_depth\{name="widget"\} \d+/,
       /rest_client_requests_total\{verb="apply",code="200",resource="widgets\/status"\} \d+/,

@@ -2,8 +2,9 @@ import type { KubeClient } from "./kube-client.js";
 import type { KubeObject, ResourceType } from "./kube-object.js";
 
 /**
- * Adds `finalizer` by server-side apply: the field manager owns just that list entry, so other
- * controllers' finalizers stay. No request when it is already there.
+ * Adds `finalizer` to the object as cached. A patch, never an apply: an apply would create the object
+ * again if it was deleted since the cache saw it. Optimistic on resourceVersion, so another's finalizer
+ * added meanwhile is never dropped (the 409 retries). No request when it is already there.
  */
 export async function ensureFinalizer(
   client: KubeClient,
@@ -12,14 +13,13 @@ export async function ensureFinalizer(
   finalizer: string,
   signal?: AbortSignal,
 ): Promise<void> {
-  if (object.metadata.finalizers?.includes(finalizer)) return;
-  const { name, namespace } = object.metadata;
-  await client.apply(
+  const finalizers = object.metadata.finalizers ?? [];
+  if (finalizers.includes(finalizer)) return;
+  await client.mergePatch(
     resource,
+    object.metadata,
     {
-      apiVersion: resource.apiVersion,
-      kind: resource.kind,
-      metadata: { name, ...(namespace ? { namespace } : {}), finalizers: [finalizer] },
+      metadata: { resourceVersion: object.metadata.resourceVersion, finalizers: [...finalizers, finalizer] },
     },
     signal,
   );

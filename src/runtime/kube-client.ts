@@ -29,6 +29,8 @@ export interface KubeRequest {
   readonly body?: unknown;
   readonly contentType?: string;
   readonly signal?: AbortSignal;
+  /** Send the request as this identity (the caller needs the impersonate verb); `verify` asks as a tenant admin. */
+  readonly impersonate?: { readonly user: string; readonly groups: readonly string[] };
 }
 
 export interface KubeClientOptions {
@@ -236,12 +238,17 @@ export class KubeClient {
     for (const [key, value] of Object.entries(req.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
-    const options: RequestOptions & { headers: Record<string, string> } = { headers: {} };
+    const options: RequestOptions & { headers: Record<string, string | string[]> } = { headers: {} };
     await this.kubeConfig.applyToHTTPSOptions(options);
     const payload = req.body === undefined ? undefined : JSON.stringify(req.body);
     options.method = req.method;
     options.signal = signal;
     options.headers.accept = "application/json";
+    if (req.impersonate) {
+      options.headers["impersonate-user"] = req.impersonate.user;
+      // Node sends an array header as one header line per value, as impersonation expects.
+      options.headers["impersonate-group"] = [...req.impersonate.groups];
+    }
     if (payload !== undefined) {
       options.headers["content-type"] = req.contentType ?? "application/json";
       options.headers["content-length"] = String(Buffer.byteLength(payload));

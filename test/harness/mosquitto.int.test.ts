@@ -40,6 +40,8 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
       acls: [
         { acltype: "publishClientSend", topic: `${own}/#`, allow: true },
         { acltype: "subscribePattern", topic: `${own}/#`, allow: true },
+        // Delivery is denied by default: a subscriber receives only what a role lets it receive.
+        { acltype: "publishClientReceive", topic: `${own}/#`, allow: true },
       ],
     });
     await dynsec.run({

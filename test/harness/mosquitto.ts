@@ -1,15 +1,22 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
+import { adminClientOptions, type DynsecConnection } from "../../src/broker/dynsec-client.js";
+import { initialDynsecState } from "../../src/broker/dynsec-state.js";
 import { mosquittoConfig } from "../../src/broker/mosquitto-config.js";
 import { signCrl } from "../../src/pki/crl.js";
-import type { KeyPair } from "./pki.js";
-import { createIntermediateCA, type IntermediateCA, issueCertificate } from "./pki.js";
+import {
+  createCA,
+  createIntermediateCA,
+  type IntermediateCA,
+  issueCertificate,
+  type KeyPair,
+} from "./pki.js";
 import { freePort } from "./ports.js";
 import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
 
@@ -27,9 +34,14 @@ export interface Broker {
   readonly mtlsPort: number;
   /** TLS listener for password devices: no client certificate, username and password checked by dynsec. */
   readonly passwordPort: number;
-  /** Loopback password listener for the dynamic-security admin client. */
+  /** Loopback mTLS listener for the dynamic-security admin client; it trusts only the admin CA. */
   readonly adminPort: number;
+  /** The admin certificate's CN: the broker's dynsec admin client, which has no password. */
   readonly adminUsername: string;
+  /** The admin's client certificate and its encrypted key, issued by a CA of its own. */
+  readonly adminCertFile: string;
+  readonly adminKeyFile: string;
+  /** Passphrase of adminKeyFile. */
   readonly adminPassword: string;
   /** Verifies the broker's server certificate (the device root CA). */
   readonly caFile: string;
@@ -72,6 +84,24 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const [mtlsPort, passwordPort, adminPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const adminUsername = "operator-admin";
   const adminPassword = randomBytes(18).toString("base64url");
+  // The admin listener trusts a CA of its own: no device certificate, whoever signed it, opens it.
+  const adminCA = await createCA(dir, "broker-admin-ca", "iot-tenant-operator broker admin CA");
+  const admin = await issueCertificate(dir, adminCA, "broker-admin", {
+    subject: `/CN=${adminUsername}`,
+    usages: ["clientAuth"],
+  });
+  const adminKeyFile = join(dir, "broker-admin.enc.key");
+  await run("openssl", [
+    "pkey",
+    "-in",
+    admin.keyFile,
+    "-aes256",
+    "-passout",
+    `pass:${adminPassword}`,
+    "-out",
+    adminKeyFile,
+  ]);
+  await rm(admin.keyFile);
   const serverCert = await issueCertificate(dir, options.deviceRootCA, "broker", {
     subject: "/CN=mosquitto",
     dnsNames: ["localhost"],
@@ -79,7 +109,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
     usages: ["serverAuth"],
   });
   const dynsecFile = join(dir, "dynamic-security.json");
-  await run("mosquitto_ctrl", ["dynsec", "init", dynsecFile, adminUsername, adminPassword]);
+  await writeFile(dynsecFile, initialDynsecState(adminUsername));
 
   // Mosquitto refuses to start with a crlfile that holds no CRL, and with a crlfile it refuses every
   // client certificate whose issuer has no CRL there. So the file starts with the CRL of the
@@ -114,6 +144,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
       passwordPort,
       adminPort,
       rootCaFile: options.deviceRootCA.certFile,
+      adminCaFile: adminCA.certFile,
       serverCertFile: serverCert.certFile,
       serverKeyFile: serverCert.keyFile,
       crlFile,
@@ -128,32 +159,21 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const broker: ManagedProcess = startProcess("mosquitto", mosquittoBinary(), ["-c", configFile], {
     logFile: join(dir, "mosquitto.log"),
   });
-  await waitUntil(
-    "mosquitto",
-    () =>
-      new Promise<boolean>((resolve) => {
-        const client = mqtt.connect({
-          host,
-          port: adminPort,
-          username: adminUsername,
-          password: adminPassword,
-          reconnectPeriod: 0,
-          connectTimeout: 2_000,
-        });
-        client.once("connect", () => client.end(true, () => resolve(true)));
-        client.once("error", () => client.end(true, () => resolve(false)));
-      }),
-    { timeoutMs: 20_000, process: broker },
-  );
-
-  return {
+  const endpoint = {
     host,
     mtlsPort,
     passwordPort,
     adminPort,
     adminUsername,
+    adminCertFile: admin.certFile,
+    adminKeyFile,
     adminPassword,
     caFile: options.deviceRootCA.certFile,
+  };
+  await waitUntilAdminConnects(adminConnection(endpoint), broker);
+
+  return {
+    ...endpoint,
     configFile,
     dynsecFile,
     crlFile,
@@ -162,4 +182,36 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
     deviceCA,
     stop: () => broker.stop(),
   };
+}
+
+/** The dynamic-security admin connection of a broker the harness started. */
+export function adminConnection(
+  broker: Pick<Broker, "host" | "adminPort" | "caFile" | "adminCertFile" | "adminKeyFile" | "adminPassword">,
+): DynsecConnection {
+  return {
+    host: broker.host,
+    port: broker.adminPort,
+    caFile: broker.caFile,
+    certFile: broker.adminCertFile,
+    keyFile: broker.adminKeyFile,
+    passphrase: broker.adminPassword,
+  };
+}
+
+/** Waits until the broker's admin listener accepts the admin, i.e. the broker is up and has loaded dynsec. */
+export async function waitUntilAdminConnects(
+  connection: DynsecConnection,
+  broker: ManagedProcess,
+): Promise<void> {
+  const options = await adminClientOptions(connection, { connectTimeout: 2_000 });
+  await waitUntil(
+    "mosquitto",
+    () =>
+      new Promise<boolean>((resolve) => {
+        const client = mqtt.connect(options);
+        client.once("connect", () => client.end(true, () => resolve(true)));
+        client.once("error", () => client.end(true, () => resolve(false)));
+      }),
+    { timeoutMs: 60_000, process: broker },
+  );
 }

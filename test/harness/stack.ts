@@ -110,6 +110,8 @@ export function stackVariables(env: StackEnv): Record<string, string> {
     BROKER_PASSWORD_PORT: String(env.broker.passwordPort),
     BROKER_ADMIN_PORT: String(env.broker.adminPort),
     BROKER_ADMIN_USERNAME: env.broker.adminUsername,
+    BROKER_ADMIN_CERT_FILE: env.broker.adminCertFile,
+    BROKER_ADMIN_KEY_FILE: env.broker.adminKeyFile,
     BROKER_ADMIN_PASSWORD: env.broker.adminPassword,
     BROKER_CA_FILE: env.broker.caFile,
     BROKER_CRL_FILE: env.broker.crlFile,

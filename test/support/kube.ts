@@ -37,3 +37,12 @@ export async function eventually<T>(
     `${what}: not true after ${timeoutMs} ms${lastError instanceof Error ? ` (${lastError.message})` : ""}`,
   );
 }
+
+/** The stack's cluster as `user` (impersonated by the admin), for requests a tenant admin sends in quick succession. */
+export function impersonatedKubeConfig(user: string): KubeConfig {
+  const kc = adminKubeConfig();
+  const current = kc.getCurrentUser();
+  if (!current) throw new Error("the stack's kubeconfig has no current user");
+  kc.users = kc.users.map((u) => (u.name === current.name ? { ...u, impersonateUser: user } : u));
+  return kc;
+}

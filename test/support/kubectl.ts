@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { inject } from "vitest";
+import { eventually } from "./kube.js";
 
 const run = promisify(execFile);
 
@@ -52,4 +53,24 @@ export async function applyObjects(objects: readonly unknown[]): Promise<void> {
     },
   );
   if (!result.ok) throw new Error(`kubectl apply failed: ${result.stderr}`);
+}
+
+/**
+ * Whether `kubectl get <args>` answers NotFound. Any other failure (a timeout, a 403, a refused
+ * connection) throws: it proves nothing about the object's absence.
+ */
+export async function notFound(args: readonly string[]): Promise<boolean> {
+  const result = await kubectl(["get", ...args]);
+  if (result.ok) return false;
+  if (/NotFound|not found/.test(result.stderr)) return true;
+  throw new Error(`kubectl get ${args.join(" ")}: ${result.stderr}`);
+}
+
+/** Resolves once `kubectl get <args>` answers NotFound. */
+export function eventuallyNotFound(args: readonly string[], timeoutMs = 60_000): Promise<true> {
+  return eventually(
+    `${args.join(" ")} NotFound`,
+    async () => ((await notFound(args)) ? true : undefined),
+    timeoutMs,
+  );
 }

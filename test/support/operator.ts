@@ -8,6 +8,10 @@ import { KubeClient } from "../../src/runtime/kube-client.js";
 import { stackVariables } from "../harness/stack.js";
 import { adminKubeConfig, eventually } from "./kube.js";
 import { kubectl } from "./kubectl.js";
+import type { TlsMaterial } from "./mqtt.js";
+
+export const TEST_TENANT_PRIORITY_CLASS = "iot-tenant-low";
+export const TEST_INGRESS_DOMAIN = "apps.test";
 
 /** The operator's configuration for the test stack. */
 export function stackOperatorConfig(overrides: Record<string, string> = {}): OperatorConfig {
@@ -15,6 +19,9 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
     ...stackVariables(inject("stack")),
     PROBE_BIND_ADDRESS: "127.0.0.1:0",
     LOG_LEVEL: process.env.OPERATOR_LOG_LEVEL ?? "warn",
+    // One set of tenant allow-lists for every test: the admission policy is cluster-wide.
+    TENANT_PRIORITY_CLASSES: TEST_TENANT_PRIORITY_CLASS,
+    TENANT_INGRESS_DOMAIN: TEST_INGRESS_DOMAIN,
     ...overrides,
   });
 }
@@ -22,11 +29,11 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
 export async function startTestOperator(
   config: OperatorConfig = stackOperatorConfig(),
-  options: { logLines?: string[] } = {},
+  options: { logLines?: string[]; brokerResyncIntervalMs?: number } = {},
 ): Promise<RunningOperator> {
   const kubeConfig = adminKubeConfig();
   await install(new KubeClient(kubeConfig), config);
-  const { logLines } = options;
+  const { logLines, brokerResyncIntervalMs } = options;
   return startOperator({
     kubeConfig,
     config,
@@ -36,6 +43,7 @@ export async function startTestOperator(
       : createLogger({ level: config.LOG_LEVEL }),
     leaderElection: false,
     informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
+    ...(brokerResyncIntervalMs ? { brokerResyncIntervalMs } : {}),
   });
 }
 
@@ -108,4 +116,40 @@ export function deviceReadyReason(namespace: string, name: string, reason: strin
     ]);
     return result.stdout === reason ? true : undefined;
   });
+}
+
+/** Waits until the Device's status describes its current generation and it is Ready: its broker grant is in place. */
+export function readyAtCurrentGeneration(namespace: string, name: string): Promise<DeviceStatus> {
+  return eventually(
+    `Device ${namespace}/${name} Ready at its current generation`,
+    async () => {
+      const result = await kubectl(["get", "device", name, "-n", namespace, "-o", "json"]);
+      if (!result.ok) return undefined;
+      const device = JSON.parse(result.stdout) as {
+        metadata: { generation?: number };
+        status?: DeviceStatus & { observedGeneration?: number };
+      };
+      const { status } = device;
+      return status?.observedGeneration === device.metadata.generation &&
+        status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+        ? status
+        : undefined;
+    },
+    90_000,
+  );
+}
+
+/** A Secret's data, decoded. */
+export async function secretData(namespace: string, name: string): Promise<Record<string, string>> {
+  const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const data = (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+  return Object.fromEntries(
+    Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+}
+
+export async function deviceTls(namespace: string, name: string): Promise<TlsMaterial> {
+  const data = await secretData(namespace, `${name}-mqtt`);
+  return { ca: data["ca.crt"] ?? "", cert: data["tls.crt"] ?? "", key: data["tls.key"] ?? "" };
 }
