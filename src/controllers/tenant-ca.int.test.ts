@@ -20,6 +20,7 @@ import {
   applyReadyTenant,
   readyDevice,
   startTestOperator,
+  TEST_INGRESS_DOMAIN,
 } from "../../test/support/operator.js";
 import { API_VERSION } from "../api/group.js";
 import { MANAGED_BY_LABEL, MANAGER, TENANT_LABEL } from "../desired/labels.js";
@@ -227,6 +228,8 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
   });
 
   it("turns no annotated Ingress in a tenant namespace into a certificate the broker accepts", async () => {
+    // Tenant Ingress hosts must lie under the namespace's own domain (the cluster's admission policy).
+    const host = (name: string) => `${name}.${tenantA}.${TEST_INGRESS_DOMAIN}`;
     const ingress = (name: string, annotations: Record<string, string>) =>
       JSON.stringify({
         apiVersion: "networking.k8s.io/v1",
@@ -242,10 +245,10 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
           },
         },
         spec: {
-          tls: [{ hosts: [`${name}.example.test`], secretName: `${name}-tls` }],
+          tls: [{ hosts: [host(name)], secretName: `${name}-tls` }],
           rules: [
             {
-              host: `${name}.example.test`,
+              host: host(name),
               http: {
                 paths: [
                   {

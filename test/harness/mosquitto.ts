@@ -53,7 +53,7 @@ export interface Broker {
   /** The CRL of the harness's device CA, which the operator puts in front of the tenants' CRLs. */
   readonly baseCrlFile: string;
   /** An intermediate CA the broker trusts without the operator, for tests of the broker alone (any subject). */
-  readonly deviceCA: KeyPair;
+  readonly deviceCA: IntermediateCA;
   stop(): Promise<void>;
 }
 
