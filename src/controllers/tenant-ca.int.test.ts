@@ -227,93 +227,115 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
     );
   });
 
-  it("turns no annotated Ingress in a tenant namespace into a certificate the broker accepts", async () => {
+  /** Annotated Ingresses as users write them: a subject claiming B's device, from three issuers. */
+  const ingressAttempts = {
+    "via-root": { "cert-manager.io/cluster-issuer": "iot-root-ca" },
+    "via-b": { "cert-manager.io/issuer": `tenant-${tenantB}-ca` },
+    "via-self": { "cert-manager.io/issuer": "self" },
+  };
+
+  function annotatedIngress(namespace: string, name: string, annotations: Record<string, string>): string {
     // Tenant Ingress hosts must lie under the namespace's own domain (the cluster's admission policy).
-    const host = (name: string) => `${name}.${tenantA}.${TEST_INGRESS_DOMAIN}`;
-    const ingress = (name: string, annotations: Record<string, string>) =>
-      JSON.stringify({
-        apiVersion: "networking.k8s.io/v1",
-        kind: "Ingress",
-        metadata: {
-          name,
-          namespace: tenantA,
-          annotations: {
-            "cert-manager.io/common-name": "sensor-1",
-            "cert-manager.io/subject-organizations": tenantB,
-            "cert-manager.io/usages": "client auth",
-            ...annotations,
-          },
+    const host = `${name}.${namespace}.${TEST_INGRESS_DOMAIN}`;
+    const backend = { service: { name: "web", port: { number: 80 } } };
+    return JSON.stringify({
+      apiVersion: "networking.k8s.io/v1",
+      kind: "Ingress",
+      metadata: {
+        name,
+        namespace,
+        annotations: {
+          "cert-manager.io/common-name": "sensor-1",
+          "cert-manager.io/subject-organizations": tenantB,
+          "cert-manager.io/usages": "client auth",
+          ...annotations,
         },
-        spec: {
-          tls: [{ hosts: [host(name)], secretName: `${name}-tls` }],
-          rules: [
-            {
-              host: host(name),
-              http: {
-                paths: [
-                  {
-                    path: "/",
-                    pathType: "Prefix",
-                    backend: { service: { name: "web", port: { number: 80 } } },
-                  },
-                ],
-              },
-            },
-          ],
-        },
-      });
-    // The shim runs: with an Issuer the namespace has (a SelfSigned one the platform team made),
-    // an annotated Ingress does yield a certificate; the broker refuses it.
-    const selfSigned = JSON.stringify({
+      },
+      spec: {
+        tls: [{ hosts: [host], secretName: `${name}-tls` }],
+        rules: [{ host, http: { paths: [{ path: "/", pathType: "Prefix", backend }] } }],
+      },
+    });
+  }
+
+  /** Creates the attempts in `namespace`; resolves what the shim made of each that was admitted. */
+  async function shimOutcomes(
+    namespace: string,
+    as?: { user: string },
+  ): Promise<Record<string, "refused" | "issuer not found" | TlsMaterial>> {
+    // A SelfSigned Issuer the platform team made: the shim's positive twin.
+    const selfSigned = {
       apiVersion: "cert-manager.io/v1",
       kind: "Issuer",
-      metadata: { name: "self", namespace: tenantA },
-      spec: { selfSigned: {} },
-    });
-    expect((await kubectl(["create", "-f", "-"], { stdin: selfSigned })).ok).toBe(true);
-    const attempts = {
-      "via-root": { "cert-manager.io/cluster-issuer": "iot-root-ca" },
-      "via-b": { "cert-manager.io/issuer": `tenant-${tenantB}-ca` },
-      "via-self": { "cert-manager.io/issuer": "self" },
+      metadata: { name: "self", namespace },
     };
-    for (const [name, annotations] of Object.entries(attempts)) {
-      const result = await kubectl(["create", "-f", "-"], { as: alice, stdin: ingress(name, annotations) });
-      // The cluster's admission policy may refuse the annotation outright; then nothing can follow.
-      if (!result.ok) expect(result.stderr).toMatch(/cert-manager\.io\//);
-    }
-    if (!(await kubectl(["-n", tenantA, "get", "ingress", "via-self"])).ok) return;
-    const issuerNotFound = async (name: string) => {
-      const listed = await kubectl(["-n", tenantA, "get", "certificaterequests", "-o", "json"]);
-      const items =
-        (
-          JSON.parse(listed.stdout || "{}") as {
-            items?: Array<{
-              metadata: { name: string };
-              status?: { conditions?: Array<{ message?: string }> };
-            }>;
-          }
-        ).items ?? [];
-      return items.some(
-        (i) =>
-          i.metadata.name.startsWith(`${name}-tls`) &&
-          i.status?.conditions?.some((c) => /not found/.test(c.message ?? "")),
-      );
-    };
+    expect(
+      (
+        await kubectl(["create", "-f", "-"], {
+          stdin: JSON.stringify({ ...selfSigned, spec: { selfSigned: {} } }),
+        })
+      ).ok,
+    ).toBe(true);
+    const outcomes: Record<string, "refused" | "issuer not found" | TlsMaterial> = {};
     const ca = await readFile(inject("stack").broker.caFile);
-    for (const name of Object.keys(attempts)) {
-      const outcome = await eventually(
+    for (const [name, annotations] of Object.entries(ingressAttempts)) {
+      const created = await kubectl(["create", "-f", "-"], {
+        ...(as ? { as } : {}),
+        stdin: annotatedIngress(namespace, name, annotations),
+      });
+      if (!created.ok) {
+        // The cluster's admission policy may refuse the annotations outright, naming them.
+        expect(created.stderr).toMatch(/cert-manager\.io\//);
+        outcomes[name] = "refused";
+        continue;
+      }
+      outcomes[name] = await eventually(
         `${name}: a certificate, or an issuer that is not there`,
         async () => {
-          const data = await secretData(tenantA, `${name}-tls`).catch(() => undefined);
-          if (data?.["tls.crt"]) return { issued: { ca, cert: data["tls.crt"], key: data["tls.key"] ?? "" } };
-          return (await issuerNotFound(name)) ? { issued: undefined } : undefined;
+          const data = await secretData(namespace, `${name}-tls`).catch(() => undefined);
+          if (data?.["tls.crt"]) return { ca, cert: data["tls.crt"], key: data["tls.key"] ?? "" };
+          const listed = await kubectl(["-n", namespace, "get", "certificaterequests", "-o", "json"]);
+          const requests =
+            (
+              JSON.parse(listed.stdout || "{}") as {
+                items?: Array<{
+                  metadata: { name: string };
+                  status?: { conditions?: Array<{ message?: string }> };
+                }>;
+              }
+            ).items ?? [];
+          const notFound = requests.some(
+            (r) =>
+              r.metadata.name.startsWith(`${name}-tls`) &&
+              r.status?.conditions?.some((c) => /not found/.test(c.message ?? "")),
+          );
+          return notFound ? ("issuer not found" as const) : undefined;
         },
         90_000,
       );
-      // Positive twin: the shim runs and issues from the namespace's own issuer.
-      if (name === "via-self") expect(outcome.issued).toBeDefined();
-      if (outcome.issued)
-        expect([name, await accepted(outcome.issued, ownTopicOf(tenantB))]).toEqual([name, false]);
     }
+    return outcomes;
+  }
+
+  it("turns no annotated Ingress in a tenant namespace into a certificate the broker accepts", async () => {
+    const outcomes = await shimOutcomes(tenantA, alice);
+    for (const [name, outcome] of Object.entries(outcomes)) {
+      if (typeof outcome === "object")
+        expect([name, await accepted(outcome, ownTopicOf(tenantB))]).toEqual([name, false]);
+    }
+  });
+
+  it("gives cert-manager's ingress-shim no path to the root from any namespace", async () => {
+    // Outside every tenant, so no admission policy stands in front of the shim: the PKI alone holds.
+    const scratch = uniqueName("shim");
+    expect((await kubectl(["create", "namespace", scratch])).ok).toBe(true);
+    const outcomes = await shimOutcomes(scratch);
+    expect(outcomes["via-root"]).toBe("issuer not found");
+    expect(outcomes["via-b"]).toBe("issuer not found");
+    // Positive twin: the shim runs and issues from the namespace's own issuer, which the broker refuses.
+    const self = outcomes["via-self"];
+    expect(typeof self).toBe("object");
+    if (typeof self === "object") expect(await accepted(self, ownTopicOf(tenantB))).toBe(false);
+    await kubectl(["delete", "namespace", scratch, "--wait=false"]);
   });
 });
