@@ -178,6 +178,7 @@ describe("device identities come only from the tenant's own CA (I3)", () => {
       return /^CANotOwned: .*is not this tenant's/.test(result.stdout) ? true : undefined;
     });
     expect((await secretData("iot-system", `tenant-${name}-ca`))["tls.crt"]).toBe("theirs");
+    await kubectl(["delete", "tenant", name, "--wait=false"]);
   });
 
   it("gives a tenant admin no cert-manager object anywhere that could sign", async () => {

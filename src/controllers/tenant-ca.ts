@@ -74,7 +74,13 @@ export class TenantCA {
         requeueAfterMs: RETRY_MS,
       };
     const name = tenantCAName(tenant.metadata.name);
-    const current = this.secrets.get(objectKey({ namespace, name }));
+    // Absent from the cache of Secrets labelled as ours: read it, so that a Secret of that name that
+    // is someone else's is found (and left alone) by a read, not by a create refused on every retry.
+    const current =
+      this.secrets.get(objectKey({ namespace, name })) ??
+      ((await this.manager.client.get(Resource.secret, { namespace, name }, context.signal)) as
+        | Secret
+        | undefined);
     if (current && !current.metadata.ownerReferences?.some((r) => r.uid === tenant.metadata.uid))
       return notOurs(namespace, name);
     const nowMs = this.manager.clock.now();
