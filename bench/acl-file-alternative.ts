@@ -12,7 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import type { MqttClient } from "mqtt";
 import { startMosquitto } from "../test/harness/mosquitto.js";
-import { createCA, issueCertificate } from "../test/harness/pki.js";
+import { createCA, createIntermediateCA, issueCertificate } from "../test/harness/pki.js";
 import { repoRoot } from "../test/harness/stack.js";
 import { restartMosquitto } from "./support/mosquitto-process.js";
 import { connectWithCertificate, subscribeCodes } from "./support/mqtt-device.js";
@@ -43,12 +43,13 @@ async function roundTrips(client: MqttClient, topic: string, ms: number): Promis
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), "bench-acl-file-"));
   try {
-    const ca = await createCA(root, "device-root", "bench device root");
+    const rootCA = await createCA(root, "device-root", "bench device root");
+    const ca = await createIntermediateCA(root, rootCA, "device-ca", "bench device CA");
     const probePair = await issueCertificate(root, ca, "probe", {
       subject: "/O=bench/CN=probe",
       usages: ["clientAuth"],
     });
-    const broker = await startMosquitto({ stateDir: root, deviceRootCA: ca });
+    const broker = await startMosquitto({ stateDir: root, deviceRootCA: ca.issuer, deviceCA: ca });
     await broker.stop();
     // One user block per device: the only way the ACL file can carry per-device grants (spec.topics).
     const aclFile = join(dirname(broker.configFile), "acl");

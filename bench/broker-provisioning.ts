@@ -22,7 +22,13 @@ import {
 import { observationOf } from "../src/broker/plan.js";
 import { deviceSubject, subjectUsername } from "../src/broker/subject.js";
 import { adminConnection, type Broker, startMosquitto } from "../test/harness/mosquitto.js";
-import { createCA, issueCertificate, type KeyPair } from "../test/harness/pki.js";
+import {
+  createCA,
+  createIntermediateCA,
+  type IntermediateCA,
+  issueCertificate,
+  type KeyPair,
+} from "../test/harness/pki.js";
 import type { ManagedProcess } from "../test/harness/process.js";
 import { repoRoot } from "../test/harness/stack.js";
 import { appendToDynsecFile, restartMosquitto } from "./support/mosquitto-process.js";
@@ -66,10 +72,10 @@ const newName = (i: number) => `new-${i}`;
 /** A broker whose dynsec file already holds `count` devices as the adapter would have created them. */
 async function brokerWithFleet(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   count: number,
 ): Promise<{ broker: Broker; process: ManagedProcess }> {
-  const broker = await startMosquitto({ stateDir: dir, deviceRootCA: ca });
+  const broker = await startMosquitto({ stateDir: dir, deviceRootCA: ca.issuer, deviceCA: ca });
   await broker.stop();
   const fleet = [
     benchDevice(PROBE_DEVICE),
@@ -151,7 +157,7 @@ interface ProvisioningRun {
 
 async function provisioningRun(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   probePair: KeyPair,
   cutPair: KeyPair,
   pacing: number,
@@ -218,7 +224,7 @@ async function provisioningRun(
 /** Median duration of one mutating command (createRole, then deleteRole) with `size` devices present. */
 async function commandCostAt(
   dir: string,
-  ca: KeyPair,
+  ca: IntermediateCA,
   size: number,
 ): Promise<{ size: number; medianMs: number }> {
   const { broker, process } = await brokerWithFleet(dir, ca, size);
@@ -259,7 +265,7 @@ interface Run {
   };
 }
 
-async function oneRun(root: string, ca: KeyPair, probePair: KeyPair, cutPair: KeyPair): Promise<Run> {
+async function oneRun(root: string, ca: IntermediateCA, probePair: KeyPair, cutPair: KeyPair): Promise<Run> {
   const paced = await provisioningRun(join(root, "paced"), ca, probePair, cutPair, 1);
   console.log(`  paced: ${f(paced.seconds)} s, p99 ${f(paced.during.p99)} ms (idle ${f(paced.idle.p99)} ms)`);
   const unpaced = await provisioningRun(join(root, "unpaced"), ca, probePair, cutPair, 0);
@@ -278,7 +284,8 @@ async function oneRun(root: string, ca: KeyPair, probePair: KeyPair, cutPair: Ke
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), "bench-broker-"));
   try {
-    const ca = await createCA(root, "device-root", "bench device root");
+    const rootCA = await createCA(root, "device-root", "bench device root");
+    const ca = await createIntermediateCA(root, rootCA, "device-ca", "bench device CA");
     const probePair = await issueCertificate(root, ca, "probe", {
       subject: `/O=${TENANT}/CN=${PROBE_DEVICE}`,
       usages: ["clientAuth"],

@@ -24,9 +24,12 @@ export const operatorConfigSchema = z.object({
   OPERATOR_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
   /** Identity the operator runs as; its own writes are exempt from the admission policy. */
   OPERATOR_SERVICE_ACCOUNT: z.string().min(1).default("iot-tenant-operator"),
-  /** ClusterIssuer (or Issuer in the operator's namespace) that signs every tenant's intermediate CA. */
-  ROOT_ISSUER_NAME: z.string().min(1).default("iot-root-ca"),
-  ROOT_ISSUER_KIND: z.enum(["ClusterIssuer", "Issuer"]).default("ClusterIssuer"),
+  /**
+   * Secret in the operator's namespace holding the device root CA (`tls.crt`, `tls.key`). The operator
+   * signs every tenant's intermediate CA with it; it is no cert-manager issuer, so nothing outside
+   * this namespace can have it sign anything. The broker trusts its certificate.
+   */
+  ROOT_CA_SECRET: z.string().min(1).default("iot-root-ca"),
   /** Where the MQTT broker's pods run, for the tenant egress policy. */
   BROKER_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
   BROKER_POD_PORTS: portList.default([8883]),

@@ -40,6 +40,10 @@ export const ConditionReason = {
   TopicRootConflict: "TopicRootConflict",
   /** The tenant's intermediate CA or its Issuer is not ready yet. */
   IssuerNotReady: "IssuerNotReady",
+  /** The root CA Secret (ROOT_CA_SECRET in the operator's namespace) is missing or has no tls.crt/tls.key. */
+  RootCANotFound: "RootCANotFound",
+  /** A Secret named like the tenant's CA exists and was not created for this tenant (never taken over). */
+  CANotOwned: "CANotOwned",
   /** The broker refused or could not be reached; retried with backoff. */
   BrokerError: "BrokerError",
   /** spec.suspended is true: every device is cut off from the broker. */

@@ -257,9 +257,19 @@ const refusedOnCreate: readonly RefusedCase[] = [
     field: "spec.devices.certificate.duration",
   },
   {
-    what: "duration under 1h",
-    manifest: () => tenant({ devices: { certificate: { duration: "30m", renewBefore: "10m" } } }),
+    what: "duration under 24h",
+    manifest: () => tenant({ devices: { certificate: { duration: "23h", renewBefore: "1h" } } }),
     field: "spec.devices.certificate.duration",
+  },
+  {
+    what: "renewBefore under 1h",
+    manifest: () => tenant({ devices: { certificate: { duration: "24h", renewBefore: "59m" } } }),
+    field: "spec.devices.certificate.renewBefore",
+  },
+  {
+    what: "renewBefore over half of duration",
+    manifest: () => tenant({ devices: { certificate: { duration: "48h", renewBefore: "25h" } } }),
+    field: "spec.devices.certificate.renewBefore",
   },
   {
     what: "unknown key algorithm",
@@ -352,6 +362,16 @@ const refusedOnCreate: readonly RefusedCase[] = [
     what: "device renewBefore not shorter than duration",
     manifest: () => device({ certificate: { duration: "24h", renewBefore: "48h" } }),
     field: "spec.certificate.renewBefore",
+  },
+  {
+    what: "device renewBefore over half of duration",
+    manifest: () => device({ certificate: { duration: "24h", renewBefore: "13h" } }),
+    field: "spec.certificate.renewBefore",
+  },
+  {
+    what: "device duration under 24h",
+    manifest: () => device({ certificate: { duration: "12h" } }),
+    field: "spec.certificate.duration",
   },
   { what: "enabled as a string", manifest: () => device({ enabled: "no" }), field: "spec.enabled" },
 ];

@@ -3,10 +3,13 @@ import {
   conditionsSchema,
   dnsLabelSchema,
   goDurationSchema,
+  MIN_CERTIFICATE_DURATION,
+  MIN_CERTIFICATE_RENEW_BEFORE,
   objectNameRules,
   observedGenerationSchema,
-  renewBeforeShorterThanDuration,
-  renewsBeforeExpiry,
+  RENEW_BEFORE_BOUND_MESSAGE,
+  renewBeforeAtMostHalfDuration,
+  renewsAtMostHalfway,
   setList,
 } from "./fields.js";
 import { API_VERSION } from "./group.js";
@@ -40,21 +43,23 @@ const certificateOverridesSchema = kube(
   z
     .object({
       duration: goDurationSchema(
-        "Lifetime of this device's certificate, e.g. 720h; overrides the tenant's spec.devices.certificate.duration.",
-        "1h",
+        "Lifetime of this device's certificate, e.g. 720h; overrides the tenant's " +
+          `spec.devices.certificate.duration. At least ${MIN_CERTIFICATE_DURATION}.`,
+        MIN_CERTIFICATE_DURATION,
       ).optional(),
       renewBefore: goDurationSchema(
         "How long before expiry this device's certificate is renewed, e.g. 168h; overrides the tenant's " +
-          "spec.devices.certificate.renewBefore. Must be shorter than the duration in effect.",
-        "5m",
+          `spec.devices.certificate.renewBefore. At least ${MIN_CERTIFICATE_RENEW_BEFORE} and at most half ` +
+          "of the duration in effect, which bounds renewals and the CRL (see the Tenant's field).",
+        MIN_CERTIFICATE_RENEW_BEFORE,
       ).optional(),
     })
-    .refine(renewsBeforeExpiry, {
-      message: "renewBefore must be shorter than duration",
+    .refine(renewsAtMostHalfway, {
+      message: RENEW_BEFORE_BOUND_MESSAGE,
       path: ["renewBefore"],
     })
     .describe("Certificate settings of this device (x509 only); unset fields take the tenant's defaults."),
-  { validations: [renewBeforeShorterThanDuration] },
+  { validations: [renewBeforeAtMostHalfDuration] },
 );
 
 export const deviceSpecSchema = kube(

@@ -98,18 +98,28 @@ export function goDurationSchema(description: string, atLeast: string) {
   );
 }
 
-/** The rule both kinds put on a certificate block: a certificate must be renewed before it expires. */
-export const renewBeforeShorterThanDuration: CelRule = {
-  rule: `!has(self.duration) || !has(self.renewBefore) || !self.duration.matches('${GO_DURATION_PATTERN}') || !self.renewBefore.matches('${GO_DURATION_PATTERN}') || duration(self.renewBefore) < duration(self.duration)`,
-  message: "renewBefore must be shorter than duration",
+/**
+ * Bounds on device certificate lifetimes, so that renewal and revocation cannot churn: a key is
+ * used for at least half its lifetime, so renewals come at most every 12 hours, and a superseded
+ * key's CRL entry (kept until that certificate expires, at most renewBefore later) is gone before
+ * the next renewal: each device holds at most one superseded-key entry in its tenant's CRL.
+ */
+export const MIN_CERTIFICATE_DURATION = "24h";
+export const MIN_CERTIFICATE_RENEW_BEFORE = "1h";
+export const RENEW_BEFORE_BOUND_MESSAGE = "renewBefore must be at most half of duration";
+
+/** The rule both kinds put on a certificate block: renewed in the second half of its lifetime. */
+export const renewBeforeAtMostHalfDuration: CelRule = {
+  rule: `!has(self.duration) || !has(self.renewBefore) || !self.duration.matches('${GO_DURATION_PATTERN}') || !self.renewBefore.matches('${GO_DURATION_PATTERN}') || duration(self.duration) - duration(self.renewBefore) >= duration(self.renewBefore)`,
+  message: RENEW_BEFORE_BOUND_MESSAGE,
   fieldPath: ".renewBefore",
 };
 
-export function renewsBeforeExpiry(lifetime: { duration?: string; renewBefore?: string }): boolean {
+export function renewsAtMostHalfway(lifetime: { duration?: string; renewBefore?: string }): boolean {
   const duration = lifetime.duration === undefined ? undefined : goDurationSeconds(lifetime.duration);
   const renewBefore =
     lifetime.renewBefore === undefined ? undefined : goDurationSeconds(lifetime.renewBefore);
-  return duration === undefined || renewBefore === undefined || renewBefore < duration;
+  return duration === undefined || renewBefore === undefined || 2 * renewBefore <= duration;
 }
 
 /** IPv4 or IPv6 prefix in CIDR notation, as Kubernetes' CEL isCIDR() accepts it. */

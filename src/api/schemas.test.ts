@@ -48,7 +48,22 @@ describe("Tenant schema", () => {
     ["bad CIDR", tenant({ network: { allowEgressCIDRs: ["10.0.0.1"] } }), "spec.network.allowEgressCIDRs.0"],
     [
       "renewBefore after expiry",
-      tenant({ devices: { certificate: { duration: "2h", renewBefore: "3h" } } }),
+      tenant({ devices: { certificate: { duration: "48h", renewBefore: "72h" } } }),
+      "spec.devices.certificate.renewBefore",
+    ],
+    [
+      "renewBefore over half of duration",
+      tenant({ devices: { certificate: { duration: "48h", renewBefore: "25h" } } }),
+      "spec.devices.certificate.renewBefore",
+    ],
+    [
+      "duration under 24h",
+      tenant({ devices: { certificate: { duration: "23h", renewBefore: "1h" } } }),
+      "spec.devices.certificate.duration",
+    ],
+    [
+      "renewBefore under 1h",
+      tenant({ devices: { certificate: { duration: "24h", renewBefore: "59m" } } }),
       "spec.devices.certificate.renewBefore",
     ],
     ["float maxDevices", tenant({ devices: { maxDevices: 1.5 } }), "spec.devices.maxDevices"],

@@ -4,12 +4,15 @@ import {
   dnsLabelSchema,
   goDurationSchema,
   isCidr,
+  MIN_CERTIFICATE_DURATION,
+  MIN_CERTIFICATE_RENEW_BEFORE,
   mapList,
   objectNameRules,
   observedGenerationSchema,
   quantitySchema,
-  renewBeforeShorterThanDuration,
-  renewsBeforeExpiry,
+  RENEW_BEFORE_BOUND_MESSAGE,
+  renewBeforeAtMostHalfDuration,
+  renewsAtMostHalfway,
   setList,
   tenantNamespaceSchema,
 } from "./fields.js";
@@ -100,26 +103,31 @@ const devicesSchema = z
       z
         .object({
           duration: goDurationSchema(
-            "Lifetime of device certificates, a Go duration such as 2160h (90 days, the default). At least 1h.",
-            "1h",
+            "Lifetime of device certificates, a Go duration such as 2160h (90 days, the default). " +
+              `At least ${MIN_CERTIFICATE_DURATION}, so renewals never churn.`,
+            MIN_CERTIFICATE_DURATION,
           ).default("2160h"),
           renewBefore: goDurationSchema(
             "How long before expiry a device certificate is renewed, e.g. 720h (30 days, the default). " +
-              "At least 5m; shorter than duration.",
-            "5m",
+              `At least ${MIN_CERTIFICATE_RENEW_BEFORE} and at most half of duration: a key then serves at least ` +
+              "12h, and the revocation of each superseded key (kept in the tenant's CRL until that certificate " +
+              "expires) is gone before the next renewal, so a device adds at most one superseded-key entry to " +
+              "the CRL at any time. Every tenant's CRL is combined into one Secret of at most 1 MiB " +
+              "(about 15,000 entries of 66 bytes across all tenants).",
+            MIN_CERTIFICATE_RENEW_BEFORE,
           ).default("720h"),
           keyAlgorithm: z
             .enum(["ECDSA", "RSA", "Ed25519"])
             .default("ECDSA")
             .describe("Key algorithm of device keys: ECDSA P-256 (default), RSA 2048 or Ed25519."),
         })
-        .refine(renewsBeforeExpiry, {
-          message: "renewBefore must be shorter than duration",
+        .refine(renewsAtMostHalfway, {
+          message: RENEW_BEFORE_BOUND_MESSAGE,
           path: ["renewBefore"],
         })
         .prefault({})
         .describe("Defaults for x509 device certificates; a Device may override duration and renewBefore."),
-      { validations: [renewBeforeShorterThanDuration] },
+      { validations: [renewBeforeAtMostHalfDuration] },
     ),
   })
   .prefault({})

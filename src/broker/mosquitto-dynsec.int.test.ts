@@ -87,7 +87,7 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     const key = `${tenant}/${name}`;
     const found = certificates.get(key);
     if (found) return found;
-    const pair = await issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}`, {
+    const pair = await issueCertificate(dir, stack.broker.deviceCA, `${tenant}-${name}`, {
       subject: `/O=${tenant}/CN=${name}`,
       usages: ["clientAuth"],
     });
@@ -357,7 +357,7 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
   const endpoint = stack.broker;
 
   const pair = (tenant: string, name: string) =>
-    issueCertificate(dir, stack.deviceRootCA, `${tenant}-${name}-${randomUUID()}`, {
+    issueCertificate(dir, stack.broker.deviceCA, `${tenant}-${name}-${randomUUID()}`, {
       subject: `/O=${tenant}/CN=${name}`,
       usages: ["clientAuth"],
     });
@@ -540,7 +540,11 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
 describe("MosquittoDynsecAdapter during a broker outage", () => {
   it("reports BrokerSynced=False while the broker is down and heals by itself", async () => {
     const dir = await mkdtemp(join(tmpdir(), "broker-outage-"));
-    const broker = await startMosquitto({ stateDir: dir, deviceRootCA: stack.deviceRootCA });
+    const broker = await startMosquitto({
+      stateDir: dir,
+      deviceRootCA: stack.deviceRootCA,
+      deviceCA: stack.broker.deviceCA,
+    });
     const statuses: BrokerStatus[] = [];
     const adapter = new MosquittoDynsecAdapter({
       connection: adminConnection(broker),

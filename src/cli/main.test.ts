@@ -25,9 +25,7 @@ describe("the iot-tenant-operator command", () => {
     const kinds = parseAllDocuments(out.text()).map((d) => (d.toJS() as { kind: string }).kind);
     expect(kinds.filter((k) => k === "Namespace")).toHaveLength(2);
     expect(kinds.filter((k) => k === "NetworkPolicy")).toHaveLength(12);
-    expect(kinds).toEqual(
-      expect.arrayContaining(["RoleBinding", "ResourceQuota", "LimitRange", "Certificate", "Issuer"]),
-    );
+    expect(kinds).toEqual(expect.arrayContaining(["RoleBinding", "ResourceQuota", "LimitRange", "Issuer"]));
   });
 
   it.each([

@@ -132,7 +132,7 @@ export class RevocationReconciler {
     }
     const number = Number(current?.metadata.annotations?.["iot.tenant-operator.io/crl-number"] ?? 0) + 1;
     const nextUpdate = now + CRL_LIFETIME_MS;
-    const crl = signCrl({
+    const crl = await signCrl({
       caCertificatePem,
       caKeyPem,
       revoked: revoked.map((r) => ({ serialNumber: r.serialNumber, revokedAt: new Date(r.revokedAt) })),

@@ -27,6 +27,7 @@ import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../
 import type { Manager } from "../runtime/manager.js";
 import { parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource, resourceOf } from "./resources.js";
+import { TenantCA } from "./tenant-ca.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
 export interface TenantBroker {
@@ -81,6 +82,7 @@ export class TenantReconciler {
   private readonly devices: Informer;
   private readonly children: Map<ResourceType, Informer>;
   private readonly pki: Map<ResourceType, Informer>;
+  private readonly ca: TenantCA;
 
   constructor(
     private readonly manager: Manager,
@@ -101,6 +103,7 @@ export class TenantReconciler {
         manager.informer(kind, { namespace: config.OPERATOR_NAMESPACE, labelSelector: managedSelector }),
       ]),
     );
+    this.ca = new TenantCA(manager, config);
   }
 
   register(): void {
@@ -131,10 +134,12 @@ export class TenantReconciler {
         { informer: this.devices, map: byDeviceNamespace },
         // A tenant whose root overlaps this one's appearing or leaving settles who keeps the root.
         { informer: this.tenants, map: (changed) => overlappingTenants(this.tenants, changed) },
-        ...[...this.children.values(), ...this.pki.values()].map((informer) => ({
+        ...[...this.children.values(), ...this.pki.values(), this.ca.secrets].map((informer) => ({
           informer,
           map: byTenantLabel,
         })),
+        // A new or rotated root CA re-signs every tenant's CA.
+        { informer: this.ca.root, map: () => this.tenants.list().map((t) => t.metadata.name) },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
     });
@@ -176,6 +181,7 @@ export class TenantReconciler {
         await apply(object, this.children.get(resourceOf(object)));
       }
     }
+    const ca = await this.ca.reconcile(tenant, context);
     for (const object of desired.pki) await apply(object, this.pki.get(resourceOf(object)));
     const pruned = await this.prune(tenant, [...desired.namespaces, ...desired.namespaced], signal);
 
@@ -190,11 +196,8 @@ export class TenantReconciler {
         ] === undefined
       );
     });
-    const caReady = isReady(
-      this.pki.get(Resource.certificate)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
-    );
     const issuerReady = isReady(
-      this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[1]?.metadata ?? { name: "" })),
+      this.pki.get(Resource.issuer)?.get(objectKey(desired.pki[0]?.metadata ?? { name: "" })),
     );
     const conditions = tenantConditions({
       wantedNamespaces: desired.namespaces.length,
@@ -203,7 +206,14 @@ export class TenantReconciler {
       quotaPending,
       foreignAllowFrom: foreignAllowFrom(tenant, facts),
       foreignAdmins: foreignAdmins(tenant, facts),
-      pkiReady: caReady && issuerReady,
+      pki:
+        ca.ready && !issuerReady
+          ? {
+              ready: false,
+              reason: ConditionReason.IssuerNotReady,
+              message: "waiting for cert-manager to accept the tenant's CA Issuer",
+            }
+          : ca,
       broker: this.broker.tenantStatus(tenant.metadata.name),
       topicRoot: tenantTopicRoot(tenant),
       rootConflict: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),
@@ -221,9 +231,10 @@ export class TenantReconciler {
 
     if (writes || pruned)
       context.logger.info({ tenant: tenant.metadata.name, writes, pruned }, "tenant converged");
-    const waiting =
-      quotaPending.length > 0 || !caReady || !issuerReady || ready.length < desired.namespaces.length;
-    return waiting ? { requeueAfterMs: REQUEUE_WHILE_WAITING_MS } : undefined;
+    const waiting = quotaPending.length > 0 || !issuerReady || ready.length < desired.namespaces.length;
+    return {
+      requeueAfterMs: waiting ? Math.min(REQUEUE_WHILE_WAITING_MS, ca.requeueAfterMs) : ca.requeueAfterMs,
+    };
   }
 
   /** Which namespaces the spec names are not this tenant's: existing and not owned (I7), or another tenant's. */

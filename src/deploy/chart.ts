@@ -70,8 +70,7 @@ function deployment(): KubeObject {
               env: [
                 env("OPERATOR_NAMESPACE", RELEASE_NAMESPACE),
                 env("OPERATOR_SERVICE_ACCOUNT", SERVICE_ACCOUNT),
-                env("ROOT_ISSUER_NAME", "{{ .Values.rootIssuer.name }}"),
-                env("ROOT_ISSUER_KIND", "{{ .Values.rootIssuer.kind }}"),
+                env("ROOT_CA_SECRET", "{{ .Values.rootCA.secretName }}"),
                 env("BROKER_NAMESPACE", "{{ .Values.broker.namespace | default .Release.Namespace }}"),
                 env("BROKER_POD_PORTS", "{{ .Values.broker.podPorts }}"),
                 env("BROKER_HOST", "{{ .Values.broker.host }}"),
@@ -173,6 +172,15 @@ function brokerObjects(): KubeObject[] {
       },
     },
     {
+      // Namespaced, so only this namespace can use the root key; the broker refuses client
+      // certificates the root signs directly (its crlfile has no CRL of the root), so this signs
+      // the broker's own server certificate and nothing a device could use.
+      apiVersion: "cert-manager.io/v1",
+      kind: "Issuer",
+      metadata: { name: "iot-broker-tls-issuer", namespace: RELEASE_NAMESPACE, labels },
+      spec: { ca: { secretName: "{{ .Values.rootCA.secretName }}" } },
+    },
+    {
       apiVersion: "cert-manager.io/v1",
       kind: "Issuer",
       metadata: { name: "iot-broker-admin-selfsigned", namespace: RELEASE_NAMESPACE, labels },
@@ -218,11 +226,7 @@ function brokerObjects(): KubeObject[] {
         dnsNames: ["{{ .Values.broker.host }}", "{{ .Values.broker.host }}.{{ .Release.Namespace }}.svc"],
         usages: ["server auth", "digital signature", "key encipherment"],
         privateKey: { algorithm: "ECDSA", size: 256 },
-        issuerRef: {
-          group: "cert-manager.io",
-          kind: "{{ .Values.rootIssuer.kind }}",
-          name: "{{ .Values.rootIssuer.name }}",
-        },
+        issuerRef: { group: "cert-manager.io", kind: "Issuer", name: "iot-broker-tls-issuer" },
       },
     },
   ];
@@ -242,10 +246,11 @@ image:
   repository: ghcr.io/iot-tenant-operator/iot-tenant-operator
   tag: "0.1.0"
 logLevel: info
-# Signs every tenant's intermediate CA; the broker trusts its certificate.
-rootIssuer:
-  name: iot-root-ca
-  kind: ClusterIssuer
+# The device root CA: a Secret (tls.crt, tls.key) in the release namespace, created before install.
+# The operator signs every tenant's intermediate CA with it; the broker trusts its certificate.
+# It is deliberately no ClusterIssuer: every namespace could have one sign a device identity.
+rootCA:
+  secretName: iot-root-ca
 broker:
   # Namespace of the broker's pods (tenant egress is allowed there); default: the release namespace.
   namespace: ""

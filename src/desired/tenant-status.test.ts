@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ConditionReason } from "../api/conditions.js";
 import { type TenantObservation, tenantConditions } from "./tenant-status.js";
 
 const healthy: TenantObservation = {
@@ -8,7 +9,7 @@ const healthy: TenantObservation = {
   quotaPending: [],
   foreignAllowFrom: [],
   foreignAdmins: [],
-  pkiReady: true,
+  pki: { ready: true, reason: ConditionReason.Reconciled, message: "" },
   broker: { ready: true, message: "in sync" },
   topicRoot: "tenants/a",
 };
@@ -55,7 +56,24 @@ describe("tenantConditions", () => {
       "False/AdminOfOtherTenant",
     ],
     ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
-    ["the CA is not issued", { pkiReady: false }, "PKIReady", "False/IssuerNotReady"],
+    [
+      "the CA is not issued",
+      { pki: { ready: false, reason: ConditionReason.IssuerNotReady, message: "waiting for the tenant CA" } },
+      "PKIReady",
+      "False/IssuerNotReady",
+    ],
+    [
+      "a Secret named like the tenant's CA is someone else's",
+      { pki: { ready: false, reason: ConditionReason.CANotOwned, message: "left alone" } },
+      "PKIReady",
+      "False/CANotOwned",
+    ],
+    [
+      "the root CA Secret is missing",
+      { pki: { ready: false, reason: ConditionReason.RootCANotFound, message: "no root" } },
+      "PKIReady",
+      "False/RootCANotFound",
+    ],
     [
       "the broker is down",
       { broker: { ready: false, message: "connection refused" } },
@@ -75,7 +93,11 @@ describe("tenantConditions", () => {
   });
 
   it("names what is not ready, and reports a root conflict even when the broker is fine", () => {
-    const conditions = tenantConditions({ ...healthy, pkiReady: false, rootConflict: "acme" });
+    const conditions = tenantConditions({
+      ...healthy,
+      pki: { ready: false, reason: ConditionReason.IssuerNotReady, message: "waiting for the tenant CA" },
+      rootConflict: "acme",
+    });
     expect(conditions.find((c) => c.type === "Ready")?.message).toBe("not ready: PKIReady, BrokerReady");
     expect(conditions.find((c) => c.type === "BrokerReady")?.message).toContain("older tenant acme");
   });

@@ -13,7 +13,8 @@ export interface TenantObservation {
   readonly foreignAllowFrom: readonly string[];
   /** ServiceAccount admins (namespace/name) from another tenant's namespace. */
   readonly foreignAdmins: readonly string[];
-  readonly pkiReady: boolean;
+  /** The tenant CA the operator signs, and the cert-manager Issuer that uses it. */
+  readonly pki: { readonly ready: boolean; readonly reason: ConditionReason; readonly message: string };
   readonly broker: { readonly ready: boolean; readonly message: string };
   readonly topicRoot: string;
   /** The older tenant whose topic root overlaps this one's. */
@@ -89,13 +90,13 @@ function adminsBound(o: TenantObservation): ConditionUpdate {
 }
 
 function pkiReady(o: TenantObservation): ConditionUpdate {
-  return o.pkiReady
+  return o.pki.ready
     ? { type: TenantConditionType.PKIReady, status: "True", reason: ConditionReason.Reconciled }
     : {
         type: TenantConditionType.PKIReady,
         status: "False",
-        reason: ConditionReason.IssuerNotReady,
-        message: "waiting for cert-manager to issue the tenant CA",
+        reason: o.pki.reason,
+        message: o.pki.message,
       };
 }
 

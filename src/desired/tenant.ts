@@ -1,9 +1,9 @@
-import { tenantCAName } from "../api/derived-names.js";
 import { API_VERSION } from "../api/group.js";
 import type { Tenant } from "../api/tenant.js";
 import { DEFAULT_TOPIC_ROOT_PREFIX } from "../api/topics.js";
 import type { OperatorConfig } from "../config.js";
 import { managedLabels, NAMESPACE_NAME_LABEL } from "./labels.js";
+import { tenantPki } from "./tenant-pki.js";
 
 /**
  * Desired state of a Tenant: spec in, Kubernetes objects out. No IO; the tenant
@@ -34,13 +34,7 @@ export interface OwnerReference {
 
 export type TenantDesiredConfig = Pick<
   OperatorConfig,
-  | "OPERATOR_NAMESPACE"
-  | "ROOT_ISSUER_NAME"
-  | "ROOT_ISSUER_KIND"
-  | "BROKER_NAMESPACE"
-  | "BROKER_POD_PORTS"
-  | "DNS_NAMESPACE"
-  | "DNS_POD_LABEL"
+  "OPERATOR_NAMESPACE" | "BROKER_NAMESPACE" | "BROKER_POD_PORTS" | "DNS_NAMESPACE" | "DNS_POD_LABEL"
 >;
 
 export const TENANT_ADMIN_CLUSTER_ROLE = "iot-tenant-admin";
@@ -123,7 +117,7 @@ export interface TenantDesiredState {
   namespaces: KubeObject[];
   /** Policies, RBAC and quotas inside the tenant's namespaces. */
   namespaced: KubeObject[];
-  /** The tenant's CA Certificate and Issuer in the operator's namespace. */
+  /** The tenant's CA Issuer in the operator's namespace (the CA Secret is signed, not derived). */
   pki: KubeObject[];
 }
 
@@ -363,46 +357,6 @@ function adminBinding(
           ? { kind: "ServiceAccount", name: admin.name, namespace: admin.namespace }
           : { kind: admin.kind, name: admin.name, apiGroup: "rbac.authorization.k8s.io" },
       ),
-    },
-  ];
-}
-
-/**
- * An intermediate CA per tenant, signed by the cluster's root issuer, and an Issuer
- * that signs only that tenant's device certificates. Both sit in the operator's
- * namespace; a cluster-scoped owner keeps them collectable, the finalizer removes
- * the CA Secret that cert-manager leaves behind.
- */
-function tenantPki(
-  tenant: string,
-  config: TenantDesiredConfig,
-  labels: Record<string, string>,
-): KubeObject[] {
-  const namespace = config.OPERATOR_NAMESPACE;
-  const caName = tenantCAName(tenant);
-  return [
-    {
-      apiVersion: "cert-manager.io/v1",
-      kind: "Certificate",
-      metadata: { name: caName, namespace, labels: { ...labels } },
-      spec: {
-        isCA: true,
-        commonName: `${tenant} device CA`,
-        subject: { organizations: [tenant] },
-        secretName: caName,
-        secretTemplate: { labels: { ...labels } },
-        duration: "43800h",
-        renewBefore: "8760h",
-        privateKey: { algorithm: "ECDSA", size: 256, rotationPolicy: "Always" },
-        usages: ["cert sign", "crl sign", "digital signature"],
-        issuerRef: { group: "cert-manager.io", kind: config.ROOT_ISSUER_KIND, name: config.ROOT_ISSUER_NAME },
-      },
-    },
-    {
-      apiVersion: "cert-manager.io/v1",
-      kind: "Issuer",
-      metadata: { name: caName, namespace, labels: { ...labels } },
-      spec: { ca: { secretName: caName } },
     },
   ];
 }

@@ -29,7 +29,7 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
   });
 
   it("enforces a dynsec role on a client identified by its certificate subject", async () => {
-    const device = await issueCertificate(dir, stack.deviceRootCA, "dev-1", {
+    const device = await issueCertificate(dir, stack.broker.deviceCA, "dev-1", {
       subject: `/O=${tenant}/CN=dev-1`,
       usages: ["clientAuth"],
     });
@@ -67,7 +67,7 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
   });
 
   it("refuses everything to a certificate client with no dynsec entry", async () => {
-    const stranger = await issueCertificate(dir, stack.deviceRootCA, "stranger", {
+    const stranger = await issueCertificate(dir, stack.broker.deviceCA, "stranger", {
       subject: `/O=${tenant}/CN=stranger`,
       usages: ["clientAuth"],
     });

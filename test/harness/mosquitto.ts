@@ -10,7 +10,13 @@ import { adminClientOptions, type DynsecConnection } from "../../src/broker/dyns
 import { initialDynsecState } from "../../src/broker/dynsec-state.js";
 import { mosquittoConfig } from "../../src/broker/mosquitto-config.js";
 import { signCrl } from "../../src/pki/crl.js";
-import { createCA, issueCertificate, type KeyPair } from "./pki.js";
+import {
+  createCA,
+  createIntermediateCA,
+  type IntermediateCA,
+  issueCertificate,
+  type KeyPair,
+} from "./pki.js";
 import { freePort } from "./ports.js";
 import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
 
@@ -44,8 +50,10 @@ export interface Broker {
   /** The broker's `crlfile`: the operator rewrites it and sends SIGHUP to the PID in `pidFile`. */
   readonly crlFile: string;
   readonly pidFile: string;
-  /** The root CA's own CRL, which the operator puts in front of the tenants' CRLs. */
-  readonly rootCrlFile: string;
+  /** The CRL of the harness's device CA, which the operator puts in front of the tenants' CRLs. */
+  readonly baseCrlFile: string;
+  /** An intermediate CA the broker trusts without the operator, for tests of the broker alone (any subject). */
+  readonly deviceCA: IntermediateCA;
   stop(): Promise<void>;
 }
 
@@ -53,6 +61,8 @@ export interface BrokerOptions {
   readonly stateDir: string;
   /** The root CA that device certificates chain to; it also signs the broker's server certificate. */
   readonly deviceRootCA: KeyPair;
+  /** The intermediate CA the broker trusts without the operator; default: a new one under the root. */
+  readonly deviceCA?: IntermediateCA;
 }
 
 export function mosquittoBinary(): string {
@@ -101,21 +111,29 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const dynsecFile = join(dir, "dynamic-security.json");
   await writeFile(dynsecFile, initialDynsecState(adminUsername));
 
-  // With a crlfile the broker checks every client certificate's issuer against a CRL, so it
-  // starts with the root CA's (for certificates the root signs directly); tenants' CRLs follow.
-  const rootCrlFile = join(dir, "root-ca.crl");
+  // Mosquitto refuses to start with a crlfile that holds no CRL, and with a crlfile it refuses every
+  // client certificate whose issuer has no CRL there. So the file starts with the CRL of the
+  // harness's device CA, and the tenants' CRLs follow: the root CA gets
+  // none, so a certificate the root signed directly never passes (I3).
+  const baseCrlFile = join(dir, "base.crl");
   const crlFile = join(dir, "crl.pem");
   const pidFile = join(dir, "mosquitto.pid");
-  const rootCrl = signCrl({
-    caCertificatePem: await readFile(options.deviceRootCA.certFile, "utf8"),
-    caKeyPem: await readFile(options.deviceRootCA.keyFile, "utf8"),
-    revoked: [],
-    thisUpdate: new Date(Date.now() - 60_000),
-    nextUpdate: new Date(Date.now() + 30 * 86_400_000),
-    number: 1,
-  });
-  await writeFile(rootCrlFile, rootCrl);
-  await writeFile(crlFile, rootCrl);
+  // Tests that drive the broker without the operator issue their device certificates here.
+  const deviceCA =
+    options.deviceCA ??
+    (await createIntermediateCA(dir, options.deviceRootCA, "harness-device-ca", "harness device CA"));
+  const emptyCrl = async (ca: KeyPair) =>
+    signCrl({
+      caCertificatePem: await readFile(ca.certFile, "utf8"),
+      caKeyPem: await readFile(ca.keyFile, "utf8"),
+      revoked: [],
+      thisUpdate: new Date(Date.now() - 60_000),
+      nextUpdate: new Date(Date.now() + 30 * 86_400_000),
+      number: 1,
+    });
+  const baseCrl = await emptyCrl(deviceCA);
+  await writeFile(baseCrlFile, baseCrl);
+  await writeFile(crlFile, baseCrl);
 
   const configFile = join(dir, "mosquitto.conf");
   await writeFile(
@@ -160,7 +178,8 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
     dynsecFile,
     crlFile,
     pidFile,
-    rootCrlFile,
+    baseCrlFile,
+    deviceCA,
     stop: () => broker.stop(),
   };
 }

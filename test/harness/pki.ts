@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { appendFile, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -9,6 +9,8 @@ const run = promisify(execFile);
 export interface KeyPair {
   readonly certFile: string;
   readonly keyFile: string;
+  /** An intermediate CA's own certificate, which every certificate it issues carries after its own. */
+  readonly chainFile?: string;
 }
 
 async function openssl(args: readonly string[], cwd: string): Promise<void> {
@@ -112,7 +114,46 @@ export async function issueCertificate(
     ],
     dir,
   );
+  if (ca.chainFile) await appendFile(certFile, await readFile(ca.chainFile));
   return { certFile, keyFile };
+}
+
+export interface IntermediateCA extends KeyPair {
+  readonly chainFile: string;
+  readonly issuer: KeyPair;
+}
+
+/** An intermediate CA (EC P-256, path length 0) signed by `root`; what it issues carries it as chain. */
+export async function createIntermediateCA(
+  dir: string,
+  root: KeyPair,
+  name: string,
+  commonName: string,
+): Promise<IntermediateCA> {
+  const certFile = join(dir, `${name}.crt`);
+  const keyFile = join(dir, `${name}.key`);
+  const csrFile = join(dir, `${name}.csr`);
+  const extFile = join(dir, `${name}.ext`);
+  await writeFile(
+    extFile,
+    "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+  );
+  await openssl(
+    ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyFile].concat([
+      "-out",
+      csrFile,
+      "-subj",
+      `/CN=${commonName}`,
+    ]),
+    dir,
+  );
+  await openssl(
+    ["x509", "-req", "-in", csrFile, "-CA", root.certFile, "-CAkey", root.keyFile]
+      .concat(["-set_serial", `0x${randomBytes(12).toString("hex")}`, "-days", "3650"])
+      .concat(["-extfile", extFile, "-out", certFile]),
+    dir,
+  );
+  return { certFile, keyFile, chainFile: certFile, issuer: root };
 }
 
 /** An RSA key for signing service-account tokens. */

@@ -3,15 +3,16 @@ import { readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { CERT_MANAGER_NAMESPACE, type ControlPlane, startControlPlane } from "./control-plane.js";
+import { OPERATOR_NAMESPACE } from "../../src/api/group.js";
+import { type ControlPlane, startControlPlane } from "./control-plane.js";
 import { type Broker, startMosquitto } from "./mosquitto.js";
 import { createCA, type KeyPair } from "./pki.js";
 
 const run = promisify(execFile);
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
-/** The ClusterIssuer holding the device root CA that the broker trusts. */
-export const ROOT_ISSUER = "iot-root-ca";
+/** The Secret in the operator's namespace holding the device root CA that the broker trusts. */
+export const ROOT_CA_SECRET = "iot-root-ca";
 
 /** Everything a test or a tool needs to reach the stack; plain data, so vitest can pass it to workers. */
 export interface StackEnv {
@@ -20,7 +21,7 @@ export interface StackEnv {
   readonly etcdUrl: string;
   readonly binDir: string;
   readonly stateDir: string;
-  readonly rootIssuer: string;
+  readonly rootCaSecret: string;
   readonly deviceRootCA: KeyPair;
   readonly broker: Omit<Broker, "stop">;
 }
@@ -53,7 +54,7 @@ export async function startStack(stateDir: string): Promise<Stack> {
     await Promise.all([controlPlane.value.stop(), broker.value.stop()]);
   };
   try {
-    await installRootIssuer(controlPlane.value, deviceRootCA);
+    await installRootCA(controlPlane.value, deviceRootCA);
   } catch (error) {
     await stop();
     throw error;
@@ -66,7 +67,7 @@ export async function startStack(stateDir: string): Promise<Stack> {
       etcdUrl: controlPlane.value.etcdUrl,
       binDir,
       stateDir,
-      rootIssuer: ROOT_ISSUER,
+      rootCaSecret: ROOT_CA_SECRET,
       deviceRootCA,
       broker: brokerEnv,
     },
@@ -76,36 +77,25 @@ export async function startStack(stateDir: string): Promise<Stack> {
 }
 
 /**
- * Puts the device root CA into cert-manager as a ClusterIssuer and waits until
- * cert-manager reports it Ready: that is also the proof that cert-manager runs.
+ * Puts the device root CA into the operator's namespace as a Secret, where only the operator reads
+ * it: it is deliberately no cert-manager (Cluster)Issuer, which every namespace could use (I3).
  */
-async function installRootIssuer(controlPlane: ControlPlane, ca: KeyPair): Promise<void> {
+async function installRootCA(controlPlane: ControlPlane, ca: KeyPair): Promise<void> {
   const [cert, key] = await Promise.all([readFile(ca.certFile), readFile(ca.keyFile)]);
   const manifest = [
+    { apiVersion: "v1", kind: "Namespace", metadata: { name: OPERATOR_NAMESPACE } },
     {
       apiVersion: "v1",
       kind: "Secret",
       type: "kubernetes.io/tls",
-      metadata: { name: ROOT_ISSUER, namespace: CERT_MANAGER_NAMESPACE },
+      metadata: { name: ROOT_CA_SECRET, namespace: OPERATOR_NAMESPACE },
       data: { "tls.crt": cert.toString("base64"), "tls.key": key.toString("base64") },
-    },
-    {
-      apiVersion: "cert-manager.io/v1",
-      kind: "ClusterIssuer",
-      metadata: { name: ROOT_ISSUER },
-      spec: { ca: { secretName: ROOT_ISSUER } },
     },
   ];
   await controlPlane.kubectl(
     ["apply", "--server-side", "-f", "-"],
     manifest.map((m) => JSON.stringify(m)).join("\n"),
   );
-  await controlPlane.kubectl([
-    "wait",
-    "--for=condition=Ready",
-    "--timeout=90s",
-    `clusterissuer/${ROOT_ISSUER}`,
-  ]);
 }
 
 /**
@@ -126,8 +116,8 @@ export function stackVariables(env: StackEnv): Record<string, string> {
     BROKER_CA_FILE: env.broker.caFile,
     BROKER_CRL_FILE: env.broker.crlFile,
     BROKER_PID_FILE: env.broker.pidFile,
-    BROKER_CRL_INCLUDE_FILE: env.broker.rootCrlFile,
-    ROOT_ISSUER_NAME: env.rootIssuer,
+    BROKER_CRL_INCLUDE_FILE: env.broker.baseCrlFile,
+    ROOT_CA_SECRET: env.rootCaSecret,
     IOT_STACK_BIN: env.binDir,
   };
 }

@@ -1,6 +1,8 @@
 // Command cert-manager-controller runs cert-manager's issuance controllers for
-// the test control plane: the SelfSigned and CA issuers and the certificate
-// lifecycle, with no webhook, ACME, metrics server or leader election.
+// the test control plane: the SelfSigned and CA issuers, the certificate
+// lifecycle and the ingress-shim (on by default in real installs: an annotated
+// Ingress becomes a Certificate), with no webhook, ACME, metrics server or
+// leader election.
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 
 	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
 
+	_ "github.com/cert-manager/cert-manager/pkg/controller/certificate-shim/ingresses"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/ca"
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/selfsigned"
@@ -36,6 +39,7 @@ var defaultControllers = []string{
 	"certificaterequests-approver", "certificaterequests-issuer-ca", "certificaterequests-issuer-selfsigned",
 	"certificates-trigger", "certificates-issuing", "certificates-key-manager",
 	"certificates-request-manager", "certificates-readiness", "certificates-revision-manager",
+	"ingress-shim",
 }
 
 func main() {
@@ -58,6 +62,12 @@ func run(ctx context.Context, kubeconfig, clusterResourceNamespace string, names
 		KubernetesAPIQPS:   50,
 		KubernetesAPIBurst: 100,
 		IssuerOptions:      controllerpkg.IssuerOptions{ClusterResourceNamespace: clusterResourceNamespace},
+		// cert-manager's own defaults for the shim's flags.
+		IngressShimOptions: controllerpkg.IngressShimOptions{
+			DefaultIssuerKind:                 "Issuer",
+			DefaultIssuerGroup:                "cert-manager.io",
+			DefaultAutoCertificateAnnotations: []string{"kubernetes.io/tls-acme"},
+		},
 		CertificateOptions: controllerpkg.CertificateOptions{
 			CertificateRequestMinimumBackoffDuration: 5 * time.Second,
 			CertificateRequestMaximumBackoffDuration: time.Minute,

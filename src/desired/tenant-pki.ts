@@ -1,0 +1,24 @@
+import { tenantCAName } from "../api/derived-names.js";
+import type { OperatorConfig } from "../config.js";
+import type { KubeObject } from "./tenant.js";
+
+/**
+ * The cert-manager CA Issuer of a tenant, in the operator's namespace: it issues the tenant's device
+ * certificates from the tenant CA Secret, which the operator signs itself (src/pki/tenant-ca.ts).
+ * Only the operator's namespace can reference it, and no Issuer anywhere holds the root key.
+ */
+export function tenantPki(
+  tenant: string,
+  config: Pick<OperatorConfig, "OPERATOR_NAMESPACE">,
+  labels: Record<string, string>,
+): KubeObject[] {
+  const caName = tenantCAName(tenant);
+  return [
+    {
+      apiVersion: "cert-manager.io/v1",
+      kind: "Issuer",
+      metadata: { name: caName, namespace: config.OPERATOR_NAMESPACE, labels: { ...labels } },
+      spec: { ca: { secretName: caName } },
+    },
+  ];
+}
