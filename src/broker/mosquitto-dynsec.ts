@@ -144,7 +144,9 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly backoff: { readonly initialMs: number; readonly maxMs: number };
   /** null: the device must be removed. Absent: unknown, left alone until a complete set arrives, else an orphan. */
   private readonly desired = new Map<string, DesiredDevice | null>();
-  /** The complete desired set, asked for at every full resync; until syncAll, the set is incomplete. */
+  /** Until syncAll the desired set is incomplete: only what applyDevice and removeDevice named is decided. */
+  private complete = false;
+  /** Asked for the complete desired set at every full resync, when syncAll was given a function. */
   private everyDevice: (() => readonly BrokerDevice[]) | undefined;
   private observed = new Map<string, ObservedDevice>();
   /** Devices whose broker state may differ from the desired one. */
@@ -174,7 +176,13 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport> {
-    this.everyDevice = typeof devices === "function" ? devices : () => devices;
+    this.complete = true;
+    if (typeof devices === "function") this.everyDevice = devices;
+    else {
+      // A list is the complete set now; later applyDevice and removeDevice calls change it.
+      this.everyDevice = undefined;
+      this.replaceDesired(devices);
+    }
     this.observeAllNeeded = true;
     const done = new Promise<SyncReport>((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
     this.wake();
@@ -340,7 +348,18 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   /** Whether the adapter may decide about `owner`: it is desired, removed, or the desired set is complete. */
   private decides(owner: string): boolean {
-    return this.desired.has(owner) || this.everyDevice !== undefined;
+    return this.desired.has(owner) || this.complete;
+  }
+
+  /** Requests still waiting for the broker keep what they asked for; the rest becomes `devices`. */
+  private replaceDesired(devices: readonly BrokerDevice[]): void {
+    const waiting = [...this.waiters.keys()].map((owner) => [owner, this.desired.get(owner)] as const);
+    this.desired.clear();
+    for (const device of devices) {
+      const desired = desiredDevice(this.prefix, device);
+      this.desired.set(desired.owner, desired);
+    }
+    for (const [owner, desired] of waiting) if (desired !== undefined) this.desired.set(owner, desired);
   }
 
   private finishRound(): void {
@@ -356,16 +375,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private async observeAll(client: DynsecClient): Promise<void> {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
-    if (this.everyDevice) {
-      // Requests still waiting for the broker keep what they asked for; the rest is the current set.
-      const waiting = [...this.waiters.keys()].map((owner) => [owner, this.desired.get(owner)] as const);
-      this.desired.clear();
-      for (const device of this.everyDevice()) {
-        const desired = desiredDevice(this.prefix, device);
-        this.desired.set(desired.owner, desired);
-      }
-      for (const [owner, desired] of waiting) if (desired !== undefined) this.desired.set(owner, desired);
-    }
+    if (this.everyDevice) this.replaceDesired(this.everyDevice());
     await this.ensureDefaultAccess(client);
     const pace = (durationMs: number) => this.pace(durationMs);
     const roles = await listAllRoles(client, pace);

@@ -292,6 +292,10 @@ export class TenantReconciler {
     // A root another tenant still shares (this one was refused as overlapping it) is that tenant's.
     if (overlappingTenants(this.tenants, observed).length === 0)
       await this.retained.purgeTenant({ tenant, topicRoot: tenantTopicRoot(tenantPlacement(observed)) });
+    // Labels say whose an object claims to be; only the owner reference by UID says it is this Tenant's
+    // (I7). cert-manager's issued Secrets carry no owner: they are the Tenant's when an owned Certificate names them.
+    const owned = (item: KubeObject) => ownedBy(item, observed.metadata.uid);
+    const issuedSecrets = new Set<string>();
     for (const kind of [...pkiKinds, Resource.secret]) {
       const listed = (await this.manager.client.request({
         verb: "list",
@@ -299,9 +303,13 @@ export class TenantReconciler {
         path: resourcePath(kind, { namespace: this.config.OPERATOR_NAMESPACE }),
         query: { labelSelector: `${TENANT_LABEL}=${tenant},${MANAGED_BY_LABEL}=${MANAGER}` },
         signal,
-      })) as { items?: KubeObject[] };
-      for (const item of listed.items ?? [])
-        await this.manager.client.delete(kind, item.metadata, { signal });
+      })) as { items?: Array<KubeObject & { spec?: { secretName?: string } }> };
+      for (const item of listed.items ?? []) {
+        if (kind === Resource.certificate && owned(item) && item.spec?.secretName)
+          issuedSecrets.add(item.spec.secretName);
+        if (owned(item) || (kind === Resource.secret && issuedSecrets.has(item.metadata.name)))
+          await this.manager.client.delete(kind, item.metadata, { signal });
+      }
     }
     await removeFinalizer(this.manager.client, Resource.tenant, observed, TENANT_FINALIZER, signal);
   }

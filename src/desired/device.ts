@@ -13,7 +13,7 @@ import { type KubeObject, ownerReferenceTo, tenantTopicRoot } from "./tenant.js"
  */
 
 type DeviceInput = Pick<Device, "spec"> & { metadata: { name: string; namespace?: string; uid?: string } };
-type TenantInput = Pick<Tenant, "spec"> & { metadata: { name: string } };
+type TenantInput = Pick<Tenant, "spec"> & { metadata: { name: string; uid?: string | undefined } };
 
 const KEY_SIZES = { ECDSA: 256, RSA: 2048, Ed25519: undefined } as const;
 
@@ -60,7 +60,14 @@ export function deviceCertificate(
   return {
     apiVersion: "cert-manager.io/v1",
     kind: "Certificate",
-    metadata: { name, namespace: operatorNamespace, labels: deviceLabels(tenantName, device) },
+    metadata: {
+      name,
+      namespace: operatorNamespace,
+      labels: deviceLabels(tenantName, device),
+      // The Device lives in another namespace and cannot own it; its Tenant can, so that a deleted
+      // Tenant's finalizer recognises it by owner rather than by label (I7).
+      ownerReferences: [ownerReferenceTo("Tenant", tenant)],
+    },
     spec: {
       secretName: name,
       secretTemplate: { labels: deviceLabels(tenantName, device) },

@@ -10,14 +10,15 @@ import type { KubeObject } from "./tenant.js";
 export function tenantPki(
   tenant: string,
   config: Pick<OperatorConfig, "OPERATOR_NAMESPACE">,
-  labels: Record<string, string>,
+  meta: (name: string, namespace: string) => KubeObject["metadata"],
 ): KubeObject[] {
   const caName = tenantCAName(tenant);
   return [
     {
       apiVersion: "cert-manager.io/v1",
       kind: "Issuer",
-      metadata: { name: caName, namespace: config.OPERATOR_NAMESPACE, labels: { ...labels } },
+      // Owned by the Tenant like everything else it gets: the finalizer deletes only what the Tenant owns (I7).
+      metadata: meta(caName, config.OPERATOR_NAMESPACE),
       spec: { ca: { secretName: caName } },
     },
   ];

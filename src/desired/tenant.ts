@@ -228,7 +228,7 @@ export function desiredTenant(
         },
       },
     ]),
-    pki: tenantPki(name, config, labels),
+    pki: tenantPki(name, config, meta),
   };
 }
 

@@ -63,6 +63,9 @@ describe("the real Mosquitto with dynamic security and mTLS", () => {
       expect(await subscribeCodes(client, "#")).toEqual([NOT_AUTHORIZED]);
     } finally {
       await client.endAsync();
+      // The broker is shared with the rest of the run: leave no client that verify would rightly call an orphan.
+      await dynsec.run({ command: "deleteClient", username: `CN=dev-1,O=${tenant}` });
+      await dynsec.run({ command: "deleteRole", rolename: `${tenant}-dev-1` });
     }
   });
 
