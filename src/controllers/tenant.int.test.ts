@@ -383,7 +383,7 @@ describe("the Tenant reconciler", () => {
     expect(await get(["networkpolicy", "platform-planted", "-n", name])).toBeDefined();
   });
 
-  it("leaves nothing behind when a Tenant is deleted", async () => {
+  it("leaves nothing of its own behind when a Tenant is deleted, and nothing else is touched (I7)", async () => {
     const name = uniqueName("gone");
     await applyManifest(tenantManifest(name, { namespaces: [`${name}-x`, `${name}-y`] }));
     await eventually(
@@ -394,21 +394,66 @@ describe("the Tenant reconciler", () => {
       },
       90_000,
     );
-    expect((await kubectl(["delete", "tenant", name, "--wait=false"])).ok).toBe(true);
-    await eventually(
-      "tenant gone",
-      async () => ((await get(["tenant", name])) === undefined ? true : undefined),
-      90_000,
-    );
-    const kinds =
-      "namespaces,networkpolicies,rolebindings,resourcequotas,limitranges,secrets,certificates,issuers";
-    await eventually(
-      "nothing labelled for the tenant",
-      async () =>
-        (await list([kinds, "-A", "-l", `iot.tenant-operator.io/tenant=${name}`])).length === 0
-          ? true
-          : undefined,
-      90_000,
-    );
+    // Look-alikes in the operator's namespace: the operator's labels, but not the Tenant's by owner.
+    const labels = {
+      "iot.tenant-operator.io/tenant": name,
+      "app.kubernetes.io/managed-by": "iot-tenant-operator",
+    };
+    await applyObjects([
+      {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: `planted-${name}`, namespace: "iot-system", labels },
+      },
+      {
+        apiVersion: "cert-manager.io/v1",
+        kind: "Certificate",
+        metadata: { name: `planted-${name}`, namespace: "iot-system", labels },
+        spec: { secretName: `planted-cert-${name}`, commonName: "x", issuerRef: { name: "nobody" } },
+      },
+    ]);
+    try {
+      expect((await kubectl(["delete", "tenant", name, "--wait=false"])).ok).toBe(true);
+      await eventually(
+        "tenant gone",
+        async () => ((await get(["tenant", name])) === undefined ? true : undefined),
+        90_000,
+      );
+      // What it owned is gone, checked by name (NotFound, not any failure) ...
+      for (const object of [
+        ["-n", "iot-system", "secret", `tenant-${name}-ca`],
+        ["-n", "iot-system", "issuer", `tenant-${name}-ca`],
+        ["-n", "iot-system", "secret", `tenant-${name}-crl`],
+        ["namespace", `${name}-x`],
+        ["namespace", `${name}-y`],
+      ])
+        await eventually(
+          `${object.join(" ")} gone`,
+          async () => ((await get(object)) === undefined ? true : undefined),
+          90_000,
+        );
+      const kinds =
+        "namespaces,networkpolicies,rolebindings,resourcequotas,limitranges,secrets,certificates,issuers";
+      await eventually(
+        "nothing labelled for the tenant but the look-alikes",
+        async () => {
+          const left = await list([kinds, "-A", "-l", `iot.tenant-operator.io/tenant=${name}`]);
+          return left.every((o) => o.metadata.name === `planted-${name}`) ? true : undefined;
+        },
+        90_000,
+      );
+      // ... and what it did not own survives.
+      expect(await get(["-n", "iot-system", "secret", `planted-${name}`])).toBeDefined();
+      expect(await get(["-n", "iot-system", "certificate", `planted-${name}`])).toBeDefined();
+    } finally {
+      await kubectl([
+        "-n",
+        "iot-system",
+        "delete",
+        "secret,certificate",
+        `planted-${name}`,
+        "--ignore-not-found",
+      ]);
+    }
   });
 });
