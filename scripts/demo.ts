@@ -28,6 +28,8 @@ async function main(): Promise<void> {
     ...process.env,
     ...stackVariables(env),
     PROBE_BIND_ADDRESS: `127.0.0.1:${await freePort()}`,
+    // Tenants may create Ingresses only under <namespace>.<domain>; verify then proves the foreign-host refusal.
+    TENANT_INGRESS_DOMAIN: "apps.demo.test",
   };
   const cli = join(repoRoot, "bin/iot-tenant-operator.js");
   const kubectl = (...args: string[]) =>
