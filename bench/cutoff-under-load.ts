@@ -98,7 +98,8 @@ async function applyReadyTenant(
   name: string,
   spec: Record<string, unknown>,
 ): Promise<void> {
-  await client.apply(Resource.tenant, { apiVersion: API_VERSION, kind: "Tenant", metadata: { name }, spec });
+  // Created, not applied: an apply under the operator's field manager would be undone by the operator's own applies.
+  await client.create(Resource.tenant, { apiVersion: API_VERSION, kind: "Tenant", metadata: { name }, spec });
   await until(
     `Tenant ${name} Ready`,
     async () => (isReady(await client.get(Resource.tenant, { name })) ? true : undefined),

@@ -69,6 +69,7 @@ export interface ControllerOptions<T extends KubeObject = KubeObject> {
   readonly owns?: readonly OwnedWatch[];
   readonly watches?: readonly MappedWatch[];
   readonly reconcile: Reconcile;
+  /** The priority of a change to a primary object; each watch can have its own. */
   readonly priority?: ChangePriority<T>;
   /** Keys take turns by this group within a priority (e.g. the tenant); defaults to the namespace. */
   readonly fairnessGroup?: (key: string) => string;
@@ -145,8 +146,8 @@ export class Controller<T extends KubeObject = KubeObject> {
   }
 
   /**
-   * Queues the keys `map` gives for every change `informer` reports. An update reaches the keys of
-   * both versions: a child that changed owner, or a Device that moved tenant, concerns both.
+   * Queues the keys `map` gives for every change `informer` reports, at the change's priority. An
+   * update reaches the keys of both versions: a child that changed owner concerns both owners.
    */
   private watch<O extends KubeObject>(
     informer: Informer<O>,
