@@ -14,14 +14,27 @@ export async function connectWithCertificate(
   pair: KeyPair,
   options: IClientOptions = {},
 ): Promise<MqttClient> {
+  return connectWithPem(
+    endpoint,
+    { cert: await readFile(pair.certFile), key: await readFile(pair.keyFile) },
+    options,
+  );
+}
+
+/** The same with the certificate and key in memory (e.g. read from a device's mirrored Secret). */
+export async function connectWithPem(
+  endpoint: DeviceEndpoint,
+  pem: { readonly cert: string | Buffer; readonly key: string | Buffer },
+  options: IClientOptions = {},
+): Promise<MqttClient> {
   return mqtt.connectAsync({
     protocol: "mqtts",
     host: endpoint.host,
     port: endpoint.mtlsPort,
     protocolVersion: 5,
     ca: await readFile(endpoint.caFile),
-    cert: await readFile(pair.certFile),
-    key: await readFile(pair.keyFile),
+    cert: pem.cert,
+    key: pem.key,
     reconnectPeriod: 0,
     connectTimeout: 5_000,
     ...options,

@@ -24,12 +24,15 @@ import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
+import { deviceChangePriority, tenantChangePriority } from "./cut-off.js";
 import { DeviceCredentialsIssuer, type DeviceIdentity } from "./device-credentials.js";
 import { type Parsed, parseDeviceObject, parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource } from "./resources.js";
 import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
 const REQUEUE_WHILE_ISSUING_MS = 3_000;
+/** Reconciles waiting on the paced broker or the API server must not hold up a cut-off. */
+const DEVICE_WORKERS = 16;
 
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
@@ -92,9 +95,14 @@ export class DeviceReconciler implements TenantBroker {
     this.manager.addController({
       name: "device",
       for: this.devices,
+      priority: deviceChangePriority,
+      fairnessGroup: (key) =>
+        this.namespaces.get(parseObjectKey(key).namespace ?? "")?.metadata.labels?.[TENANT_LABEL] ?? key,
+      maxConcurrentReconciles: DEVICE_WORKERS,
       watches: [
         {
           informer: this.tenants,
+          priority: tenantChangePriority,
           map: (tenant) =>
             [tenant.metadata.name, ...overlappingTenants(this.tenants, tenant)].flatMap((t) =>
               this.keysOfTenant(t),

@@ -25,6 +25,7 @@ import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
+import { tenantChangePriority } from "./cut-off.js";
 import { parseTenantObject, tenantPlacement } from "./parse.js";
 import { Resource, resourceOf } from "./resources.js";
 import { TenantCA } from "./tenant-ca.js";
@@ -129,6 +130,7 @@ export class TenantReconciler {
     this.manager.addController({
       name: "tenant",
       for: this.tenants,
+      priority: tenantChangePriority,
       watches: [
         { informer: this.namespaces, map: byNamedNamespace },
         { informer: this.devices, map: byDeviceNamespace },

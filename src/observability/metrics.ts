@@ -20,9 +20,9 @@ export class OperatorMetrics {
   readonly terminalReconcileErrors: Counter<"controller">;
   readonly reconcileDuration: Histogram<"controller">;
   readonly activeWorkers: Gauge<"controller">;
-  readonly queueDepth: Gauge<"name">;
+  readonly queueDepth: Gauge<"name" | "priority">;
   readonly queueAdds: Counter<"name">;
-  readonly queueLatency: Histogram<"name">;
+  readonly queueLatency: Histogram<"name" | "priority">;
   readonly queueRetries: Counter<"name">;
   readonly apiRequests: Counter<"verb" | "code" | "resource">;
   readonly informerLists: Counter<"resource">;
@@ -70,8 +70,8 @@ export class OperatorMetrics {
     });
     this.queueDepth = new Gauge({
       name: "workqueue_depth",
-      help: "Keys waiting for a worker",
-      labelNames: ["name"],
+      help: "Keys waiting for a worker, by queue priority (100 cut-off, 0 normal, -100 initial list)",
+      labelNames: ["name", "priority"],
       registers,
     });
     this.queueAdds = new Counter({
@@ -82,8 +82,8 @@ export class OperatorMetrics {
     });
     this.queueLatency = new Histogram({
       name: "workqueue_queue_duration_seconds",
-      help: "Time a key waits in the queue before a worker takes it",
-      labelNames: ["name"],
+      help: "Time a key waits in the queue before a worker takes it, by queue priority",
+      labelNames: ["name", "priority"],
       buckets: durationBuckets,
       registers,
     });
@@ -155,9 +155,9 @@ export class OperatorMetrics {
 
   forQueue(name: string): WorkQueueMetrics {
     return {
-      depth: (items) => this.queueDepth.set({ name }, items),
+      depth: (priority, items) => this.queueDepth.set({ name, priority }, items),
       added: () => this.queueAdds.inc({ name }),
-      queued: (seconds) => this.queueLatency.observe({ name }, seconds),
+      queued: (priority, seconds) => this.queueLatency.observe({ name, priority }, seconds),
       retried: () => this.queueRetries.inc({ name }),
     };
   }

@@ -295,8 +295,8 @@ describe("controller runtime on a real API server", () => {
       /controller_runtime_reconcile_time_seconds_count\{controller="widget"\} \d+/,
       /workqueue_adds_total\{name="widget"\} \d+/,
       /workqueue_retries_total\{name="flaky"\} [1-9]/,
-      /workqueue_queue_duration_seconds_count\{name="widget"\} \d+/,
-      /workqueue_depth\{name="widget"\} \d+/,
+      /workqueue_queue_duration_seconds_count\{name="widget",priority="-?\d+"\} \d+/,
+      /workqueue_depth\{name="widget",priority="-?\d+"\} \d+/,
       /rest_client_requests_total\{verb="apply",code="200",resource="widgets\/status"\} \d+/,
       /rest_client_requests_total\{verb="list",code="200",resource="widgets"\} \d+/,
     ]) {

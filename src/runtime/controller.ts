@@ -7,7 +7,7 @@ import type { EventRecorder } from "./events.js";
 import type { Informer } from "./informer.js";
 import { groupOf, type KubeObject, objectKey, parseObjectKey } from "./kube-object.js";
 import { controllerRateLimiter, type RateLimiter } from "./rate-limiter.js";
-import { WorkQueue } from "./work-queue.js";
+import { Priority, WorkQueue } from "./work-queue.js";
 
 export interface ReconcileRequest {
   /** `namespace/name` or `name`. */
@@ -37,6 +37,19 @@ export type Reconcile = (
   context: ReconcileContext,
 ) => Promise<ReconcileResult | undefined>;
 
+/** One informer notification: `previous` is absent for an add; `deleted` marks a delete of `current`. */
+export interface Change<T extends KubeObject = KubeObject> {
+  readonly previous?: T;
+  readonly current: T;
+  readonly deleted?: boolean;
+}
+
+/**
+ * The queue priority a change deserves (e.g. Priority.cutOff for one that takes access away);
+ * undefined leaves the default: low while the informer delivers its first list, normal after.
+ */
+export type ChangePriority<T extends KubeObject = KubeObject> = (change: Change<T>) => number | undefined;
+
 export interface OwnedWatch {
   readonly informer: Informer;
 }
@@ -45,6 +58,7 @@ export interface MappedWatch<T extends KubeObject = KubeObject> {
   readonly informer: Informer<T>;
   /** The primary keys to reconcile when `object` changes. */
   readonly map: (object: T) => readonly string[];
+  readonly priority?: ChangePriority<T>;
 }
 
 export interface ControllerOptions<T extends KubeObject = KubeObject> {
@@ -55,6 +69,11 @@ export interface ControllerOptions<T extends KubeObject = KubeObject> {
   readonly owns?: readonly OwnedWatch[];
   readonly watches?: readonly MappedWatch[];
   readonly reconcile: Reconcile;
+  /** The priority of a change to a primary object; each watch can have its own. */
+  readonly priority?: ChangePriority<T>;
+  /** Keys take turns by this group within a priority (e.g. the tenant); defaults to the namespace. */
+  readonly fairnessGroup?: (key: string) => string;
+  /** Workers; a key is still never reconciled twice at once. */
   readonly maxConcurrentReconciles?: number;
   readonly rateLimiter?: RateLimiter;
   /**
@@ -72,9 +91,10 @@ export interface ControllerDependencies {
 }
 
 /**
- * Runs `reconcile` for the keys of one primary kind: informer callbacks only enqueue keys; a
- * bounded pool of workers takes them from a de-duplicating queue, so one key is never
- * reconciled twice at once; failures are retried with per-key exponential backoff.
+ * Runs `reconcile` for the keys of one primary kind: informer callbacks only enqueue keys, each
+ * with a priority; a bounded pool of workers takes them from a de-duplicating priority queue that
+ * is fair across groups, so one key is never reconciled twice at once and a cut-off never waits
+ * behind provisioning; failures are retried with per-key exponential backoff at the same priority.
  */
 export class Controller<T extends KubeObject = KubeObject> {
   readonly name: string;
@@ -90,54 +110,31 @@ export class Controller<T extends KubeObject = KubeObject> {
     this.name = options.name;
     this.clock = deps.clock ?? systemClock;
     this.logger = deps.logger.child({ controller: options.name });
-    this.queue = new WorkQueue(
-      this.clock,
-      options.rateLimiter ?? controllerRateLimiter(this.clock),
-      deps.metrics?.forQueue(options.name),
-    );
-    const enqueue = (object: KubeObject) => this.queue.add(objectKey(object.metadata));
-    options.for.addHandler({ onAdd: enqueue, onUpdate: (_, current) => enqueue(current), onDelete: enqueue });
+    this.queue = new WorkQueue(this.clock, options.rateLimiter ?? controllerRateLimiter(this.clock), {
+      fairnessGroup: options.fairnessGroup ?? ((key) => parseObjectKey(key).namespace ?? key),
+      ...(deps.metrics ? { metrics: deps.metrics.forQueue(options.name) } : {}),
+    });
+    this.watch(options.for, options.priority, (object) => [objectKey(object.metadata)]);
     const primary = options.for.resource;
     for (const owned of options.owns ?? []) {
-      const enqueueOwner = (object: KubeObject) => {
+      this.watch(owned.informer, undefined, (object) => {
         const owner = object.metadata.ownerReferences?.find(
           (reference) =>
             reference.controller === true &&
             reference.kind === primary.kind &&
             groupOf(reference.apiVersion) === groupOf(primary.apiVersion),
         );
-        if (owner) {
-          this.queue.add(
-            objectKey({
-              namespace: primary.namespaced ? object.metadata.namespace : undefined,
-              name: owner.name,
-            }),
-          );
-        }
-      };
-      owned.informer.addHandler({
-        onAdd: enqueueOwner,
-        // A child that changed owner must reach both the old and the new owner.
-        onUpdate: (previous, current) => {
-          enqueueOwner(previous);
-          enqueueOwner(current);
-        },
-        onDelete: enqueueOwner,
+        return owner
+          ? [
+              objectKey({
+                namespace: primary.namespaced ? object.metadata.namespace : undefined,
+                name: owner.name,
+              }),
+            ]
+          : [];
       });
     }
-    for (const watch of options.watches ?? []) {
-      const enqueueMapped = (object: KubeObject) => {
-        for (const key of watch.map(object)) this.queue.add(key);
-      };
-      watch.informer.addHandler({
-        onAdd: enqueueMapped,
-        onUpdate: (previous, current) => {
-          enqueueMapped(previous);
-          enqueueMapped(current);
-        },
-        onDelete: enqueueMapped,
-      });
-    }
+    for (const watch of options.watches ?? []) this.watch(watch.informer, watch.priority, watch.map);
   }
 
   get informers(): Informer[] {
@@ -146,6 +143,27 @@ export class Controller<T extends KubeObject = KubeObject> {
       ...(this.options.owns ?? []).map((owned) => owned.informer),
       ...(this.options.watches ?? []).map((watch) => watch.informer),
     ];
+  }
+
+  /**
+   * Queues the keys `map` gives for every change `informer` reports, at the change's priority. An
+   * update reaches the keys of both versions: a child that changed owner concerns both owners.
+   */
+  private watch<O extends KubeObject>(
+    informer: Informer<O>,
+    priorityOf: ChangePriority<O> | undefined,
+    map: (object: O) => readonly string[],
+  ): void {
+    const enqueue = (change: Change<O>) => {
+      const priority = priorityOf?.(change) ?? (informer.hasSynced ? Priority.normal : Priority.low);
+      const keys = new Set([...(change.previous ? map(change.previous) : []), ...map(change.current)]);
+      for (const key of keys) this.queue.add(key, { priority });
+    };
+    informer.addHandler({
+      onAdd: (current) => enqueue({ current }),
+      onUpdate: (previous, current) => enqueue({ previous, current }),
+      onDelete: (current) => enqueue({ current, deleted: true }),
+    });
   }
 
   /** Starts the workers; `leadership` aborts in-flight reconciles when this replica must stop at once. */
@@ -176,19 +194,19 @@ export class Controller<T extends KubeObject = KubeObject> {
 
   private async work(leadership: AbortSignal): Promise<void> {
     for (;;) {
-      const key = await this.queue.get();
-      if (key === undefined) return;
+      const next = await this.queue.get();
+      if (next === undefined) return;
       try {
-        if (!leadership.aborted) await this.process(key, leadership);
+        if (!leadership.aborted) await this.process(next.key, next.priority, leadership);
       } finally {
-        this.queue.done(key);
+        this.queue.done(next.key);
       }
     }
   }
 
-  private async process(key: string, signal: AbortSignal): Promise<void> {
+  private async process(key: string, priority: number, signal: AbortSignal): Promise<void> {
     const reconcileID = randomUUID();
-    const logger = this.logger.child({ key, reconcileID });
+    const logger = this.logger.child({ key, reconcileID, priority });
     const context: ReconcileContext = { logger, reconcileID, signal };
     const metrics = this.deps.metrics;
     const labels = { controller: this.name };
@@ -198,21 +216,27 @@ export class Controller<T extends KubeObject = KubeObject> {
       const result = await this.options.reconcile({ key, ...parseObjectKey(key) }, context);
       this.queue.forget(key);
       if (result?.requeueAfterMs !== undefined) {
-        this.queue.addAfter(key, result.requeueAfterMs);
+        // Like controller-runtime: a requeue or retry keeps the priority the key was taken with.
+        this.queue.add(key, { afterMs: result.requeueAfterMs, priority });
         metrics?.reconcileTotal.inc({ ...labels, result: "requeue_after" });
       } else {
         metrics?.reconcileTotal.inc({ ...labels, result: "success" });
       }
       logger.debug({ durationMs: this.clock.now() - startedAt }, "reconciled");
     } catch (error) {
-      await this.handleFailure(key, error, context);
+      await this.handleFailure(key, priority, error, context);
     } finally {
       metrics?.activeWorkers.dec(labels);
       metrics?.reconcileDuration.observe(labels, (this.clock.now() - startedAt) / 1000);
     }
   }
 
-  private async handleFailure(key: string, error: unknown, context: ReconcileContext): Promise<void> {
+  private async handleFailure(
+    key: string,
+    priority: number,
+    error: unknown,
+    context: ReconcileContext,
+  ): Promise<void> {
     const metrics = this.deps.metrics;
     const labels = { controller: this.name };
     const kind = classifyError(error);
@@ -224,7 +248,7 @@ export class Controller<T extends KubeObject = KubeObject> {
     if (kind === "conflict") {
       context.logger.debug({ err: message }, "conflict, requeueing");
       metrics?.reconcileTotal.inc({ ...labels, result: "conflict" });
-      this.queue.addRateLimited(key);
+      this.queue.add(key, { rateLimited: true, priority });
       return;
     }
     if (kind === "transient") {
@@ -232,7 +256,7 @@ export class Controller<T extends KubeObject = KubeObject> {
       context.logger.warn({ err: message, retries }, "reconcile failed, retrying with backoff");
       metrics?.reconcileTotal.inc({ ...labels, result: "error" });
       metrics?.reconcileErrors.inc(labels);
-      this.queue.addRateLimited(key);
+      this.queue.add(key, { rateLimited: true, priority });
       return;
     }
     context.logger.error(

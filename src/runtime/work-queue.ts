@@ -1,69 +1,163 @@
 import type { Clock } from "./clock.js";
 import type { RateLimiter } from "./rate-limiter.js";
 
+/**
+ * How urgent a key is; higher goes first. The levels follow controller-runtime's priority queue:
+ * what an informer's first list delivers is low (the operator starting up re-checks everything),
+ * ordinary changes are normal, and a change that takes access away overtakes both.
+ */
+export const Priority = {
+  low: -100,
+  normal: 0,
+  /** Disable, delete, suspend, revoke: access must go now, not after the provisioning backlog. */
+  cutOff: 100,
+} as const;
+
+export interface AddOptions {
+  /** Defaults to Priority.normal. A key already waiting keeps the higher of the two. */
+  readonly priority?: number;
+  /** Ready only after this long; a key already due (or due sooner) keeps the earlier time. */
+  readonly afterMs?: number;
+  /** Delay by the rate limiter instead (per-key backoff, global bucket); counts as a retry. */
+  readonly rateLimited?: boolean;
+}
+
+export interface QueuedKey {
+  readonly key: string;
+  readonly priority: number;
+}
+
 /** What the queue reports; implemented by the Prometheus metrics, absent in most unit tests. */
 export interface WorkQueueMetrics {
-  depth(items: number): void;
+  /** Keys of `priority` waiting for a worker. */
+  depth(priority: number, items: number): void;
   added(): void;
-  /** Seconds a key waited between being queued and handed to a worker. */
-  queued(waitSeconds: number): void;
+  /** Seconds a key of `priority` waited between being due and handed to a worker. */
+  queued(priority: number, waitSeconds: number): void;
   retried(): void;
 }
 
 /**
- * A keyed work queue with client-go's guarantees: a key queued several times before a worker
- * takes it is processed once; a key is never handed to two workers at once (re-adding it while
- * it is processed queues it again for after `done`); keys come out in the order they went in.
+ * The ready keys: the highest priority first; within a priority the fairness groups (tenants)
+ * take turns, one key each; within a group, first in first out. Pure bookkeeping, no time.
+ */
+export class FairPriorityQueue {
+  /** priority → group → keys. Map keeps insertion order: the first group is the one whose turn it is. */
+  private readonly levels = new Map<number, Map<string, Set<string>>>();
+  private count = 0;
+
+  get length(): number {
+    return this.count;
+  }
+
+  lengthAt(priority: number): number {
+    let keys = 0;
+    for (const group of this.levels.get(priority)?.values() ?? []) keys += group.size;
+    return keys;
+  }
+
+  push(key: string, group: string, priority: number): void {
+    let groups = this.levels.get(priority);
+    if (!groups) {
+      groups = new Map();
+      this.levels.set(priority, groups);
+    }
+    let keys = groups.get(group);
+    if (!keys) {
+      // A group that had nothing waiting joins at the end of the round.
+      keys = new Set();
+      groups.set(group, keys);
+    }
+    if (keys.has(key)) return;
+    keys.add(key);
+    this.count++;
+  }
+
+  delete(key: string, group: string, priority: number): void {
+    const groups = this.levels.get(priority);
+    const keys = groups?.get(group);
+    if (!groups || !keys?.delete(key)) return;
+    this.count--;
+    if (keys.size === 0) groups.delete(group);
+    if (groups.size === 0) this.levels.delete(priority);
+  }
+
+  /** Takes the next key: the first key of the group whose turn it is, at the highest priority. */
+  shift(): QueuedKey | undefined {
+    if (this.count === 0) return undefined;
+    const priority = Math.max(...this.levels.keys());
+    const groups = this.levels.get(priority) as Map<string, Set<string>>;
+    const [group, keys] = groups.entries().next().value as [string, Set<string>];
+    const key = keys.values().next().value as string;
+    keys.delete(key);
+    this.count--;
+    // Served: the group goes to the end of the round (or leaves it when it has nothing left).
+    groups.delete(group);
+    if (keys.size > 0) groups.set(group, keys);
+    if (groups.size === 0) this.levels.delete(priority);
+    return { key, priority };
+  }
+}
+
+interface Due {
+  priority: number;
+  group: string;
+  /** When the key became due, for the queue-wait metric. */
+  since: number;
+}
+
+interface Delayed {
+  readonly readyAt: number;
+  priority: number;
+  readonly cancel: () => void;
+}
+
+export interface WorkQueueOptions {
+  readonly metrics?: WorkQueueMetrics;
+  /** The group a key takes turns in (e.g. its tenant); defaults to the key itself. */
+  readonly fairnessGroup?: (key: string) => string;
+}
+
+/**
+ * A keyed priority work queue with client-go's guarantees and controller-runtime's ordering:
+ * a key added several times before a worker takes it is processed once, at the highest priority
+ * it was added with and at the earliest time asked for; a key is never handed to two workers at
+ * once (re-adding it while it is processed queues it again for after `done`); higher priorities
+ * go first, and within one priority the fairness groups take turns, so one tenant's churn cannot
+ * starve another's.
  */
 export class WorkQueue {
-  private readonly order: string[] = [];
-  /** Keys that need processing: queued, or re-added while being processed. */
-  private readonly dirty = new Set<string>();
+  private readonly ready = new FairPriorityQueue();
+  /** Keys that need processing now: in `ready`, or re-added while being processed. */
+  private readonly due = new Map<string, Due>();
   private readonly processing = new Set<string>();
-  private readonly queuedAt = new Map<string, number>();
-  /** Delayed adds, one per key: the earliest wins. */
-  private readonly waiting = new Map<string, { readyAt: number; cancel: () => void }>();
-  private readonly waiters: Array<(key: string | undefined) => void> = [];
+  /** Delayed adds, one per key: the earliest time and the highest priority win. */
+  private readonly delayed = new Map<string, Delayed>();
+  private readonly waiters: Array<(item: QueuedKey | undefined) => void> = [];
   private readonly idleWaiters: Array<() => void> = [];
+  private readonly fairnessGroup: (key: string) => string;
+  private readonly metrics: WorkQueueMetrics | undefined;
   private shuttingDown = false;
 
   constructor(
     private readonly clock: Clock,
     private readonly rateLimiter: RateLimiter,
-    private readonly metrics?: WorkQueueMetrics,
-  ) {}
-
-  add(key: string): void {
-    if (this.shuttingDown || this.dirty.has(key)) return;
-    this.metrics?.added();
-    this.dirty.add(key);
-    this.queuedAt.set(key, this.clock.now());
-    if (this.processing.has(key)) return;
-    this.enqueue(key);
+    options: WorkQueueOptions = {},
+  ) {
+    this.metrics = options.metrics;
+    this.fairnessGroup = options.fairnessGroup ?? ((key) => key);
   }
 
-  /** Adds `key` once `delayMs` has passed; an earlier pending add of the same key is kept. */
-  addAfter(key: string, delayMs: number): void {
+  add(key: string, options: AddOptions = {}): void {
     if (this.shuttingDown) return;
-    if (delayMs <= 0) {
-      this.add(key);
-      return;
+    const priority = options.priority ?? Priority.normal;
+    let delayMs = options.afterMs ?? 0;
+    if (options.rateLimited) {
+      this.metrics?.retried();
+      delayMs = this.rateLimiter.when(key);
     }
-    const readyAt = this.clock.now() + delayMs;
-    const pending = this.waiting.get(key);
-    if (pending && pending.readyAt <= readyAt) return;
-    pending?.cancel();
-    const cancel = this.clock.setTimer(() => {
-      this.waiting.delete(key);
-      this.add(key);
-    }, delayMs);
-    this.waiting.set(key, { readyAt, cancel });
-  }
-
-  /** Re-adds `key` after the rate limiter's delay: the per-key backoff and the global bucket. */
-  addRateLimited(key: string): void {
-    this.metrics?.retried();
-    this.addAfter(key, this.rateLimiter.when(key));
+    if (delayMs > 0) this.addDelayed(key, priority, delayMs);
+    else this.addNow(key, priority);
   }
 
   /** Ends the backoff of `key` (after it was processed successfully or given up on). */
@@ -76,12 +170,12 @@ export class WorkQueue {
   }
 
   /**
-   * The next key to process, waiting until there is one. After `shutDown` the keys still
-   * queued are handed out; then it resolves `undefined`.
+   * The next key to process and the priority it was queued with, waiting until there is one.
+   * After `shutDown` the keys still queued are handed out; then it resolves `undefined`.
    */
-  get(): Promise<string | undefined> {
-    const key = this.order.shift();
-    if (key !== undefined) return Promise.resolve(this.take(key));
+  get(): Promise<QueuedKey | undefined> {
+    const next = this.ready.shift();
+    if (next) return Promise.resolve(this.take(next));
     if (this.shuttingDown) return Promise.resolve(undefined);
     return new Promise((resolve) => this.waiters.push(resolve));
   }
@@ -89,16 +183,17 @@ export class WorkQueue {
   /** Marks `key` as processed; if it was re-added meanwhile, it is queued again. */
   done(key: string): void {
     this.processing.delete(key);
-    if (this.dirty.has(key)) this.enqueue(key);
+    const due = this.due.get(key);
+    if (due) this.enqueue(key, due);
     this.notifyIfIdle();
   }
 
   /** Stops accepting keys and drops delayed ones; queued keys are still handed out. */
   shutDown(): void {
     this.shuttingDown = true;
-    for (const pending of this.waiting.values()) pending.cancel();
-    this.waiting.clear();
-    if (this.order.length === 0) for (const resolve of this.waiters.splice(0)) resolve(undefined);
+    for (const pending of this.delayed.values()) pending.cancel();
+    this.delayed.clear();
+    if (this.ready.length === 0) for (const resolve of this.waiters.splice(0)) resolve(undefined);
     this.notifyIfIdle();
   }
 
@@ -110,34 +205,93 @@ export class WorkQueue {
 
   /** Keys waiting for a worker (not counting delayed or in-flight keys). */
   get length(): number {
-    return this.order.length;
+    return this.ready.length;
   }
 
-  private enqueue(key: string): void {
-    const waiter = this.waiters.shift();
-    if (waiter) {
-      waiter(this.take(key));
+  private addNow(key: string, priority: number): void {
+    // Due now beats a later delayed add of the same key: one reconcile covers both.
+    const pending = this.delayed.get(key);
+    if (pending) {
+      pending.cancel();
+      this.delayed.delete(key);
+      priority = Math.max(priority, pending.priority);
+    }
+    const due = this.due.get(key);
+    if (due) {
+      if (priority > due.priority) this.raise(key, due, priority);
       return;
     }
-    this.order.push(key);
-    this.metrics?.depth(this.order.length);
+    this.metrics?.added();
+    const entry = { priority, group: this.fairnessGroup(key), since: this.clock.now() };
+    this.due.set(key, entry);
+    if (!this.processing.has(key)) this.enqueue(key, entry);
   }
 
-  private take(key: string): string {
+  private addDelayed(key: string, priority: number, delayMs: number): void {
+    const due = this.due.get(key);
+    if (due) {
+      // Already due: it runs before the delay would end anyway.
+      if (priority > due.priority) this.raise(key, due, priority);
+      return;
+    }
+    const readyAt = this.clock.now() + delayMs;
+    const pending = this.delayed.get(key);
+    if (pending && pending.readyAt <= readyAt) {
+      pending.priority = Math.max(pending.priority, priority);
+      return;
+    }
+    pending?.cancel();
+    const entry: Delayed = {
+      readyAt,
+      priority: Math.max(priority, pending?.priority ?? priority),
+      cancel: this.clock.setTimer(() => {
+        this.delayed.delete(key);
+        this.addNow(key, entry.priority);
+      }, delayMs),
+    };
+    this.delayed.set(key, entry);
+  }
+
+  private raise(key: string, due: Due, priority: number): void {
+    if (!this.processing.has(key)) {
+      this.ready.delete(key, due.group, due.priority);
+      this.ready.push(key, due.group, priority);
+      this.reportDepth(due.priority);
+      this.reportDepth(priority);
+    }
+    due.priority = priority;
+  }
+
+  private enqueue(key: string, due: Due): void {
+    // A waiting worker means nothing is ready, so handing the key over directly keeps the order.
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      waiter(this.take({ key, priority: due.priority }));
+      return;
+    }
+    this.ready.push(key, due.group, due.priority);
+    this.reportDepth(due.priority);
+  }
+
+  private take(next: QueuedKey): QueuedKey {
+    const { key, priority } = next;
     this.processing.add(key);
-    this.dirty.delete(key);
-    const queuedAt = this.queuedAt.get(key);
-    this.queuedAt.delete(key);
-    if (queuedAt !== undefined) this.metrics?.queued((this.clock.now() - queuedAt) / 1000);
-    this.metrics?.depth(this.order.length);
-    if (this.shuttingDown && this.order.length === 0) {
+    const due = this.due.get(key);
+    this.due.delete(key);
+    if (due) this.metrics?.queued(priority, (this.clock.now() - due.since) / 1000);
+    this.reportDepth(priority);
+    if (this.shuttingDown && this.ready.length === 0) {
       for (const resolve of this.waiters.splice(0)) resolve(undefined);
     }
-    return key;
+    return next;
+  }
+
+  private reportDepth(priority: number): void {
+    this.metrics?.depth(priority, this.ready.lengthAt(priority));
   }
 
   private isIdle(): boolean {
-    return this.order.length === 0 && this.processing.size === 0;
+    return this.ready.length === 0 && this.processing.size === 0;
   }
 
   private notifyIfIdle(): void {
