@@ -21,9 +21,9 @@
  *
  * Prints a table (median and min–max over the runs) and writes bench/results/cutoff-under-load.json.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -39,8 +39,10 @@ import { KubeClient } from "../src/runtime/kube-client.js";
 import { type KubeObject, type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
 import { killServersOnSignal } from "../test/harness/process.js";
 import { repoRoot, type StackEnv, stackVariables, startStack } from "../test/harness/stack.js";
+import { type CutoffRun, cutoffFigures, pooledP99 } from "./support/cutoff-figures.js";
 import { connectWithPem, type DeviceEndpoint } from "./support/mqtt-device.js";
-import { percentile, type Summary, summarize } from "./support/stats.js";
+import { writeResults } from "./support/results.js";
+import { summarize } from "./support/stats.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -61,22 +63,6 @@ const CREATE_CONCURRENCY = 50;
 const DROP_TIMEOUT_MS = 120_000;
 /** A whole tenant's devices are cut off one broker command at a time: allow for that. */
 const SUSPEND_TIMEOUT_MS = 600_000;
-
-interface RunResult {
-  readonly baselineMs: number[];
-  readonly underLoadMs: number[];
-  /** Cut-offs left out because the busy tenant's devices were all Ready by then. */
-  readonly discarded: number;
-  readonly provisioningSeconds: number;
-  readonly devicesPerSecond: number;
-  readonly suspend: {
-    readonly connected: number;
-    /** Still connected when SUSPEND_TIMEOUT_MS was over: a cut-off that did not happen. */
-    readonly notDropped: number;
-    readonly dropsMs: Summary;
-    readonly firstMs: number;
-  };
-}
 
 function fail(message: string): never {
   throw new Error(message);
@@ -184,7 +170,7 @@ async function cutOff(client: KubeClient, live: MqttClient, device: string): Pro
   return (await dropped) - sentAt;
 }
 
-async function oneRun(run: number): Promise<RunResult> {
+async function oneRun(run: number): Promise<CutoffRun> {
   const stateDir = await mkdtemp(join(tmpdir(), "bench-cutoff-"));
   const stack = await startStack(stateDir);
   try {
@@ -195,7 +181,7 @@ async function oneRun(run: number): Promise<RunResult> {
   }
 }
 
-async function measure(run: number, env: StackEnv): Promise<RunResult> {
+async function measure(run: number, env: StackEnv): Promise<CutoffRun> {
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromFile(env.kubeconfig);
   const client = new KubeClient(kubeConfig);
@@ -300,86 +286,39 @@ async function measure(run: number, env: StackEnv): Promise<RunResult> {
   }
 }
 
-/** Median and min–max of one figure over the runs. */
-function spread(values: readonly number[]): { median: number; min: number; max: number } {
-  return { median: percentile(values, 50), min: Math.min(...values), max: Math.max(...values) };
-}
-
 async function main(): Promise<void> {
   killServersOnSignal();
-  const runs: RunResult[] = [];
+  const runs: CutoffRun[] = [];
   for (let run = 1; run <= runCount; run++) {
     console.log(
       `run ${run}/${runCount}: ${deviceCount} devices provisioned, ${cutoffCount} cut-offs idle and under load`,
     );
     runs.push(await oneRun(run));
   }
-  const rows: Array<[string, string, { median: number; min: number; max: number }]> = [
-    ["cut-off p50, idle operator (baseline)", "ms", spread(runs.map((r) => percentile(r.baselineMs, 50)))],
-    ["cut-off p99, idle operator (baseline)", "ms", spread(runs.map((r) => percentile(r.baselineMs, 99)))],
-    [
-      `cut-off p50, ${deviceCount} devices provisioning`,
-      "ms",
-      spread(runs.map((r) => percentile(r.underLoadMs, 50))),
-    ],
-    [
-      `cut-off p99, ${deviceCount} devices provisioning`,
-      "ms",
-      spread(runs.map((r) => percentile(r.underLoadMs, 99))),
-    ],
-    ["provisioning throughput", "devices/s", spread(runs.map((r) => r.devicesPerSecond))],
-    [
-      `suspend ${deviceCount} connected devices: first drop`,
-      "ms",
-      spread(runs.map((r) => r.suspend.firstMs)),
-    ],
-    [
-      `suspend ${deviceCount} connected devices: p50 drop`,
-      "ms",
-      spread(runs.map((r) => r.suspend.dropsMs.p50)),
-    ],
-    [
-      `suspend ${deviceCount} connected devices: last drop`,
-      "ms",
-      spread(runs.map((r) => r.suspend.dropsMs.max)),
-    ],
-    [
-      `suspend: still connected after ${SUSPEND_TIMEOUT_MS / 60_000} min`,
-      "devices",
-      spread(runs.map((r) => r.suspend.notDropped)),
-    ],
-  ];
-  const pooledBaseline = runs.flatMap((r) => r.baselineMs);
-  const pooledLoad = runs.flatMap((r) => r.underLoadMs);
-  const pooled = (values: number[], p: number) => {
-    const v = percentile(values, p);
-    return { median: v, min: v, max: v };
-  };
-  rows.splice(
-    4,
-    0,
-    ["cut-off p99, baseline, all runs pooled", "ms", pooled(pooledBaseline, 99)],
-    ["cut-off p99, under load, all runs pooled", "ms", pooled(pooledLoad, 99)],
-  );
+  const figures = cutoffFigures(runs, deviceCount);
+  const pooled = pooledP99(runs);
   const samples = runs.reduce((sum, r) => sum + r.underLoadMs.length, 0);
   const discarded = runs.reduce((sum, r) => sum + r.discarded, 0);
   console.log(
-    `\n${runCount} runs, fresh stack each, operator in-process, 2-core shared machine; ${cutoffCount} cut-offs per phase per run (${samples} under load kept, ${discarded} discarded: load was over)\n`,
+    `\n${runCount} runs, fresh stack each, operator in-process; ${cutoffCount} cut-offs per phase per run (${samples} under load kept, ${discarded} discarded: load was over)\n`,
   );
-  console.log(`| ${"measure".padEnd(48)} | unit      | median | min–max         |`);
-  console.log(`|${"-".repeat(50)}|-----------|--------|-----------------|`);
+  console.log(`| ${"measure".padEnd(64)} | unit      | median | min–max         |`);
+  console.log(`|${"-".repeat(66)}|-----------|--------|-----------------|`);
   const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
-  for (const [measure, unit, s] of rows) {
+  for (const f of figures) {
     console.log(
-      `| ${measure.padEnd(48)} | ${unit.padEnd(9)} | ${fmt(s.median).padStart(6)} | ${`${fmt(s.min)}–${fmt(s.max)}`.padEnd(15)} |`,
+      `| ${f.label.padEnd(64)} | ${f.unit.padEnd(9)} | ${fmt(f.median).padStart(6)} | ${`${fmt(f.min)}–${fmt(f.max)}`.padEnd(15)} |`,
     );
   }
-  const out = join(repoRoot, `bench/results/cutoff-under-load-${deviceCount}.json`);
-  await mkdir(dirname(out), { recursive: true });
-  await writeFile(
-    out,
-    `${JSON.stringify({ devices: deviceCount, cutoffs: cutoffCount, runs: runCount, gapMs, summary: Object.fromEntries(rows.map(([m, unit, s]) => [m, { unit, ...s }])), perRun: runs.map((r) => ({ ...r, baseline: summarize(r.baselineMs), underLoad: summarize(r.underLoadMs) })) }, null, 2)}\n`,
+  console.log(
+    `pooled over all runs: cut-off p99 idle ${fmt(pooled.baselineMs)} ms, under load ${fmt(pooled.underLoadMs)} ms`,
   );
+  const out = await writeResults(repoRoot, {
+    benchmark: "cutoff-under-load",
+    parameters: { devices: deviceCount, cutoffs: cutoffCount, gapMs, pooledP99: pooled, samples, discarded },
+    runs,
+    figures,
+  });
   console.log(`\nwrote ${out}`);
 }
 

@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createCA, issueCertificate, type KeyPair } from "../../test/harness/pki.js";
 import {
+  isTrustedSigner,
   type KeyPairPem,
   newCaKey,
   signTenantCa,
@@ -41,6 +42,27 @@ describe("tenant CA signing", () => {
       keyPem,
       certificatePem: await signTenantCa({ tenant: "acme", keyPem, root, nowMs: Date.now() }),
     };
+  });
+
+  it.each([
+    ["the root itself", async () => root.certificatePem, true],
+    ["a tenant CA the root signed", async () => acme.certificatePem, true],
+    [
+      "a leaf the root signed (no CA: it cannot sign identities)",
+      async () => {
+        const leaf = await issueCertificate(dir, root, "leaf-of-root", {
+          subject: "/O=acme/CN=x",
+          usages: ["clientAuth"],
+        });
+        return readFile(leaf.certFile, "utf8");
+      },
+      false,
+    ],
+    ["another root", async () => (await opensslRoot(dir, "other-root")).certificatePem, false],
+    ["not a certificate", async () => "garbage", false],
+  ])("isTrustedSigner: %s", async (_what, pem, expected) => {
+    const { X509Certificate } = await import("./x509.js");
+    expect(await isTrustedSigner(await pem(), new X509Certificate(root.certificatePem))).toBe(expected);
   });
 
   /** openssl's verdict on a client certificate with `subject` that the acme CA signs. */

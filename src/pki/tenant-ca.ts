@@ -61,6 +61,48 @@ function sameBytes(a: ArrayBuffer | undefined, b: ArrayBuffer): boolean {
 }
 
 /**
+ * Why `certificate` is not exactly the CA this tenant needs from `root` (undefined when it is): the
+ * tenant's subject, critical NameConstraints O=<tenant>, a CA with path length 0, signed by the root.
+ */
+export async function tenantCaProblem(
+  tenant: string,
+  certificate: x509.X509Certificate,
+  root: x509.X509Certificate,
+): Promise<string | undefined> {
+  const constraints = certificate.getExtension(id_ce_nameConstraints);
+  const basic = certificate.getExtension(x509.BasicConstraintsExtension);
+  if (certificate.subject !== new x509.Name(tenantCaSubject(tenant)).toString())
+    return "subject is not the tenant's";
+  if (!constraints?.critical || !sameBytes(constraints.value, tenantNameConstraints(tenant)))
+    return "name constraints are not the tenant's";
+  if (!basic?.ca || basic.pathLength !== 0) return "basic constraints";
+  if (certificate.issuer !== root.subject || !(await certificate.verify({ publicKey: root }, crypto)))
+    return "not signed by the current root CA";
+  return undefined;
+}
+
+/**
+ * Whether `certificatePem` holds a certificate the broker would trust as a signer of device
+ * identities: the root itself or any CA certificate the root signed. Its key belongs nowhere but in
+ * the operator's own Secrets.
+ */
+export async function isTrustedSigner(certificatePem: string, root: x509.X509Certificate): Promise<boolean> {
+  let certificate: x509.X509Certificate;
+  try {
+    certificate = new x509.X509Certificate(certificatePem);
+  } catch {
+    return false;
+  }
+  if (sameBytes(certificate.rawData, root.rawData)) return true;
+  const basic = certificate.getExtension(x509.BasicConstraintsExtension);
+  return (
+    basic?.ca === true &&
+    certificate.issuer === root.subject &&
+    (await certificate.verify({ publicKey: root }, crypto))
+  );
+}
+
+/**
  * What to do with the tenant's CA Secret: keep it, re-sign its key (renew), or make a new key pair
  * (issue). Pure: the certificate is renewed whenever it is not exactly what this tenant needs from
  * this root, so a changed root or a tampered certificate heals on the next reconcile.
@@ -81,16 +123,12 @@ export async function tenantCaDecision(input: {
   } catch {
     return { action: "issue", reason: "the CA key pair does not parse" };
   }
-  const root = new x509.X509Certificate(input.rootCertificatePem);
-  const constraints = certificate.getExtension(id_ce_nameConstraints);
-  const basic = certificate.getExtension(x509.BasicConstraintsExtension);
-  if (certificate.subject !== new x509.Name(tenantCaSubject(input.tenant)).toString())
-    return { action: "renew", reason: "subject is not the tenant's" };
-  if (!constraints?.critical || !sameBytes(constraints.value, tenantNameConstraints(input.tenant)))
-    return { action: "renew", reason: "name constraints are not the tenant's" };
-  if (!basic?.ca || basic.pathLength !== 0) return { action: "renew", reason: "basic constraints" };
-  if (certificate.issuer !== root.subject || !(await certificate.verify({ publicKey: root }, crypto)))
-    return { action: "renew", reason: "not signed by the current root CA" };
+  const problem = await tenantCaProblem(
+    input.tenant,
+    certificate,
+    new x509.X509Certificate(input.rootCertificatePem),
+  );
+  if (problem) return { action: "renew", reason: problem };
   const renewAtMs = certificate.notAfter.getTime() - TENANT_CA_RENEW_BEFORE_MS;
   if (nowMs >= renewAtMs) return { action: "renew", reason: "due for renewal" };
   return { action: "keep", renewAtMs };

@@ -218,6 +218,35 @@ describe("verifyIsolation", () => {
     });
   });
 
+  it("fails I3 when the key of a CA the broker trusts sits outside the operator's Secrets (a root behind a ClusterIssuer)", async () => {
+    const root = JSON.parse(
+      (await kubectl(["-n", "iot-system", "get", "secret", config.ROOT_CA_SECRET, "-o", "json"])).stdout,
+    ) as { data: Record<string, string> };
+    const copy = uniqueName("root-copy");
+    await kubectl(["create", "namespace", copy]);
+    try {
+      const before = await run([a]);
+      expect(before.find((c) => c.check.startsWith("no key of a CA"))?.result).toBe("PASS");
+      expect(before.find((c) => c.check === `the tenant's CA can sign only subjects O=${a}`)?.result).toBe(
+        "PASS",
+      );
+      expect(before.find((c) => c.check.includes("refuses leaves the root signs"))?.result).toBe("PASS");
+      await applyObjects([
+        {
+          apiVersion: "v1",
+          kind: "Secret",
+          type: "kubernetes.io/tls",
+          metadata: { name: "device-root", namespace: copy },
+          data: { "tls.crt": root.data["tls.crt"], "tls.key": root.data["tls.key"] },
+        },
+      ]);
+      const leak = (await run([a])).find((c) => c.check.startsWith("no key of a CA"));
+      expect(leak).toMatchObject({ result: "FAIL", detail: expect.stringContaining(`${copy}/device-root`) });
+    } finally {
+      await kubectl(["delete", "namespace", copy, "--wait=false"]);
+    }
+  });
+
   it("reports SKIP, never PASS, for broker checks of a tenant with no probe Device", async () => {
     const lonely = uniqueName("vc");
     await applyReadyTenant(lonely);

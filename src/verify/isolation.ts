@@ -14,6 +14,7 @@ import {
   resourcePath,
 } from "../runtime/kube-object.js";
 import { type BrokerEndpoint, brokerProbeChecks, brokerStateChecks } from "./broker-checks.js";
+import { pkiChecks } from "./pki-checks.js";
 
 /**
  * Answers "can tenant A touch tenant B?" on a live cluster and broker, by looking at what is
@@ -34,7 +35,10 @@ export interface IsolationCheck {
 }
 
 export interface VerifyOptions {
-  readonly config: Pick<OperatorConfig, "OPERATOR_NAMESPACE" | "DNS_NAMESPACE" | "BROKER_NAMESPACE">;
+  readonly config: Pick<
+    OperatorConfig,
+    "OPERATOR_NAMESPACE" | "DNS_NAMESPACE" | "BROKER_NAMESPACE" | "ROOT_CA_SECRET"
+  >;
   readonly broker?: BrokerEndpoint;
   /** Check only these tenants; every tenant still counts as "another tenant" for them. */
   readonly tenants?: readonly string[];
@@ -844,6 +848,7 @@ export async function verifyIsolation(client: KubeClient, options: VerifyOptions
       checks.push(...(await brokerProbeChecks(client, options.broker, tenant, others, devicesOf)));
   }
   if (options.broker) checks.push(...(await brokerStateChecks(options.broker, tenants, devicesOf)));
+  checks.push(...(await pkiChecks(client, options.config, tenants, checked)));
   checks.push(
     ...(await ownershipChecks(
       client,
