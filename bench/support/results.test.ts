@@ -69,3 +69,11 @@ describe("the committed results", () => {
     );
   });
 });
+
+describe("the README's performance table", () => {
+  it("is exactly what the committed results files give: no stale or hand-picked figure", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const readme = await readFile(new URL("../../README.md", import.meta.url), "utf8");
+    expect(readme).toContain(performanceTable(await readResults(repoRoot)));
+  });
+});
