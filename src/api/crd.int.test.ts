@@ -98,9 +98,17 @@ describe("examples/", () => {
       .flat()
       .map((document) => document.toJS() as Manifest)
       .filter((manifest) => manifest !== null);
-    // The issue's example: a tenant, three devices and an application identity reading the whole tree.
+    // The issue's example: a tenant, three devices, an application identity reading the whole tree and
+    // the device `verify` probes the broker with.
     const acme = manifests.filter((m) => m.metadata?.name === "acme" || m.metadata?.namespace === "acme");
-    expect(acme.map((m) => m.kind).sort()).toEqual(["Device", "Device", "Device", "Device", "Tenant"]);
+    expect(acme.map((m) => m.kind).sort()).toEqual([
+      "Device",
+      "Device",
+      "Device",
+      "Device",
+      "Device",
+      "Tenant",
+    ]);
     expect(acme.some((m) => (m.spec?.topics as { subscribe?: string[] })?.subscribe?.includes("#"))).toBe(
       true,
     );
