@@ -88,7 +88,8 @@ describe("the operator stopped or killed mid-work", () => {
   });
 
   it("converges the cluster and the broker after a SIGKILL", async () => {
-    const devices = Array.from({ length: 8 }, (_, i) => `unit-${i}`);
+    // Enough devices that the operator's concurrent workers are still busy when the first is Ready.
+    const devices = Array.from({ length: 24 }, (_, i) => `unit-${i}`);
     const [deleted, disabled, ...kept] = devices;
     await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
     const first = await startOperatorProcess("operator-1");

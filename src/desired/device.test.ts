@@ -32,7 +32,7 @@ describe("servesDevice", () => {
 
   it("holds for the Certificate made for the Device and for the Secret cert-manager writes from it", () => {
     const tenant = {
-      metadata: { name: "acme" },
+      metadata: { name: "acme", uid: "00000000-0000-0000-0000-00000000acme" },
       spec: { devices: { certificate: { duration: "2160h", renewBefore: "360h", keyAlgorithm: "ECDSA" } } },
     } as unknown as Parameters<typeof deviceCertificate>[1];
     const certificate = deviceCertificate(

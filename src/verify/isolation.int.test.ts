@@ -40,7 +40,11 @@ describe("verifyIsolation", () => {
         adminUsername: broker.adminUsername,
       },
     });
-  const failed = (checks: IsolationCheck[]) => checks.filter((c) => c.result === "FAIL");
+  /**
+   * FAILs about tenants. Rows about the whole broker or cluster ("*") see every other test file's
+   * leftovers in the shared stack, so each has a test of its own that provokes it on purpose.
+   */
+  const failed = (checks: IsolationCheck[]) => checks.filter((c) => c.result === "FAIL" && c.tenant !== "*");
   const about = (checks: IsolationCheck[], tenant: string) => checks.filter((c) => c.tenant === tenant);
   /** A Device verify may probe the broker with. */
   const applyProbe = (namespace: string) =>
@@ -226,7 +230,8 @@ describe("verifyIsolation", () => {
     await kubectl(["create", "namespace", copy]);
     try {
       const before = await run([a]);
-      expect(before.find((c) => c.check.startsWith("no key of a CA"))?.result).toBe("PASS");
+      // Other files may plant look-alikes in the shared stack: this test looks for its own copy only.
+      expect(before.find((c) => c.check.startsWith("no key of a CA"))?.detail).not.toContain(copy);
       expect(before.find((c) => c.check === `the tenant's CA can sign only subjects O=${a}`)?.result).toBe(
         "PASS",
       );
@@ -278,7 +283,7 @@ describe("verifyIsolation", () => {
       await admin.run({ command: "createClient", username: `ghost-${a}`, textname: `iot:${a}:ghost` });
 
       const checks = await run([a, b]);
-      const refused = failed([...about(checks, a), ...about(checks, "*")]);
+      const refused = [...about(checks, a), ...about(checks, "*")].filter((c) => c.result === "FAIL");
       expect(refused.find((c) => c.check.includes("cannot subscribe outside"))?.detail).toBe(
         `granted: tenants/${b}/#`,
       );
