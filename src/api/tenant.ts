@@ -98,7 +98,9 @@ const devicesSchema = z
       .min(0)
       .max(100_000)
       .default(100)
-      .describe("Most Devices the tenant may have across its namespaces; 0 allows none. Default 100."),
+      .describe(
+        "Most Devices the tenant may have across its namespaces; 0 allows none. Default 100. It also sizes the tenant's revocation list: once it holds maxDevices + 100 unexpired revocations, new Devices wait for a certificate until entries expire (all tenants' lists share one 1 MiB Secret).",
+      ),
     certificate: kube(
       z
         .object({

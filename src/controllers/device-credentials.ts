@@ -18,7 +18,14 @@ import {
   servesDevice,
 } from "../desired/device.js";
 import { ROTATE_PASSWORD_ANNOTATION } from "../desired/labels.js";
-import { CRL_PUBLISHED_ANNOTATION, revocationRecord, tenantCrlName } from "../desired/revocation.js";
+import {
+  CRL_PUBLISHED_ANNOTATION,
+  parseRevocations,
+  REVOKED_KEY,
+  revocationBudget,
+  revocationRecord,
+  tenantCrlName,
+} from "../desired/revocation.js";
 import { applyIfChanged } from "../runtime/apply.js";
 import type { Informer } from "../runtime/informer.js";
 import { objectKey } from "../runtime/kube-object.js";
@@ -148,6 +155,14 @@ export class DeviceCredentialsIssuer {
     if (existing && !servesDevice(existing, identity)) {
       return { issued: false, waitingFor: "the certificate of an earlier Device of this name to be revoked" };
     }
+    const revoked = this.revokedCount(tenantName);
+    const budget = revocationBudget(tenant.spec.devices.maxDevices);
+    if (!existing && revoked >= budget) {
+      return {
+        issued: false,
+        waitingFor: `room on the tenant's revocation list (${revoked} unexpired revocations, at most ${budget}: maxDevices + ${budget - tenant.spec.devices.maxDevices}; entries leave as their certificates expire)`,
+      };
+    }
     await applyIfChanged(this.manager.client, Resource.certificate, certificate, existing, signal);
     const issued = this.issuedSecret(tenantName, device.metadata.name);
     const [crt, key] = [issued?.data?.["tls.crt"], issued?.data?.["tls.key"]];
@@ -226,6 +241,11 @@ export class DeviceCredentialsIssuer {
       this.secrets.get(objectKey(record.metadata)),
       signal,
     );
+  }
+
+  private revokedCount(tenant: string): number {
+    const crl = this.secrets.get(this.operatorKey(tenantCrlName(tenant)));
+    return parseRevocations(secretText(crl, REVOKED_KEY) ?? "[]").length;
   }
 
   private crlPublished(tenant: string): boolean {

@@ -505,6 +505,67 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     await expect(connectWithPassword(before.username ?? "", before.password ?? "")).rejects.toThrow();
   });
 
+  it("issues no new device certificate once a tenant's revocation list is full, and keeps its devices working (I6)", async () => {
+    const churner = uniqueName("churn");
+    await applyReadyTenant(churner, { devices: { maxDevices: 2 } });
+    await applyDevice(churner, "kept");
+    await readyDevice(churner, "kept");
+    const crl = ["-n", "iot-system", "secret", `tenant-${churner}-crl`];
+    const listed = async () =>
+      JSON.parse(
+        Buffer.from(
+          (await kubectl(["get", ...crl, "-o", "jsonpath={.data.revoked\\.json}"])).stdout,
+          "base64",
+        ).toString("utf8") || "[]",
+      ) as unknown[];
+    const original = await listed();
+    // What a tenant churning through devices leaves behind: 2 devices + 100 head room, all unexpired.
+    const notAfter = new Date(Date.now() + 30 * 86_400_000).toISOString();
+    const churned = Array.from({ length: 102 }, (_, i) => ({
+      serialNumber: (0x1000 + i).toString(16),
+      revokedAt: new Date().toISOString(),
+      notAfter,
+      device: `${churner}/gone-${i}`,
+    }));
+    const patch = (entries: unknown[]) =>
+      kubectl([
+        "patch",
+        ...crl,
+        "--type=merge",
+        "-p",
+        JSON.stringify({ data: { "revoked.json": Buffer.from(JSON.stringify(entries)).toString("base64") } }),
+      ]);
+    expect((await patch([...original, ...churned])).ok).toBe(true);
+    try {
+      await eventually("the churned entries on the CRL", async () =>
+        (await listed()).length >= 102 ? true : undefined,
+      );
+      await applyDevice(churner, "newcomer");
+      await eventually("newcomer waits for room on the revocation list", async () => {
+        const message = (
+          await kubectl([
+            "-n",
+            churner,
+            "get",
+            "device",
+            "newcomer",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='CredentialsIssued')].message}",
+          ])
+        ).stdout;
+        return /room on the tenant's revocation list/.test(message) ? true : undefined;
+      });
+      expect(await notFound(["-n", "iot-system", "certificate", `${churner}.newcomer`])).toBe(true);
+      // The positive twin: the device that already has its certificate keeps working.
+      const kept = track(await connectWithCertificate(await deviceTls(churner, "kept")));
+      expect(await subscribeCodes(kept, `tenants/${churner}/devices/kept/#`)).toEqual([1]);
+    } finally {
+      await patch(original);
+    }
+    // Room again: the newcomer gets its certificate.
+    await readyDevice(churner, "newcomer");
+  });
+
   it("gives no broker access to a tenant whose topic root lies inside or around another tenant's (I2)", async () => {
     // Tenant A's root, and a later tenant's root inside it and around it.
     const base = uniqueName("nest");

@@ -9,6 +9,7 @@ import {
   parseRevocations,
   REVOCATION_KEY,
   REVOCATION_LABEL,
+  REVOKED_KEY,
   type Revocation,
   tenantCrlName,
 } from "../desired/revocation.js";
@@ -43,7 +44,7 @@ const RESIGN_BEFORE_MS = 2 * 86_400_000;
 const digest = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 16);
 
 function revocationsOf(secret: Secret | undefined): Revocation[] {
-  return parseRevocations(secretText(secret, "revoked.json") ?? "[]");
+  return parseRevocations(secretText(secret, REVOKED_KEY) ?? "[]");
 }
 
 export class RevocationReconciler {
@@ -158,7 +159,7 @@ export class RevocationReconciler {
           },
         },
         type: "Opaque",
-        data: { "revoked.json": base64(JSON.stringify(revoked)), "ca.crl": base64(crl) },
+        data: { [REVOKED_KEY]: base64(JSON.stringify(revoked)), "ca.crl": base64(crl) },
       },
       current,
       context.signal,

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { mergeRevocations, parseRevocations, REVOCATION_KEY, revocationRecord } from "./revocation.js";
+import {
+  mergeRevocations,
+  parseRevocations,
+  REVOCATION_HEADROOM,
+  REVOCATION_KEY,
+  revocationBudget,
+  revocationRecord,
+} from "./revocation.js";
 
 const revocation = (serialNumber: string, notAfter = "2027-01-01T00:00:00Z") => ({
   serialNumber,
@@ -56,5 +63,15 @@ describe("revocationRecord", () => {
     expect(parseRevocations(`[${Buffer.from(data, "base64").toString("utf8")}]`)).toEqual([
       revocation("0a1b"),
     ]);
+  });
+});
+
+describe("revocationBudget", () => {
+  it.each([
+    [0, REVOCATION_HEADROOM],
+    [2, 2 + REVOCATION_HEADROOM],
+    [10_000, 10_000 + REVOCATION_HEADROOM],
+  ])("for maxDevices %i is %i: one superseded key per device plus head room", (maxDevices, budget) => {
+    expect(revocationBudget(maxDevices)).toBe(budget);
   });
 });

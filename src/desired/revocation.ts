@@ -49,6 +49,22 @@ export function mergeRevocations(
   return [...bySerial.values()].filter((r) => Date.parse(r.notAfter) > nowMs);
 }
 
+/** The tenant CRL Secret's list of revocations, which the revocation controller keeps. */
+export const REVOKED_KEY = "revoked.json";
+
+/** Head room on top of one revocation per device: devices replaced within a certificate's lifetime. */
+export const REVOCATION_HEADROOM = 100;
+
+/**
+ * How many unexpired revocations a tenant's CRL may hold before the tenant gets no new device
+ * certificate: one per allowed device (a superseded key after renewal) plus head room. All tenants'
+ * CRLs share one Secret of at most 1 MiB (about 88 bytes an entry in PEM), so one tenant's device
+ * churn must not fill it and stop revocation for every tenant (I6). Existing devices keep renewing.
+ */
+export function revocationBudget(maxDevices: number): number {
+  return maxDevices + REVOCATION_HEADROOM;
+}
+
 export function tenantCrlName(tenant: string): string {
   return `tenant-${tenant}-crl`;
 }
