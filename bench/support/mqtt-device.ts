@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { probeOptions } from "../../src/verify/mqtt-probe.js";
 import type { KeyPair } from "../../test/harness/pki.js";
 
 export interface DeviceEndpoint {
@@ -27,18 +28,14 @@ export async function connectWithPem(
   pem: { readonly cert: string | Buffer; readonly key: string | Buffer },
   options: IClientOptions = {},
 ): Promise<MqttClient> {
-  return mqtt.connectAsync({
-    protocol: "mqtts",
-    host: endpoint.host,
-    port: endpoint.mtlsPort,
-    protocolVersion: 5,
-    ca: await readFile(endpoint.caFile),
-    cert: pem.cert,
-    key: pem.key,
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-    ...options,
-  });
+  return mqtt.connectAsync(
+    probeOptions(endpoint.host, endpoint.mtlsPort, {
+      ca: await readFile(endpoint.caFile),
+      cert: pem.cert,
+      key: pem.key,
+      ...options,
+    }),
+  );
 }
 
 export { publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";

@@ -243,9 +243,17 @@ export class DeviceCredentialsIssuer {
     );
   }
 
+  /** Parsed once per version of the tenant's CRL Secret, not on every Device reconcile. */
+  private readonly revokedCounts = new Map<string, { version: string; count: number }>();
+
   private revokedCount(tenant: string): number {
     const crl = this.secrets.get(this.operatorKey(tenantCrlName(tenant)));
-    return parseRevocations(secretText(crl, REVOKED_KEY) ?? "[]").length;
+    const version = crl?.metadata.resourceVersion ?? "";
+    const cached = this.revokedCounts.get(tenant);
+    if (cached?.version === version) return cached.count;
+    const count = parseRevocations(secretText(crl, REVOKED_KEY) ?? "[]").length;
+    this.revokedCounts.set(tenant, { version, count });
+    return count;
   }
 
   private crlPublished(tenant: string): boolean {

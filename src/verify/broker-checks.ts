@@ -14,7 +14,7 @@ import { Resource } from "../controllers/resources.js";
 import type { KubeClient } from "../runtime/kube-client.js";
 import type { KubeObject } from "../runtime/kube-object.js";
 import type { IsolationCheck, TenantView } from "./isolation.js";
-import { NOT_AUTHORIZED, subscribeCodes } from "./mqtt-probe.js";
+import { NOT_AUTHORIZED, probeOptions, subscribeCodes } from "./mqtt-probe.js";
 
 /**
  * The broker half of `verify`: a device's own certificate tries what another tenant's device must
@@ -105,16 +105,7 @@ async function findProbe(
 }
 
 function connectAs(broker: BrokerEndpoint, probe: Probe, options: IClientOptions = {}): Promise<MqttClient> {
-  return mqtt.connectAsync({
-    protocol: "mqtts",
-    host: broker.host,
-    port: broker.mtlsPort,
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-    ...probe.tls,
-    ...options,
-  });
+  return mqtt.connectAsync(probeOptions(broker.host, broker.mtlsPort, { ...probe.tls, ...options }));
 }
 
 const granted = (codes: number[]) => codes.length > 0 && codes.every((c) => c < 128);

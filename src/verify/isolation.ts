@@ -834,8 +834,15 @@ export async function verifyIsolation(client: KubeClient, options: VerifyOptions
   })) as (KubeObject & { data?: Record<string, string> }) | undefined;
   const ingressDomain = params?.data?.ingressDomain ?? "";
   const checked = tenants.filter((t) => !options.tenants || options.tenants.includes(t.name));
-  const devicesOf = async (tenant: TenantView) =>
-    (await Promise.all(tenant.namespaces.map((ns) => list(client, Resource.device, ns)))).flat();
+  // Listed once per tenant: the broker probes and the broker state checks both ask.
+  const devicesListed = new Map<string, Promise<KubeObject[]>>();
+  const devicesOf = (tenant: TenantView) => {
+    const listed =
+      devicesListed.get(tenant.name) ??
+      Promise.all(tenant.namespaces.map((ns) => list(client, Resource.device, ns))).then((l) => l.flat());
+    devicesListed.set(tenant.name, listed);
+    return listed;
+  };
   const checks: IsolationCheck[] = [];
   for (const tenant of checked) {
     const others = tenants.filter((t) => t !== tenant);

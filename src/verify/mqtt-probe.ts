@@ -1,4 +1,20 @@
-import { ErrorWithReasonCode, ErrorWithSubackPacket, type MqttClient } from "mqtt";
+import { ErrorWithReasonCode, ErrorWithSubackPacket, type IClientOptions, type MqttClient } from "mqtt";
+
+/**
+ * A one-shot MQTT v5 connection over TLS to a device listener: no automatic reconnect, so a probe
+ * sees exactly how the broker answers this one connection.
+ */
+export function probeOptions(host: string, port: number, extra: IClientOptions = {}): IClientOptions {
+  return {
+    protocol: "mqtts",
+    host,
+    port,
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    ...extra,
+  };
+}
 
 /** MQTT v5 SUBACK/PUBACK reason "Not authorized". */
 export const NOT_AUTHORIZED = 135;

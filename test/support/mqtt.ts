@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { inject } from "vitest";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
-import { NOT_AUTHORIZED, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
+import { NOT_AUTHORIZED, probeOptions, publishCode, subscribeCodes } from "../../src/verify/mqtt-probe.js";
 import { adminConnection } from "../harness/mosquitto.js";
 
 export { adminConnection, NOT_AUTHORIZED, publishCode, subscribeCodes };
@@ -24,16 +24,7 @@ export async function tlsFromFiles(files: { certFile: string; keyFile: string })
 
 /** MQTT v5 over TLS to one of the stack broker's listeners, without automatic reconnects. */
 function connectTls(port: number, options: IClientOptions): Promise<MqttClient> {
-  const { broker } = inject("stack");
-  return mqtt.connectAsync({
-    protocol: "mqtts",
-    host: broker.host,
-    port,
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-    ...options,
-  });
+  return mqtt.connectAsync(probeOptions(inject("stack").broker.host, port, options));
 }
 
 /**
@@ -46,16 +37,7 @@ export async function connectRecording(
 ): Promise<{ client: MqttClient; received: string[] }> {
   const { broker } = inject("stack");
   const received: string[] = [];
-  const client = mqtt.connect({
-    protocol: "mqtts",
-    host: broker.host,
-    port: broker.mtlsPort,
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-    connectTimeout: 5_000,
-    ...tls,
-    ...options,
-  });
+  const client = mqtt.connect(probeOptions(broker.host, broker.mtlsPort, { ...tls, ...options }));
   client.on("message", (topic, payload) => received.push(`${topic}=${payload.toString()}`));
   await new Promise<void>((resolve, reject) => {
     client.once("connect", () => resolve());
