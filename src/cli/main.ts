@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { KubeConfig } from "@kubernetes/client-node";
 import { parseAllDocuments, stringify } from "yaml";
 import { parseTenant } from "../api/tenant.js";
+import { AUDIT_VERIFY_USAGE, auditVerifyCommand } from "../audit/verify-file.js";
 import { loadConfig, type OperatorConfig } from "../config.js";
 import { desiredTenant } from "../desired/tenant.js";
 import { install } from "../install.js";
@@ -19,7 +20,9 @@ const USAGE = `usage: iot-tenant-operator <command>
   verify [--json] [TENANT...]
                        check on the live cluster and broker that no tenant can reach another (exit 1 if one
                        can); a table, or the checks as JSON; SKIP marks a check that could not run, and why;
-                       the broker is probed with Devices labelled ${PROBE_LABEL}=true`;
+                       the broker is probed with Devices labelled ${PROBE_LABEL}=true
+  ${AUDIT_VERIFY_USAGE}
+                       check an audit file: OK (exit 0) or the first removed, reordered or edited record (exit 1)`;
 
 export async function main(args: readonly string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -32,6 +35,8 @@ export async function main(args: readonly string[]): Promise<number> {
         return 0;
       case "verify":
         return await verify(loadConfig(), rest);
+      case "audit":
+        return await auditVerifyCommand(rest, (text) => process.stdout.write(`${text}\n`));
       case "render":
         process.stdout.write(await render(loadConfig(), rest));
         return 0;
