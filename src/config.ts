@@ -69,6 +69,13 @@ export const operatorConfigSchema = z.object({
     .string()
     .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a DNS name")
     .optional(),
+  /**
+   * The audit trail: JSON lines a log collector tails (the chart mounts an emptyDir here and a sidecar
+   * streams it to its own stdout), chained across restarts through the Secret AUDIT_SECRET.
+   */
+  AUDIT_LOG_FILE: z.string().min(1).default("/var/log/iot-tenant-operator/audit.log"),
+  /** Secret in the operator's namespace with the audit signing key (Ed25519) and the chain head. */
+  AUDIT_SECRET: z.string().min(1).default("iot-tenant-operator-audit"),
   PROBE_BIND_ADDRESS: z.string().default("127.0.0.1:8081"),
   LEASE_DURATION_SECONDS: seconds.default(15),
   LEASE_RENEW_DEADLINE_SECONDS: seconds.default(10),

@@ -1,5 +1,7 @@
 import { hostname } from "node:os";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { SecurityMonitor } from "./audit/security-monitor.js";
+import { AuditTrail } from "./audit/trail.js";
 import type { BrokerAdapter } from "./broker/adapter.js";
 import type { DynsecConnection } from "./broker/dynsec-client.js";
 import { MosquittoDynsecAdapter } from "./broker/mosquitto-dynsec.js";
@@ -83,9 +85,30 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const devices = new DeviceReconciler(manager, config, broker);
   devices.register();
   new TenantReconciler(manager, config, devices, broker).register();
+  const security = new SecurityMonitor(
+    manager,
+    new AuditTrail({
+      client: manager.client,
+      namespace: config.OPERATOR_NAMESPACE,
+      secretName: config.AUDIT_SECRET,
+      file: config.AUDIT_LOG_FILE,
+      clock: manager.clock,
+      logger: logger.child({ component: "audit" }),
+    }),
+    connection,
+    config.OPERATOR_NAMESPACE,
+  );
+  security.register();
 
-  const done = manager.run().finally(() => broker.close());
+  const stopSecurity = new AbortController();
+  const done = manager.run().finally(() => {
+    stopSecurity.abort();
+    broker.close();
+  });
   void resyncBrokerWhenLeading(manager, devices, logger, done);
+  const securityDone = whenLeading(manager, done)
+    .then((leading) => (leading ? security.run(stopSecurity.signal) : undefined))
+    .catch((error: unknown) => logger.error({ err: error }, "security monitor failed"));
   return {
     manager,
     broker,
@@ -93,6 +116,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     async stop() {
       await manager.stop();
       await done.catch(() => undefined);
+      await securityDone;
     },
   };
 }
@@ -108,16 +132,23 @@ async function resyncBrokerWhenLeading(
   logger: Logger,
   done: Promise<void>,
 ): Promise<void> {
-  let stopped = false;
-  done.finally(() => {
-    stopped = true;
-  });
-  while (!stopped && !manager.isLeader) await new Promise((r) => setTimeout(r, 200));
-  if (stopped) return;
+  if (!(await whenLeading(manager, done))) return;
   try {
     const report = await devices.resyncBroker();
     logger.info({ ...report }, "broker resynced");
   } catch (error) {
     logger.warn({ err: error }, "broker resync failed; the adapter retries on reconnect");
   }
+}
+
+/** Resolves true once this replica leads (and its caches are synced), false if it stops first. */
+async function whenLeading(manager: Manager, done: Promise<void>): Promise<boolean> {
+  let stopped = false;
+  done
+    .catch(() => undefined)
+    .finally(() => {
+      stopped = true;
+    });
+  while (!stopped && !manager.isLeader) await new Promise((r) => setTimeout(r, 200));
+  return !stopped;
 }

@@ -142,6 +142,24 @@ export const deviceStatusSchema = z
       })
       .optional()
       .describe("The device's current certificate (x509 only)."),
+    presence: z
+      .object({
+        connected: z
+          .boolean()
+          .describe("Whether the device held a connection to the broker when last written."),
+        lastSeen: z.iso
+          .datetime()
+          .describe("When the broker last reported the device connecting or disconnecting."),
+        remoteAddress: z
+          .string()
+          .max(64)
+          .optional()
+          .describe("host:port the device last connected from, as the broker saw it."),
+      })
+      .optional()
+      .describe(
+        "The device's connection as the broker's log reports it; written at most once per device every 30 s, so it can lag by that much.",
+      ),
   })
   .describe("What the operator observed; written by the operator only.");
 
@@ -194,6 +212,18 @@ export const deviceResource: ResourceDefinition = {
       description: "x509 or password.",
     },
     readyColumn,
+    {
+      name: "Connected",
+      type: "boolean",
+      jsonPath: ".status.presence.connected",
+      description: "Whether the device is connected to the broker (coalesced, up to 30 s behind).",
+    },
+    {
+      name: "Last-Seen",
+      type: "date",
+      jsonPath: ".status.presence.lastSeen",
+      description: "When the broker last reported the device connecting or disconnecting.",
+    },
     {
       name: "Expires",
       // "date" would print an age, and kubectl shows a future time as <invalid>.

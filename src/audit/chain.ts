@@ -67,12 +67,22 @@ function checkpointMessage(seq: number, prev: string): Buffer {
 
 /** The next record of the chain after `head`. */
 export function chainRecord(head: ChainHead, entry: AuditEntry, time: Date): AuditRecord {
-  const body = { ...entry, v: AUDIT_FORMAT_VERSION, seq: head.seq, time: time.toISOString(), prev: head.hash } as const;
+  const body = {
+    ...entry,
+    v: AUDIT_FORMAT_VERSION,
+    seq: head.seq,
+    time: time.toISOString(),
+    prev: head.hash,
+  } as const;
   return { ...body, hash: recordHash(body) };
 }
 
 /** A checkpoint after `head`: signs the hash of every record before it, through `prev`. */
-export function checkpointRecord(head: ChainHead, key: { privateKey: KeyObject; publicKey: KeyObject }, time: Date): AuditRecord {
+export function checkpointRecord(
+  head: ChainHead,
+  key: { privateKey: KeyObject; publicKey: KeyObject },
+  time: Date,
+): AuditRecord {
   const body = {
     v: AUDIT_FORMAT_VERSION,
     seq: head.seq,
@@ -154,10 +164,12 @@ export function verifyAuditLog(text: string, trustedKey?: KeyObject): VerifyResu
 
 function checkpointProblem(record: AuditRecord, trusted: string | undefined): string | undefined {
   const { publicKey, signature } = record.checkpoint ?? { publicKey: "", signature: "" };
-  if (trusted !== undefined && publicKey !== trusted) return "checkpoint signed by another key than the trusted one";
+  if (trusted !== undefined && publicKey !== trusted)
+    return "checkpoint signed by another key than the trusted one";
   try {
     const key = createPublicKey({ key: Buffer.from(publicKey, "base64"), format: "der", type: "spki" });
-    if (verify(null, checkpointMessage(record.seq, record.prev), key, Buffer.from(signature, "base64"))) return undefined;
+    if (verify(null, checkpointMessage(record.seq, record.prev), key, Buffer.from(signature, "base64")))
+      return undefined;
   } catch {
     // An unreadable key is a bad signature.
   }

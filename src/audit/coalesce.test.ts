@@ -29,7 +29,8 @@ describe("Coalescer", () => {
     c.offer("a", 1, 0);
     c.offer("b", 1, 0);
     c.offer("c", 1, 0);
-    expect(c.dropped).toBe(1);
+    expect(c.takeDropped()).toBe(1);
+    expect(c.takeDropped()).toBe(0);
     expect(c.take(0, 10).map((w) => w.key)).toEqual(["a", "b"]);
     c.take(1_000, 10);
     expect(c.size).toBe(0);

@@ -28,7 +28,7 @@ interface Entry<V> {
 export class Coalescer<V> {
   private readonly entries = new Map<string, Entry<V>>();
   /** Occurrences refused because `maxKeys` keys were pending. */
-  dropped = 0;
+  private dropped = 0;
 
   constructor(private readonly policy: CoalescerPolicy) {}
 
@@ -51,7 +51,9 @@ export class Coalescer<V> {
   /** Up to `budget` writes that are due now; the rest wait for a later call. */
   take(now: number, budget: number): Coalesced<V>[] {
     const due = [...this.entries.entries()]
-      .filter(([, e]) => e.count > 0 && (e.lastWrite === undefined || now - e.lastWrite >= this.policy.intervalMs))
+      .filter(
+        ([, e]) => e.count > 0 && (e.lastWrite === undefined || now - e.lastWrite >= this.policy.intervalMs),
+      )
       .sort(([, a], [, b]) => a.pendingSince - b.pendingSince)
       .slice(0, Math.max(0, budget));
     const writes = due.map(([key, e]) => ({ key, value: e.value, count: e.count }));
@@ -68,6 +70,13 @@ export class Coalescer<V> {
     const pending = [...this.entries.entries()].filter(([, e]) => e.count > 0);
     this.entries.clear();
     return pending.map(([key, e]) => ({ key, value: e.value, count: e.count }));
+  }
+
+  /** Occurrences dropped since the previous call. */
+  takeDropped(): number {
+    const dropped = this.dropped;
+    this.dropped = 0;
+    return dropped;
   }
 
   get size(): number {

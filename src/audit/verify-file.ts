@@ -9,7 +9,10 @@ export const AUDIT_VERIFY_USAGE = "audit verify FILE [--public-key PEM]";
  * reordered or edited record; exit code 0 or 1 (2 for a usage error). The key pins the checkpoint
  * signer (the `public.pem` of the operator's audit Secret).
  */
-export async function auditVerifyCommand(args: readonly string[], print: (text: string) => void): Promise<number> {
+export async function auditVerifyCommand(
+  args: readonly string[],
+  print: (text: string) => void,
+): Promise<number> {
   const [subcommand, file, ...options] = args;
   const keyIndex = options.indexOf("--public-key");
   const keyFile = keyIndex === -1 ? undefined : options[keyIndex + 1];

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import mqtt, { type MqttClient } from "mqtt";
 import { adminClientOptions, type DynsecConnection } from "./dynsec-client.js";
+import { BROKER_LOG_TOPIC } from "./log-events.js";
 
 /**
  * What the admin does on the broker as an ordinary MQTT client, outside the dynamic-security API:
@@ -73,4 +74,22 @@ async function retainedTopics(client: MqttClient, filter: string): Promise<strin
     client.off("message", onMessage);
     await client.unsubscribeAsync([filter, marker]);
   }
+}
+
+/**
+ * Receives the broker's own log as it publishes it with `log_dest topic` (see log-events.ts for what
+ * it holds) on a connection of its own that reconnects and re-subscribes by itself; `close` ends it.
+ */
+export async function watchBrokerLog(
+  connection: DynsecConnection,
+  onLine: (payload: string) => void,
+  onError: (error: Error) => void,
+): Promise<{ close(): Promise<void> }> {
+  const client = mqtt.connect(await adminClientOptions(connection, { reconnectPeriod: 1_000 }));
+  client.on("connect", () => {
+    client.subscribe(BROKER_LOG_TOPIC, { qos: 0 }, (error) => error && onError(error));
+  });
+  client.on("message", (_topic, payload) => onLine(payload.toString("utf8")));
+  client.on("error", onError);
+  return { close: () => client.endAsync() };
 }

@@ -1,4 +1,5 @@
 import { DEFAULT_ACL_ACCESS } from "./desired.js";
+import { BROKER_LOG_TOPIC } from "./log-events.js";
 
 /** The admin role's grants: the dynamic-security API, and every topic so it can clear what a deleted tenant left. */
 const ADMIN_ACLS = [
@@ -10,6 +11,12 @@ const ADMIN_ACLS = [
   ...["publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern"].map(
     (acltype) => ({ acltype, topic: "#", allow: true }),
   ),
+  // The broker's log, for security events: `#` does not match `$SYS/…`.
+  ...["publishClientReceive", "subscribePattern"].map((acltype) => ({
+    acltype,
+    topic: BROKER_LOG_TOPIC,
+    allow: true,
+  })),
 ];
 
 /**

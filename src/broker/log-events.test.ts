@@ -57,7 +57,11 @@ describe("parseBrokerLogLine", () => {
     [
       "no certificate",
       observed.tlsNoCertificate,
-      { type: "tlsRefused", detail: "error:0A0000C7:SSL routines::peer did not return a certificate", brokerTime: T },
+      {
+        type: "tlsRefused",
+        detail: "error:0A0000C7:SSL routines::peer did not return a certificate",
+        brokerTime: T,
+      },
     ],
     [
       "protocol error",
@@ -100,11 +104,22 @@ describe("foldBrokerLog", () => {
     [
       "a wrong password on the only waiting connection carries its address",
       [`${T}: New connection from 10.0.0.7:44854 on port 8884.`, observed.wrongPassword],
-      [{ kind: "AuthenticationRefused", detail: "not authorised", remoteAddress: "10.0.0.7:44854", brokerTime: T }],
+      [
+        {
+          kind: "AuthenticationRefused",
+          detail: "not authorised",
+          remoteAddress: "10.0.0.7:44854",
+          brokerTime: T,
+        },
+      ],
     ],
     [
       "a refused certificate is one refusal, with its address",
-      [`${T}: New connection from 10.0.0.8:35988 on port 8883.`, observed.tlsUnknownCa, observed.protocolError],
+      [
+        `${T}: New connection from 10.0.0.8:35988 on port 8883.`,
+        observed.tlsUnknownCa,
+        observed.protocolError,
+      ],
       [
         {
           kind: "AuthenticationRefused",
@@ -133,7 +148,12 @@ describe("foldBrokerLog", () => {
       ],
       [
         { kind: "Connected", username: "CN=dev1,O=acme", remoteAddress: "127.0.0.1:35944", brokerTime: T },
-        { kind: "AuthenticationRefused", detail: "not authorised", remoteAddress: "10.0.0.7:1", brokerTime: T },
+        {
+          kind: "AuthenticationRefused",
+          detail: "not authorised",
+          remoteAddress: "10.0.0.7:1",
+          brokerTime: T,
+        },
       ],
     ],
     [
@@ -141,14 +161,21 @@ describe("foldBrokerLog", () => {
       [observed.takenOver],
       [{ kind: "SessionTakenOver", username: "CN=dev1,O=acme", brokerTime: T }],
     ],
-    ["an unnamed protocol error without a TLS failure is no refusal", [observed.accepted, observed.protocolError], []],
+    [
+      "an unnamed protocol error without a TLS failure is no refusal",
+      [observed.accepted, observed.protocolError],
+      [],
+    ],
   ];
   it.each(cases)("%s", (_name, payloads, expected) => {
     expect(fold(payloads)).toEqual(expected);
   });
 
   it("forgets connections past its bound", () => {
-    const accepted = Array.from({ length: 5000 }, (_, i) => `${T}: New connection from 10.0.0.1:${i} on port 1.`);
+    const accepted = Array.from(
+      { length: 5000 },
+      (_, i) => `${T}: New connection from 10.0.0.1:${i} on port 1.`,
+    );
     let state = INITIAL_BROKER_LOG_STATE;
     for (const payload of accepted) {
       const line = parseBrokerLogLine(payload);

@@ -15,11 +15,7 @@
  *   (`use_username_as_clientid`), so what can be seen is the same identity connecting twice.
  */
 
-export type BrokerEventKind =
-  | "Connected"
-  | "Disconnected"
-  | "AuthenticationRefused"
-  | "SessionTakenOver";
+export type BrokerEventKind = "Connected" | "Disconnected" | "AuthenticationRefused" | "SessionTakenOver";
 
 export interface BrokerSecurityEvent {
   readonly kind: BrokerEventKind;
@@ -56,9 +52,11 @@ export const BROKER_LOG_TOPIC = "$SYS/broker/log/#";
 
 const PAYLOAD = /^(?<time>[^ ]+): (?<message>.*)$/s;
 const ACCEPTED = /^New connection from (?<address>\S+) on port \d+\.$/;
-const CONNECTED = /^New client connected from (?<address>\S+) as .* \(p\d, c\d, k\d+, u'(?<username>.*)'\)\.$/;
+const CONNECTED =
+  /^New client connected from (?<address>\S+) as .* \(p\d, c\d, k\d+, u'(?<username>.*)'\)\.$/;
 const NOT_AUTHORISED = /^Client (?<id>.+) disconnected, not authorised\.$/;
-const DISCONNECTED = /^Client (?<id>.+?) (?<how>disconnected(?:: (?<why>.+?))?|closed its connection|has exceeded timeout, disconnecting)\.$/;
+const DISCONNECTED =
+  /^Client (?<id>.+?) (?<how>disconnected(?:: (?<why>.+?))?|closed its connection|has exceeded timeout, disconnecting)\.$/;
 const TLS_REFUSED = /^OpenSSL Error\[\d+\]: (?<detail>.*(?:certificate|handshake).*)$/;
 const TAKEN_OVER = /^Client (?<id>.+) already connected, closing old connection\.$/;
 
@@ -115,11 +113,16 @@ export function foldBrokerLog(
   const { brokerTime } = line;
   switch (line.type) {
     case "accepted":
-      return { state: { ...state, pending: [...state.pending, line.remoteAddress].slice(-MAX_PENDING) }, events: [] };
+      return {
+        state: { ...state, pending: [...state.pending, line.remoteAddress].slice(-MAX_PENDING) },
+        events: [],
+      };
     case "connected":
       return {
         state: { ...state, pending: without(state.pending, line.remoteAddress) },
-        events: [{ kind: "Connected", username: line.username, remoteAddress: line.remoteAddress, brokerTime }],
+        events: [
+          { kind: "Connected", username: line.username, remoteAddress: line.remoteAddress, brokerTime },
+        ],
       };
     case "tlsRefused":
       return { state: { ...state, tlsFailure: line.detail }, events: [] };
@@ -149,7 +152,12 @@ function refusal(
   return {
     state: { pending: only === undefined ? state.pending.slice(1) : [] },
     events: [
-      { kind: "AuthenticationRefused", detail, brokerTime, ...(only === undefined ? {} : { remoteAddress: only }) },
+      {
+        kind: "AuthenticationRefused",
+        detail,
+        brokerTime,
+        ...(only === undefined ? {} : { remoteAddress: only }),
+      },
     ],
   };
 }

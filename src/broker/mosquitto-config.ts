@@ -53,6 +53,8 @@ export function mosquittoConfig(options: MosquittoConfigOptions): string {
     `max_queued_bytes ${MAX_QUEUED_BYTES}`,
     ...(options.pidFile ? [`pid_file ${options.pidFile}`] : []),
     "log_dest stdout",
+    // The operator's admin client reads connects, disconnects and refusals from $SYS/broker/log/#.
+    "log_dest topic",
     "log_type error",
     "log_type warning",
     "log_type notice",

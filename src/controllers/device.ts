@@ -2,6 +2,7 @@ import { ConditionReason, DeviceConditionType } from "../api/conditions.js";
 import { deviceSecretName } from "../api/derived-names.js";
 import type { Device } from "../api/device.js";
 import type { Tenant } from "../api/tenant.js";
+import { PRESENCE_FIELD } from "../audit/presence.js";
 import type { BrokerAdapter, BrokerDevice, SyncReport } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
 import { brokerDevice } from "../desired/device.js";
@@ -377,6 +378,7 @@ export class DeviceReconciler implements TenantBroker {
         conditions,
       },
       context.signal,
+      [PRESENCE_FIELD],
     );
     if (isReady(observed) !== ready) {
       await this.manager.events.record(observed, {

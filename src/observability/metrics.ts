@@ -32,6 +32,8 @@ export class OperatorMetrics {
   readonly brokerCommands: Counter<"command" | "result">;
   readonly brokerCommandDuration: Histogram<"command">;
   readonly brokerSynced: Gauge;
+  readonly securityEvents: Counter<"tenant" | "kind">;
+  readonly securityEventsNotRecorded: Counter<"sink">;
 
   constructor(options: { readonly processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -141,6 +143,23 @@ export class OperatorMetrics {
       help: "1 while the broker is reachable and holds the desired state",
       registers,
     });
+    this.securityEvents = new Counter({
+      name: "iot_security_events_total",
+      help: "Security events by tenant and kind (every occurrence, before Events and audit records are aggregated)",
+      labelNames: ["tenant", "kind"],
+      registers,
+    });
+    this.securityEventsNotRecorded = new Counter({
+      name: "iot_security_events_not_recorded_total",
+      help: "Occurrences an aggregator dropped because too many distinct keys were pending (sink: event, audit, presence)",
+      labelNames: ["sink"],
+      registers,
+    });
+  }
+
+  /** One security event; `tenant` is empty when the broker names nobody (a refused login). */
+  securityEvent(event: { readonly tenant?: string | undefined; readonly kind: string }): void {
+    this.securityEvents.inc({ tenant: event.tenant ?? "", kind: event.kind });
   }
 
   /** One mutating command the broker adapter sent. */

@@ -56,7 +56,8 @@ export async function applyIfChanged(
 
 /**
  * Applies `status` through the status subresource unless it equals the observed status.
- * The whole status is compared, so this is for kinds whose status this operator alone writes.
+ * The whole status is compared but for `writtenElsewhere`: top-level status fields another writer of
+ * this operator keeps (a Device's presence), which this apply neither owns nor removes.
  */
 export async function applyStatusIfChanged(
   client: KubeClient,
@@ -64,8 +65,14 @@ export async function applyStatusIfChanged(
   observed: KubeObject & { status?: unknown },
   status: Record<string, unknown>,
   signal?: AbortSignal,
+  writtenElsewhere: readonly string[] = [],
 ): Promise<boolean> {
-  if (isDeepStrictEqual(stripUndefined(status), observed.status ?? {})) return false;
+  const compared = Object.fromEntries(
+    Object.entries((observed.status ?? {}) as Record<string, unknown>).filter(
+      ([k]) => !writtenElsewhere.includes(k),
+    ),
+  );
+  if (isDeepStrictEqual(stripUndefined(status), compared)) return false;
   await client.applyStatus(
     resource,
     {

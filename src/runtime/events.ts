@@ -43,12 +43,13 @@ export class EventRecorder {
     private readonly clock: Clock = systemClock,
   ) {}
 
-  async record(regarding: KubeObject, event: EventRecord): Promise<void> {
+  /** `occurrences` > 1 records that many repeats at once (callers that aggregate bursts themselves). */
+  async record(regarding: KubeObject, event: EventRecord, occurrences = 1): Promise<void> {
     const note = truncate(event.note);
     const key = [regarding.metadata.uid, event.type, event.reason, event.action, note].join("\u0000");
     try {
       const previous = this.seen.get(key);
-      if (previous && (await this.bumpSeries(previous))) return;
+      if (previous && (await this.bumpSeries(previous, occurrences))) return;
       const namespace = regarding.metadata.namespace ?? "default";
       const name = `${regarding.metadata.name}.${randomBytes(8).toString("hex")}`;
       await this.client.create(EVENT_RESOURCE, {
@@ -69,8 +70,11 @@ export class EventRecorder {
         reason: event.reason,
         action: event.action,
         note,
+        ...(occurrences > 1
+          ? { series: { count: occurrences, lastObservedTime: microTime(this.clock.now()) } }
+          : {}),
       });
-      this.remember(key, { namespace, name, count: 1 });
+      this.remember(key, { namespace, name, count: occurrences });
     } catch (error) {
       this.logger.warn(
         { err: errorMessage(error), reason: event.reason, object: regarding.metadata.name },
@@ -80,8 +84,11 @@ export class EventRecorder {
   }
 
   /** Counts a repeat on the existing Event; false when that Event is gone (expired) and a new one is needed. */
-  private async bumpSeries(previous: { namespace: string; name: string; count: number }): Promise<boolean> {
-    const count = previous.count + 1;
+  private async bumpSeries(
+    previous: { namespace: string; name: string; count: number },
+    occurrences: number,
+  ): Promise<boolean> {
+    const count = previous.count + occurrences;
     try {
       await this.client.mergePatch(
         EVENT_RESOURCE,

@@ -169,7 +169,7 @@ export class KubeClient {
 
   async mergePatch(
     resource: ResourceType,
-    target: { namespace?: string; name: string },
+    target: { namespace?: string; name: string; subresource?: "status" },
     patch: unknown,
     signal?: AbortSignal,
   ): Promise<KubeObject> {

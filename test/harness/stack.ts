@@ -118,6 +118,7 @@ export function stackVariables(env: StackEnv): Record<string, string> {
     BROKER_PID_FILE: env.broker.pidFile,
     BROKER_CRL_INCLUDE_FILE: env.broker.baseCrlFile,
     ROOT_CA_SECRET: env.rootCaSecret,
+    AUDIT_LOG_FILE: join(env.stateDir, "audit.log"),
     IOT_STACK_BIN: env.binDir,
   };
 }

@@ -1,0 +1,248 @@
+import { watchBrokerLog } from "../broker/admin-session.js";
+import type { DynsecConnection } from "../broker/dynsec-client.js";
+import {
+  type BrokerLogState,
+  type BrokerSecurityEvent,
+  foldBrokerLog,
+  INITIAL_BROKER_LOG_STATE,
+  parseBrokerLogLine,
+} from "../broker/log-events.js";
+import { Resource } from "../controllers/resources.js";
+import { TENANT_LABEL } from "../desired/labels.js";
+import { REVOCATION_LABEL } from "../desired/revocation.js";
+import { sleep } from "../runtime/clock.js";
+import type { Informer } from "../runtime/informer.js";
+import type { KubeObject } from "../runtime/kube-object.js";
+import type { Manager } from "../runtime/manager.js";
+import type { AuditEntry } from "./chain.js";
+import {
+  deviceSecurityEvents,
+  revocationSecurityEvents,
+  type SecurityEvent,
+  tenantSecurityEvents,
+} from "./cluster-events.js";
+import { Coalescer } from "./coalesce.js";
+import { PresenceWriter } from "./presence.js";
+import type { AuditTrail } from "./trail.js";
+
+/**
+ * The bound on Kubernetes Events from security events: per object and reason (and note, for the
+ * cluster's one-off events) at most one write every 30 s carrying the count of what happened
+ * meanwhile, and at most 10 writes a second over all objects. Broker events go into the audit trail
+ * aggregated the same way per kind, identity and source host, every 10 s.
+ */
+export const EVENT_LIMITS = { intervalMs: 30_000, writesPerSecond: 10, maxKeys: 10_000 } as const;
+export const BROKER_AUDIT_LIMITS = { intervalMs: 10_000, writesPerSecond: 1_000, maxKeys: 10_000 } as const;
+const TICK_MS = 1_000;
+
+/**
+ * Turns what the informers and the broker's log report into security events and records each as a
+ * counter, an aggregated Kubernetes Event on its Device or Tenant, and an audit record. Runs on the
+ * leader only, so one replica writes the trail.
+ */
+export class SecurityMonitor {
+  private readonly devices: Informer;
+  private readonly tenants: Informer;
+  private readonly namespaces: Informer;
+  private readonly revocations: Informer;
+  private readonly events = new Coalescer<SecurityEvent>(EVENT_LIMITS);
+  private readonly brokerAudit = new Coalescer<AuditEntry>(BROKER_AUDIT_LIMITS);
+  private readonly presence: PresenceWriter;
+  /** Broker username → `namespace/name` of its Device, from Device status. */
+  private readonly usernames = new Map<string, string>();
+  private brokerLog: BrokerLogState = INITIAL_BROKER_LOG_STATE;
+  private running = false;
+
+  constructor(
+    private readonly manager: Manager,
+    private readonly trail: AuditTrail,
+    private readonly broker: DynsecConnection,
+    operatorNamespace: string,
+  ) {
+    this.devices = manager.informer(Resource.device);
+    this.tenants = manager.informer(Resource.tenant);
+    this.namespaces = manager.informer(Resource.namespace);
+    this.revocations = manager.informer(Resource.secret, {
+      namespace: operatorNamespace,
+      labelSelector: `${REVOCATION_LABEL}=true`,
+    });
+    this.presence = new PresenceWriter(
+      manager.client,
+      manager.clock,
+      manager.logger.child({ component: "presence" }),
+    );
+  }
+
+  register(): void {
+    const tenantOf = (device: KubeObject) =>
+      this.namespaces.get(device.metadata.namespace ?? "")?.metadata.labels?.[TENANT_LABEL];
+    this.devices.addHandler({
+      onAdd: (device) => {
+        this.indexUsername(undefined, device);
+        this.observe(deviceSecurityEvents(undefined, device, tenantOf(device)));
+      },
+      onUpdate: (before, after) => {
+        this.indexUsername(before, after);
+        this.observe(deviceSecurityEvents(before, after, tenantOf(after)));
+      },
+      onDelete: (device) => {
+        this.indexUsername(device, undefined);
+        this.observe(deviceSecurityEvents(device, undefined, tenantOf(device)));
+      },
+    });
+    this.tenants.addHandler({
+      onUpdate: (before, after) => this.observe(tenantSecurityEvents(before, after)),
+    });
+    this.revocations.addHandler({
+      onAdd: (record) =>
+        this.observe(revocationSecurityEvents(record, record.metadata.labels?.[TENANT_LABEL])),
+    });
+  }
+
+  /** Runs while this replica leads: the broker's log, and the aggregated writes once a second. */
+  async run(signal: AbortSignal): Promise<void> {
+    const { logger, clock } = this.manager;
+    await this.trail.start();
+    for (const device of this.devices.list()) this.indexUsername(undefined, device);
+    const log = await watchBrokerLog(
+      this.broker,
+      (payload) => this.onBrokerLog(payload),
+      (error) => logger.warn({ err: error }, "broker log subscription"),
+    );
+    this.running = true;
+    try {
+      while (!signal.aborted) {
+        await sleep(clock, TICK_MS, signal);
+        await this.tick();
+      }
+    } finally {
+      this.running = false;
+      await log.close();
+      for (const { value, count } of this.brokerAudit.drain()) this.trail.append({ ...value, count });
+      await this.trail.stop();
+    }
+  }
+
+  private indexUsername(before: KubeObject | undefined, after: KubeObject | undefined): void {
+    const username = (o: KubeObject | undefined) =>
+      (o as { status?: { username?: string } } | undefined)?.status?.username;
+    const old = username(before);
+    if (old && old !== username(after)) this.usernames.delete(old);
+    const current = username(after);
+    if (after && current) this.usernames.set(current, `${after.metadata.namespace}/${after.metadata.name}`);
+  }
+
+  private observe(events: readonly SecurityEvent[]): void {
+    if (!this.running) return;
+    const now = this.manager.clock.now();
+    for (const event of events) {
+      this.manager.metrics.securityEvent(event);
+      const regarding = event.regarding ?? (event.device ? this.devices.get(event.device) : undefined);
+      if (regarding) {
+        const key = [regarding.metadata.uid, event.kind, event.source === "cluster" ? event.note : ""].join(
+          "|",
+        );
+        this.events.offer(key, { ...event, regarding }, now);
+      }
+      const entry = auditEntry(event);
+      if (event.source === "cluster") this.trail.append(entry);
+      else
+        this.brokerAudit.offer(
+          [event.kind, event.device ?? "", event.detail?.remoteHost ?? ""].join("|"),
+          entry,
+          now,
+        );
+    }
+  }
+
+  private onBrokerLog(payload: string): void {
+    const line = parseBrokerLogLine(payload);
+    if (!line) return;
+    const { state, events } = foldBrokerLog(this.brokerLog, line);
+    this.brokerLog = state;
+    this.observe(events.flatMap((event) => this.fromBroker(event)));
+  }
+
+  /** A broker event as a security event of its Device; connects and disconnects of no Device (the admin's) are none. */
+  private fromBroker(event: BrokerSecurityEvent): SecurityEvent[] {
+    const device = event.username === undefined ? undefined : this.usernames.get(event.username);
+    const observed = device ? this.devices.get(device) : undefined;
+    const tenant =
+      observed && this.namespaces.get(observed.metadata.namespace ?? "")?.metadata.labels?.[TENANT_LABEL];
+    if (!device && event.kind !== "AuthenticationRefused") return [];
+    if (device && (event.kind === "Connected" || event.kind === "Disconnected"))
+      this.presence.observe(device, {
+        connected: event.kind === "Connected",
+        lastSeen: new Date(this.manager.clock.now()).toISOString(),
+        ...(event.remoteAddress ? { remoteAddress: event.remoteAddress } : {}),
+      });
+    const remoteHost = event.remoteAddress?.replace(/:\d+$/, "");
+    return [
+      {
+        kind: event.kind,
+        source: "broker",
+        type: event.kind === "Connected" || event.kind === "Disconnected" ? "Normal" : "Warning",
+        ...(observed ? { regarding: observed } : {}),
+        ...(device ? { device } : {}),
+        ...(tenant ? { tenant } : {}),
+        note: brokerNote(event),
+        detail: {
+          ...(event.username === undefined ? {} : { username: event.username }),
+          ...(remoteHost === undefined ? {} : { remoteHost }),
+          ...(event.detail === undefined ? {} : { reason: event.detail }),
+        },
+      },
+    ];
+  }
+
+  private async tick(): Promise<void> {
+    const now = this.manager.clock.now();
+    for (const { value, count } of this.brokerAudit.take(now, BROKER_AUDIT_LIMITS.writesPerSecond))
+      this.trail.append({ ...value, ...(count > 1 ? { count } : {}) });
+    for (const { value, count } of this.events.take(now, EVENT_LIMITS.writesPerSecond)) {
+      if (!value.regarding) continue;
+      await this.manager.events.record(
+        value.regarding,
+        {
+          type: value.type,
+          reason: value.kind,
+          action: value.source === "broker" ? "Observe" : "Audit",
+          note: value.note,
+        },
+        count,
+      );
+    }
+    await this.presence.tick();
+    const { securityEventsNotRecorded } = this.manager.metrics;
+    securityEventsNotRecorded.inc({ sink: "event" }, this.events.takeDropped());
+    securityEventsNotRecorded.inc({ sink: "audit" }, this.brokerAudit.takeDropped());
+    securityEventsNotRecorded.inc({ sink: "presence" }, this.presence.takeDropped());
+  }
+}
+
+function brokerNote(event: BrokerSecurityEvent): string {
+  const from = event.remoteAddress ? ` from ${event.remoteAddress}` : "";
+  switch (event.kind) {
+    case "Connected":
+      return `connected to the broker${from}`;
+    case "Disconnected":
+      return `disconnected from the broker (${event.detail ?? "disconnected"})`;
+    case "AuthenticationRefused":
+      return `broker refused a login${from}: ${event.detail ?? ""}`;
+    case "SessionTakenOver":
+      return "a second connection with this identity took over the session";
+  }
+}
+
+/** What the trail keeps of an event: no object, only names, and `detail` that never holds secrets. */
+function auditEntry(event: SecurityEvent): AuditEntry {
+  return {
+    kind: event.kind,
+    source: event.source,
+    ...(event.tenant ? { tenant: event.tenant } : {}),
+    ...(event.device ? { device: event.device } : {}),
+    ...(event.detail && Object.keys(event.detail).length > 0
+      ? { detail: { ...event.detail, note: event.note } }
+      : { detail: { note: event.note } }),
+  };
+}
