@@ -111,8 +111,9 @@ export function deviceSecurityEvents(
     ...(detail ? { detail } : {}),
   });
   if (!after) {
-    const gracefully =
-      Boolean(object.metadata.deletionTimestamp) && !object.metadata.finalizers?.includes(DEVICE_FINALIZER);
+    // The DELETED event carries the last stored state: one that went through graceful deletion (the
+    // finalizer) has a deletionTimestamp; one deleted at once had no finalizer left to hold it.
+    const gracefully = Boolean(object.metadata.deletionTimestamp);
     return [
       gracefully
         ? event("DeviceDeleted", "Normal", "Device deleted; its credentials are revoked")

@@ -148,7 +148,9 @@ export class SecurityMonitor {
       if (event.source === "cluster") this.trail.append(entry);
       else
         this.brokerAudit.offer(
-          [event.kind, event.device ?? "", event.detail?.remoteHost ?? ""].join("|"),
+          [event.kind, event.device ?? "", event.detail?.remoteHost ?? "", event.detail?.reason ?? ""].join(
+            "|",
+          ),
           entry,
           now,
         );

@@ -1,0 +1,307 @@
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { MqttClient } from "mqtt";
+import { afterEach, describe, expect, it } from "vitest";
+import { createCA, issueCertificate } from "../../test/harness/pki.js";
+import { eventually, uniqueName } from "../../test/support/kube.js";
+import { kubectl } from "../../test/support/kubectl.js";
+import { connectWithCertificate, connectWithPassword, tlsFromFiles } from "../../test/support/mqtt.js";
+import {
+  applyDevice,
+  applyManifest,
+  applyReadyTenant,
+  deviceReadyReason,
+  deviceTls,
+  readyDevice,
+  secretData,
+  stackOperatorConfig,
+  startTestOperator,
+} from "../../test/support/operator.js";
+import { API_VERSION } from "../api/group.js";
+import type { RunningOperator } from "../operator.js";
+import { type AuditRecord, auditRecordSchema, verifyAuditLog } from "./chain.js";
+import { auditVerifyCommand } from "./verify-file.js";
+
+/**
+ * Security events end to end: the real operator, cert-manager and Mosquitto 2.0.11. What the broker
+ * refuses and what happens to Devices and Tenants becomes a counter, an aggregated Event and a
+ * record in a hash-chained, signed audit file that `audit verify` checks.
+ */
+
+const running: RunningOperator[] = [];
+const open: MqttClient[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
+  await Promise.all(running.splice(0).map((o) => o.stop()));
+});
+
+/** An operator writing its own trail (file and Secret), so each test's chain starts at seq 0. */
+async function startAuditedOperator(trail: { file: string; secret: string }): Promise<RunningOperator> {
+  const operator = await startTestOperator(
+    stackOperatorConfig({ AUDIT_LOG_FILE: trail.file, AUDIT_SECRET: trail.secret }),
+  );
+  running.push(operator);
+  return operator;
+}
+
+async function newTrail(): Promise<{ file: string; secret: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "audit-"));
+  return { file: join(dir, "audit.log"), secret: uniqueName("audit") };
+}
+
+async function stopped(operator: RunningOperator): Promise<void> {
+  running.splice(running.indexOf(operator), 1);
+  await operator.stop();
+}
+
+const records = async (file: string): Promise<AuditRecord[]> =>
+  (await readFile(file, "utf8"))
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => auditRecordSchema.parse(JSON.parse(line)));
+
+interface EventView {
+  reason: string;
+  type: string;
+  note?: string;
+  regarding: { name: string; kind: string };
+  series?: { count: number };
+}
+
+async function eventsOf(namespace: string, name: string): Promise<EventView[]> {
+  const result = await kubectl(["get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  return (JSON.parse(result.stdout) as { items: EventView[] }).items.filter((e) => e.regarding.name === name);
+}
+
+const eventWithReason = (namespace: string, name: string, reason: string) =>
+  eventually(`Event ${reason} on ${namespace}/${name}`, async () =>
+    (await eventsOf(namespace, name)).find((e) => e.reason === reason),
+  );
+
+async function counter(operator: RunningOperator, tenant: string, kind: string): Promise<number> {
+  const { values } = await operator.manager.metrics.securityEvents.get();
+  return values.find((v) => v.labels.tenant === tenant && v.labels.kind === kind)?.value ?? 0;
+}
+
+const until = (what: string, probe: () => Promise<boolean>) =>
+  eventually(what, async () => ((await probe()) ? true : undefined), 60_000);
+
+/** A certificate with the device's subject from a CA the broker does not trust. */
+async function foreignTls(tenant: string, device: string) {
+  const dir = await mkdtemp(join(tmpdir(), "foreign-ca-"));
+  const ca = await createCA(dir, "foreign", "foreign CA");
+  const leaf = await issueCertificate(dir, ca, "leaf", {
+    subject: `/O=${tenant}/CN=${device}`,
+    usages: ["clientAuth"],
+  });
+  return tlsFromFiles(leaf);
+}
+
+describe("security events, the audit trail and presence", () => {
+  it("records broker refusals and cluster changes as counters, aggregated Events and audit records, with no secret in any record", async () => {
+    const trail = await newTrail();
+    const operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("sec");
+    await applyReadyTenant(tenant);
+    await applyDevice(tenant, "meter");
+    await applyDevice(tenant, "pump", { authentication: { type: "password" } });
+    await readyDevice(tenant, "meter");
+    const pump = await readyDevice(tenant, "pump");
+    const tls = await deviceTls(tenant, "meter");
+    const password = (await secretData(tenant, "pump-mqtt")).password ?? "";
+    expect(password).not.toBe("");
+
+    // The right identity is let in: Connected, and presence shows it.
+    const first = await connectWithCertificate(tls);
+    open.push(first);
+    await eventWithReason(tenant, "meter", "Connected");
+    await until("meter shown connected", async () => {
+      const table = await kubectl(["get", "devices", "-n", tenant, "meter"]);
+      return (
+        /CONNECTED\s+LAST-SEEN/.test(table.stdout) && /meter\s+true\s+x509\s+True\s+true\s/.test(table.stdout)
+      );
+    });
+
+    // The same identity again, 20 times: each connection takes the session over from the one before.
+    for (let i = 0; i < 20; i++) open.push(await connectWithCertificate(tls));
+    await until(
+      "20 takeovers counted",
+      async () => (await counter(operator, tenant, "SessionTakenOver")) === 20,
+    );
+    const takeovers = (await eventsOf(tenant, "meter")).filter((e) => e.reason === "SessionTakenOver");
+    expect(takeovers).toHaveLength(1);
+    expect(takeovers[0]?.type).toBe("Warning");
+
+    // Refused logins: a wrong password, and a certificate from a CA the broker does not trust.
+    await expect(connectWithPassword(pump.username ?? "", "not-the-password")).rejects.toThrow(
+      /[Nn]ot authori[sz]ed/,
+    );
+    await expect(connectWithCertificate(await foreignTls(tenant, "meter"))).rejects.toThrow();
+    await until("refusals counted", async () => (await counter(operator, "", "AuthenticationRefused")) >= 2);
+    // Positive twin: the right password is let in.
+    open.push(await connectWithPassword(pump.username ?? "", password));
+    await eventWithReason(tenant, "pump", "Connected");
+
+    // Cluster side: disabled, enabled again, suspended, resumed, deleted.
+    await applyDevice(tenant, "meter", { enabled: false });
+    await deviceReadyReason(tenant, "meter", "Disabled");
+    await eventWithReason(tenant, "meter", "DeviceDisabled");
+    await applyDevice(tenant, "meter", { enabled: true });
+    await readyDevice(tenant, "meter");
+    await eventWithReason(tenant, "meter", "DeviceEnabled");
+    await applyManifest({
+      apiVersion: API_VERSION,
+      kind: "Tenant",
+      metadata: { name: tenant },
+      spec: { suspended: true },
+    });
+    await eventWithReason("default", tenant, "TenantSuspended");
+    expect(await counter(operator, tenant, "TenantSuspended")).toBe(1);
+    await applyManifest({
+      apiVersion: API_VERSION,
+      kind: "Tenant",
+      metadata: { name: tenant },
+      spec: { suspended: false },
+    });
+    await until("resumption counted", async () => (await counter(operator, tenant, "TenantResumed")) === 1);
+    expect((await kubectl(["delete", "device", "pump", "-n", tenant, "--wait=true"])).ok).toBe(true);
+    await until("deletion counted", async () => (await counter(operator, tenant, "DeviceDeleted")) === 1);
+    await until(
+      "revocation counted",
+      async () => (await counter(operator, tenant, "CredentialsRevoked")) >= 1,
+    );
+
+    await stopped(operator);
+    const text = await readFile(trail.file, "utf8");
+    expect(verifyAuditLog(text)).toMatchObject({ ok: true });
+    const all = await records(trail.file);
+    const kinds = (device: string) =>
+      new Set(all.filter((r) => r.device === `${tenant}/${device}`).map((r) => r.kind));
+    expect([...kinds("meter")]).toEqual(
+      expect.arrayContaining([
+        "DeviceRegistered",
+        "CredentialsIssued",
+        "Connected",
+        "SessionTakenOver",
+        "DeviceDisabled",
+        "DeviceEnabled",
+      ]),
+    );
+    expect([...kinds("pump")]).toEqual(
+      expect.arrayContaining([
+        "DeviceRegistered",
+        "CredentialsIssued",
+        "Connected",
+        "DeviceDeleted",
+        "CredentialsRevoked",
+      ]),
+    );
+    const takeoverRecords = all.filter(
+      (r) => r.kind === "SessionTakenOver" && r.device === `${tenant}/meter`,
+    );
+    expect(takeoverRecords.reduce((sum, r) => sum + (r.count ?? 1), 0)).toBe(20);
+    const refusals = all.filter((r) => r.kind === "AuthenticationRefused");
+    expect(refusals.map((r) => r.detail?.reason)).toEqual(
+      expect.arrayContaining(["not authorised", expect.stringMatching(/^TLS: .*certificate verify failed/)]),
+    );
+    expect(all.filter((r) => r.tenant === tenant).map((r) => r.kind)).toEqual(
+      expect.arrayContaining(["TenantSuspended", "TenantResumed"]),
+    );
+    expect(all.some((r) => r.kind === "Checkpoint")).toBe(true);
+
+    // No record holds key material or a password.
+    const key = await secretData("iot-system", trail.secret);
+    for (const record of all) {
+      const line = JSON.stringify(record);
+      expect(line).not.toMatch(/-----BEGIN|PRIVATE KEY|password"\s*:/i);
+      expect(line).not.toContain(password);
+      for (const secret of [tls.key, key["private.pem"] ?? ""]) {
+        const body = String(secret).replace(/-----[^-]+-----|\s/g, "");
+        expect(body.length).toBeGreaterThan(40);
+        expect(line).not.toContain(body.slice(0, 40));
+      }
+    }
+  }, 300_000);
+
+  it("detects a removed, a reordered and an edited record of a real audit file, and accepts it untouched", async () => {
+    const trail = await newTrail();
+    const operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("tam");
+    await applyReadyTenant(tenant);
+    for (const name of ["d1", "d2"]) await applyDevice(tenant, name);
+    await readyDevice(tenant, "d1");
+    await readyDevice(tenant, "d2");
+    await stopped(operator);
+    const lines = (await readFile(trail.file, "utf8")).split("\n").filter(Boolean);
+    expect(lines.length).toBeGreaterThanOrEqual(5);
+    const publicKey = join(await mkdtemp(join(tmpdir(), "key-")), "public.pem");
+    await writeFile(publicKey, (await secretData("iot-system", trail.secret))["public.pem"] ?? "");
+
+    const verify = async (content: string[]) => {
+      const file = join(await mkdtemp(join(tmpdir(), "tampered-")), "audit.log");
+      await writeFile(file, content.map((l) => `${l}\n`).join(""));
+      const out: string[] = [];
+      const code = await auditVerifyCommand(["verify", file, "--public-key", publicKey], (t) => out.push(t));
+      return { code, out: out.join("\n") };
+    };
+    expect(await verify(lines)).toMatchObject({ code: 0, out: expect.stringMatching(/^OK /) });
+    expect(await verify(lines.toSpliced(2, 1))).toMatchObject({
+      code: 1,
+      out: expect.stringMatching(/:3 \(seq 3\): removed: seq 2 missing/),
+    });
+    expect(await verify([lines[0], lines[2], lines[1], ...lines.slice(3)] as string[])).toMatchObject({
+      code: 1,
+      out: expect.stringMatching(/:2 \(seq 2\): reordered/),
+    });
+    const edited = lines.map((l, i) =>
+      i === 1 ? l.replace(/"device":"[^"]+"/, `"device":"${tenant}/someone-else"`) : l,
+    );
+    expect(edited[1]).not.toBe(lines[1]);
+    expect(await verify(edited)).toMatchObject({
+      code: 1,
+      out: expect.stringMatching(/:2 \(seq 1\): edited/),
+    });
+  }, 300_000);
+
+  it("continues one chain across an operator restart and on another replica's file, without a gap or a fork", async () => {
+    const first = await newTrail();
+    const tenant = uniqueName("chn");
+    const before = await startAuditedOperator(first);
+    await applyReadyTenant(tenant);
+    await applyDevice(tenant, "a");
+    await readyDevice(tenant, "a");
+    await stopped(before);
+    const firstRecords = await records(first.file);
+
+    // Same file (a restart), then a file of its own (a new leader on another node): one chain.
+    const restarted = await startAuditedOperator(first);
+    await applyDevice(tenant, "b");
+    await readyDevice(tenant, "b");
+    await stopped(restarted);
+    const otherNode = {
+      file: join(await mkdtemp(join(tmpdir(), "audit-")), "audit.log"),
+      secret: first.secret,
+    };
+    const newLeader = await startAuditedOperator(otherNode);
+    await applyDevice(tenant, "c");
+    await readyDevice(tenant, "c");
+    await stopped(newLeader);
+
+    const sameFile = await readFile(first.file, "utf8");
+    expect(verifyAuditLog(sameFile)).toMatchObject({ ok: true });
+    expect((await records(first.file)).length).toBeGreaterThan(firstRecords.length);
+    const shipped = sameFile + (await readFile(otherNode.file, "utf8"));
+    expect(verifyAuditLog(shipped)).toMatchObject({ ok: true });
+    const otherRecords = await records(otherNode.file);
+    expect(otherRecords[0]?.seq).toBe((await records(first.file)).length);
+    expect(otherRecords.map((r) => r.device)).toContain(`${tenant}/c`);
+    // The new leader's file alone is not the whole chain, and says what is missing.
+    expect(verifyAuditLog(await readFile(otherNode.file, "utf8"))).toMatchObject({
+      ok: false,
+      line: 1,
+      problem: expect.stringMatching(/^removed: seq 0\.\./),
+    });
+  }, 300_000);
+});
