@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
 // operator itself go last and one file at a time: an operator reconciles every Tenant in the
 // cluster, so it must not run beside tests that create Tenants for other reasons.
 const operatorTests = [
-  "src/audit/**/*.int.test.ts",
+  "src/audit/security-events.int.test.ts",
   "src/controllers/**/*.int.test.ts",
   "src/verify/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",

@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { httpsGet } from "./http.js";
 import { createCA, createSigningKey, issueCertificate, type KeyPair } from "./pki.js";
@@ -8,6 +9,11 @@ import { freePort } from "./ports.js";
 import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
 
 const run = promisify(execFile);
+
+/** The audit policy the README gives for Tenants and Devices; the stack runs with it, so it is proven valid. */
+export const AUDIT_POLICY_FILE = fileURLToPath(
+  new URL("../../src/audit/kube-apiserver-audit-policy.yaml", import.meta.url),
+);
 
 /** Namespace where cert-manager keeps ClusterIssuer secrets (its cluster resource namespace). */
 export const CERT_MANAGER_NAMESPACE = "cert-manager";
@@ -18,6 +24,8 @@ export interface ControlPlane {
   readonly etcdUrl: string;
   readonly caFile: string;
   readonly admin: KeyPair;
+  /** kube-apiserver's audit log (JSON lines), written with the project's audit policy. */
+  readonly auditLogFile: string;
   kubectl(args: readonly string[], stdin?: string): Promise<string>;
   /** Stops and starts kube-apiserver on the same port and etcd (for watch-resilience tests). */
   restartApiServer(): Promise<void>;
@@ -33,6 +41,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const { binDir, stateDir } = options;
   const pki = join(stateDir, "pki");
   const logs = join(stateDir, "logs");
+  const auditLogFile = join(logs, "kube-apiserver-audit.log");
   await Promise.all([mkdir(pki, { recursive: true }), mkdir(logs, { recursive: true })]);
   const bin = (name: string) => join(binDir, name);
 
@@ -109,6 +118,9 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       "--disable-admission-plugins=ServiceAccount",
       "--endpoint-reconciler-type=none",
       `--cert-dir=${join(stateDir, "apiserver-certs")}`,
+      `--audit-policy-file=${AUDIT_POLICY_FILE}`,
+      `--audit-log-path=${auditLogFile}`,
+      "--audit-log-format=json",
     ];
     const startApiServer = async () => {
       const apiServer = startProcess("kube-apiserver", bin("kube-apiserver"), apiServerArgs, {
@@ -172,6 +184,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       etcdUrl,
       caFile: ca.certFile,
       admin,
+      auditLogFile,
       kubectl,
       async restartApiServer() {
         await apiServer.stop();

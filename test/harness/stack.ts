@@ -19,6 +19,8 @@ export interface StackEnv {
   readonly kubeconfig: string;
   readonly server: string;
   readonly etcdUrl: string;
+  /** kube-apiserver's audit log, written with src/audit/kube-apiserver-audit-policy.yaml. */
+  readonly apiServerAuditLog: string;
   readonly binDir: string;
   readonly stateDir: string;
   readonly rootCaSecret: string;
@@ -65,6 +67,7 @@ export async function startStack(stateDir: string): Promise<Stack> {
       kubeconfig: controlPlane.value.kubeconfig,
       server: controlPlane.value.server,
       etcdUrl: controlPlane.value.etcdUrl,
+      apiServerAuditLog: controlPlane.value.auditLogFile,
       binDir,
       stateDir,
       rootCaSecret: ROOT_CA_SECRET,
