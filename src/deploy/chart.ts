@@ -40,6 +40,8 @@ function documents(objects: readonly KubeObject[]): string {
 }
 
 const env = (name: string, value: string) => ({ name, value });
+const AUDIT_LOG_DIR = "/var/log/iot-tenant-operator";
+const AUDIT_LOG_FILE = `${AUDIT_LOG_DIR}/audit.log`;
 
 function deployment(): KubeObject {
   const labels = {
@@ -82,10 +84,12 @@ function deployment(): KubeObject {
                 env("BROKER_CA_FILE", `${BROKER_CA_DIR}/ca.crt`),
                 env("PROBE_BIND_ADDRESS", `0.0.0.0:${PROBE_PORT}`),
                 env("LOG_LEVEL", "{{ .Values.logLevel }}"),
+                env("AUDIT_LOG_FILE", AUDIT_LOG_FILE),
               ],
               volumeMounts: [
                 { name: "broker-admin", mountPath: ADMIN_TLS_DIR, readOnly: true },
                 { name: "broker-ca", mountPath: BROKER_CA_DIR, readOnly: true },
+                { name: "audit-log", mountPath: AUDIT_LOG_DIR },
               ],
               ports: [{ name: "probes", containerPort: PROBE_PORT }],
               livenessProbe: { httpGet: { path: "/healthz", port: "probes" } },
@@ -100,8 +104,23 @@ function deployment(): KubeObject {
                 capabilities: { drop: ["ALL"] },
               },
             },
+            {
+              // Kubernetes' streaming-sidecar pattern: the audit trail as this container's stdout,
+              // a stream of its own that the node's log collector ships like any other.
+              name: "audit-log",
+              image: "{{ .Values.auditLog.image }}",
+              args: ["tail", "-n", "+1", "-F", AUDIT_LOG_FILE],
+              volumeMounts: [{ name: "audit-log", mountPath: AUDIT_LOG_DIR, readOnly: true }],
+              resources: { requests: { cpu: "5m", memory: "16Mi" }, limits: { memory: "32Mi" } },
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ["ALL"] },
+              },
+            },
           ],
           volumes: [
+            { name: "audit-log", emptyDir: {} },
             { name: "broker-admin", secret: { secretName: ADMIN_SECRET } },
             {
               name: "broker-ca",
@@ -246,6 +265,10 @@ image:
   repository: ghcr.io/iot-tenant-operator/iot-tenant-operator
   tag: "0.1.0"
 logLevel: info
+# The audit trail (hash-chained JSON lines) is written to an emptyDir and streamed by a sidecar
+# container named audit-log to its stdout; its image needs only \`tail\`.
+auditLog:
+  image: busybox:1.37
 # The device root CA: a Secret (tls.crt, tls.key) in the release namespace, created before install.
 # The operator signs every tenant's intermediate CA with it; the broker trusts its certificate.
 # It is deliberately no ClusterIssuer: every namespace could have one sign a device identity.
