@@ -40,9 +40,9 @@ export class PresenceWriter {
     return this.pending.takeDropped();
   }
 
-  /** Called once a second: writes what is due within the budget. */
+  /** Writes what is due, within the bounds. */
   async tick(): Promise<void> {
-    for (const { key, value } of this.pending.take(this.clock.now(), PRESENCE_LIMITS.writesPerSecond)) {
+    for (const { key, value } of this.pending.take(this.clock.now())) {
       const { namespace, name } = parseObjectKey(key);
       try {
         await this.client.mergePatch(

@@ -144,6 +144,24 @@ describe("security events, the audit trail and presence", () => {
     open.push(await connectWithPassword(pump.username ?? "", password));
     await eventWithReason(tenant, "pump", "Connected");
 
+    // Presence is coalesced: meter's 21 connects and 21 disconnects are at most one status write per
+    // 30 s; once its connections close it shows disconnected within that interval.
+    await Promise.all(open.splice(0).map((c) => c.endAsync(true)));
+    await eventually(
+      "meter shown disconnected",
+      async () => {
+        const table = await kubectl(["get", "devices", "-n", tenant, "meter"]);
+        return /meter\s+true\s+x509\s+True\s+false\s/.test(table.stdout) ? true : undefined;
+      },
+      90_000,
+    );
+    const { values } = await operator.manager.metrics.apiRequests.get();
+    const presenceWrites = values
+      .filter((v) => v.labels.verb === "patch" && v.labels.resource === "devices/status")
+      .reduce((sum, v) => sum + v.value, 0);
+    // meter: connected, then disconnected 30 s later; pump: connected, then disconnected.
+    expect(presenceWrites).toBeLessThanOrEqual(4);
+
     // Cluster side: disabled, enabled again, suspended, resumed, deleted.
     await applyDevice(tenant, "meter", { enabled: false });
     await deviceReadyReason(tenant, "meter", "Disabled");

@@ -52,6 +52,7 @@ export class SecurityMonitor {
   private readonly usernames = new Map<string, string>();
   private brokerLog: BrokerLogState = INITIAL_BROKER_LOG_STATE;
   private running = false;
+  private wake: () => void = () => undefined;
 
   constructor(
     private readonly manager: Manager,
@@ -99,7 +100,11 @@ export class SecurityMonitor {
     });
   }
 
-  /** Runs while this replica leads: the broker's log, and the aggregated writes once a second. */
+  /**
+   * Runs while this replica leads: the broker's log, and the aggregated writes every second, or at
+   * once after an event so its writes follow the change that caused it (the bounds are the
+   * coalescers', not the loop's).
+   */
   async run(signal: AbortSignal): Promise<void> {
     const { logger, clock } = this.manager;
     await this.trail.start();
@@ -112,7 +117,7 @@ export class SecurityMonitor {
     this.running = true;
     try {
       while (!signal.aborted) {
-        await sleep(clock, TICK_MS, signal);
+        await Promise.race([sleep(clock, TICK_MS, signal), new Promise<void>((wake) => (this.wake = wake))]);
         await this.tick();
       }
     } finally {
@@ -143,6 +148,7 @@ export class SecurityMonitor {
           "|",
         );
         this.events.offer(key, { ...event, regarding }, now);
+        this.wake();
       }
       const entry = auditEntry(event);
       if (event.source === "cluster") this.trail.append(entry);
@@ -199,9 +205,9 @@ export class SecurityMonitor {
 
   private async tick(): Promise<void> {
     const now = this.manager.clock.now();
-    for (const { value, count } of this.brokerAudit.take(now, BROKER_AUDIT_LIMITS.writesPerSecond))
+    for (const { value, count } of this.brokerAudit.take(now))
       this.trail.append({ ...value, ...(count > 1 ? { count } : {}) });
-    for (const { value, count } of this.events.take(now, EVENT_LIMITS.writesPerSecond)) {
+    for (const { value, count } of this.events.take(now)) {
       if (!value.regarding) continue;
       await this.manager.events.record(
         value.regarding,

@@ -89,8 +89,8 @@ export interface AuditTrailOptions {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly checkpoints?: CheckpointPolicy;
-  /** How often queued entries are written (one Secret update per batch). */
-  readonly flushIntervalMs?: number;
+  /** How long an appended entry waits for others to share its batch (one Secret update per batch). */
+  readonly batchDelayMs?: number;
 }
 
 /**
@@ -99,24 +99,24 @@ export interface AuditTrailOptions {
  * (resourceVersion) *before* the batch is written: two writers can never extend the same head, so
  * the chain does not fork, and a new leader continues from the last head any leader committed. The
  * records follow in the same tick, synchronously; a process that dies between the two leaves a gap
- * the verifier reports at the exact seq. At most one Secret update per flush interval.
+ * the verifier reports at the exact seq. At most one Secret update per batch delay (4 a second).
  */
 export class AuditTrail {
   private queue: AuditEntry[] = [];
   private flushing: Promise<void> = Promise.resolve();
-  private stopTimer: (() => void) | undefined;
+  private scheduled: (() => void) | undefined;
   private key: { privateKey: KeyObject; publicKey: KeyObject } | undefined;
   /** The Secret as last read or written: its resourceVersion guards the next head update. */
   private secret: (KubeObject & { data?: unknown }) | undefined;
   private readonly policy: CheckpointPolicy;
-  private readonly flushIntervalMs: number;
+  private readonly batchDelayMs: number;
 
   constructor(private readonly options: AuditTrailOptions) {
     this.policy = options.checkpoints ?? DEFAULT_CHECKPOINTS;
-    this.flushIntervalMs = options.flushIntervalMs ?? 1_000;
+    this.batchDelayMs = options.batchDelayMs ?? 250;
   }
 
-  /** Loads (or creates) the signing key and starts writing every flush interval. */
+  /** Loads (or creates) the signing key; entries appended before are written with the first batch. */
   async start(): Promise<void> {
     const secret = await this.readOrCreateSecret();
     this.secret = secret;
@@ -126,17 +126,21 @@ export class AuditTrail {
       publicKey: createPublicKey(decode(data[PUBLIC_KEY])),
     };
     mkdirSync(dirname(this.options.file), { recursive: true });
-    this.schedule();
   }
 
+  /** Queues an entry; it is written within `batchDelayMs`, with whatever else came meanwhile. */
   append(entry: AuditEntry): void {
     this.queue.push(entry);
+    this.scheduled ??= this.options.clock.setTimer(() => {
+      this.scheduled = undefined;
+      void this.flush();
+    }, this.batchDelayMs);
   }
 
-  /** Writes what is queued and a closing checkpoint, then stops. */
+  /** Writes what is queued and a closing checkpoint. */
   async stop(): Promise<void> {
-    this.stopTimer?.();
-    this.stopTimer = undefined;
+    this.scheduled?.();
+    this.scheduled = undefined;
     await this.flush(true);
   }
 
@@ -148,14 +152,6 @@ export class AuditTrail {
         this.options.logger.error({ err: error }, "audit records not written; retrying with the next batch");
       });
     return this.flushing;
-  }
-
-  private schedule(): void {
-    this.stopTimer = this.options.clock.setTimer(() => {
-      void this.flush().finally(() => {
-        if (this.stopTimer) this.schedule();
-      });
-    }, this.flushIntervalMs);
   }
 
   private async writeBatch(final: boolean): Promise<void> {
