@@ -164,6 +164,7 @@ export class SecurityMonitor {
   }
 
   private onBrokerLog(payload: string): void {
+    this.manager.logger.trace({ payload }, "broker log line");
     const line = parseBrokerLogLine(payload);
     if (!line) return;
     const { state, events } = foldBrokerLog(this.brokerLog, line);

@@ -157,7 +157,8 @@ export class AuditTrail {
   private async writeBatch(final: boolean): Promise<void> {
     const key = this.key;
     if (!key || (this.queue.length === 0 && !final)) return;
-    const entries = this.queue;
+    // A copy: entries appended while this batch is in flight belong to the next one.
+    const entries = [...this.queue];
     for (;;) {
       this.secret ??= await this.readOrCreateSecret();
       const secret = this.secret;
