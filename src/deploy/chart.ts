@@ -269,6 +269,13 @@ logLevel: info
 # container named audit-log to its stdout; its image needs only \`tail\`.
 auditLog:
   image: busybox:1.37
+# Alerts on the operator's metrics as a PrometheusRule (needs the Prometheus Operator's CRDs).
+prometheusRule:
+  enabled: false
+  # IoTAuthenticationRefusalBurst: refused broker logins per second, over 5 minutes.
+  refusalsPerSecond: 1
+  # IoTDeviceIdentityInUseTwice: session takeovers of one tenant's identities in 10 minutes.
+  takeoversPer10m: 10
 # The device root CA: a Secret (tls.crt, tls.key) in the release namespace, created before install.
 # The operator signs every tenant's intermediate CA with it; the broker trusts its certificate.
 # It is deliberately no ClusterIssuer: every namespace could have one sign a device identity.
@@ -294,6 +301,74 @@ tenantPolicy:
   ingressDomain: ""
 `;
 
+/**
+ * Alerts on the operator's own metrics, for clusters with the Prometheus Operator; off by default
+ * (the PrometheusRule kind exists only there). Thresholds are values, as every fleet's normal differs.
+ */
+function prometheusRule(): string {
+  const rule = {
+    apiVersion: "monitoring.coreos.com/v1",
+    kind: "PrometheusRule",
+    metadata: { name: "iot-tenant-operator", namespace: RELEASE_NAMESPACE },
+    spec: {
+      groups: [
+        {
+          name: "iot-tenant-operator",
+          rules: [
+            {
+              alert: "IoTBrokerOutOfSync",
+              expr: "max(iot_broker_synced) < 1",
+              for: "5m",
+              labels: { severity: "critical" },
+              annotations: {
+                summary: "The broker does not hold the devices' desired access (or cannot be reached)",
+              },
+            },
+            {
+              alert: "IoTAuthenticationRefusalBurst",
+              expr: 'sum(rate(iot_security_events_total{kind="AuthenticationRefused"}[5m])) > {{ .Values.prometheusRule.refusalsPerSecond }}',
+              for: "5m",
+              labels: { severity: "warning" },
+              annotations: {
+                summary:
+                  "The broker refuses many logins: a wrong, revoked or foreign credential is being tried",
+              },
+            },
+            {
+              alert: "IoTDeviceIdentityInUseTwice",
+              expr: 'sum by (tenant) (increase(iot_security_events_total{kind="SessionTakenOver"}[10m])) > {{ .Values.prometheusRule.takeoversPer10m }}',
+              labels: { severity: "warning" },
+              annotations: {
+                summary:
+                  "Connections of one device identity keep replacing each other in tenant {{`{{ $labels.tenant }}`}}: a cloned credential?",
+              },
+            },
+            {
+              alert: "IoTDeviceLeftWithoutTheOperator",
+              expr: 'sum by (tenant, kind) (increase(iot_security_events_total{kind=~"DeviceDeletedWithoutFinalizer|FinalizerRemoved"}[15m])) > 0',
+              labels: { severity: "warning" },
+              annotations: {
+                summary:
+                  "A Device of tenant {{`{{ $labels.tenant }}`}} skipped the operator's finalizer ({{`{{ $labels.kind }}`}})",
+              },
+            },
+            {
+              alert: "IoTTenantOwnershipConflict",
+              expr: 'sum by (tenant) (increase(iot_security_events_total{kind="OwnershipConflict"}[15m])) > 0',
+              labels: { severity: "warning" },
+              annotations: {
+                summary:
+                  "Tenant {{`{{ $labels.tenant }}`}} names a namespace, topic root, CA or admin of someone else",
+              },
+            },
+          ],
+        },
+      ],
+    },
+  };
+  return `${HEADER}{{- if .Values.prometheusRule.enabled }}\n${documents([rule]).slice(HEADER.length)}{{- end }}\n`;
+}
+
 /** Every file of the chart, by path relative to the chart directory. */
 export function chartFiles(): Map<string, string> {
   const crdDir = join(repoRoot, "crds");
@@ -315,6 +390,7 @@ export function chartFiles(): Map<string, string> {
     ],
     ["templates/deployment.yaml", documents([deployment()])],
     ["templates/broker.yaml", documents(brokerObjects())],
+    ["templates/prometheus-rule.yaml", prometheusRule()],
   ]);
   for (const crd of readdirSync(crdDir).filter((f) => f.endsWith(".yaml"))) {
     files.set(`crds/${crd}`, readFileSync(join(crdDir, crd), "utf8"));
