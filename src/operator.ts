@@ -99,16 +99,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     config.OPERATOR_NAMESPACE,
   );
   security.register();
+  manager.addLeaderRunnable((signal) => security.run(signal));
 
-  const stopSecurity = new AbortController();
-  const done = manager.run().finally(() => {
-    stopSecurity.abort();
-    broker.close();
-  });
+  const done = manager.run().finally(() => broker.close());
   void resyncBrokerWhenLeading(manager, devices, logger, done);
-  const securityDone = whenLeading(manager, done)
-    .then((leading) => (leading ? security.run(stopSecurity.signal) : undefined))
-    .catch((error: unknown) => logger.error({ err: error }, "security monitor failed"));
   return {
     manager,
     broker,
@@ -116,7 +110,6 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     async stop() {
       await manager.stop();
       await done.catch(() => undefined);
-      await securityDone;
     },
   };
 }
@@ -132,23 +125,16 @@ async function resyncBrokerWhenLeading(
   logger: Logger,
   done: Promise<void>,
 ): Promise<void> {
-  if (!(await whenLeading(manager, done))) return;
+  let stopped = false;
+  done.finally(() => {
+    stopped = true;
+  });
+  while (!stopped && !manager.isLeader) await new Promise((r) => setTimeout(r, 200));
+  if (stopped) return;
   try {
     const report = await devices.resyncBroker();
     logger.info({ ...report }, "broker resynced");
   } catch (error) {
     logger.warn({ err: error }, "broker resync failed; the adapter retries on reconnect");
   }
-}
-
-/** Resolves true once this replica leads (and its caches are synced), false if it stops first. */
-async function whenLeading(manager: Manager, done: Promise<void>): Promise<boolean> {
-  let stopped = false;
-  done
-    .catch(() => undefined)
-    .finally(() => {
-      stopped = true;
-    });
-  while (!stopped && !manager.isLeader) await new Promise((r) => setTimeout(r, 200));
-  return !stopped;
 }

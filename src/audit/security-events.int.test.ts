@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { createCA, issueCertificate } from "../../test/harness/pki.js";
-import { eventually, uniqueName } from "../../test/support/kube.js";
+import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
 import { connectWithCertificate, connectWithPassword, tlsFromFiles } from "../../test/support/mqtt.js";
 import {
@@ -19,7 +19,10 @@ import {
   startTestOperator,
 } from "../../test/support/operator.js";
 import { API_VERSION } from "../api/group.js";
-import type { RunningOperator } from "../operator.js";
+import { install } from "../install.js";
+import { createLogger } from "../observability/logger.js";
+import { type RunningOperator, startOperator } from "../operator.js";
+import { KubeClient } from "../runtime/kube-client.js";
 import { type AuditRecord, auditRecordSchema, verifyAuditLog } from "./chain.js";
 import { auditVerifyCommand } from "./verify-file.js";
 
@@ -41,6 +44,33 @@ async function startAuditedOperator(trail: { file: string; secret: string }): Pr
   const operator = await startTestOperator(
     stackOperatorConfig({ AUDIT_LOG_FILE: trail.file, AUDIT_SECRET: trail.secret }),
   );
+  running.push(operator);
+  return operator;
+}
+
+/** A replica with leader election on `lease`, as in a Deployment of two. */
+async function startElectedOperator(
+  trail: { file: string; secret: string },
+  lease: string,
+  identity: string,
+): Promise<RunningOperator> {
+  const config = stackOperatorConfig({ AUDIT_LOG_FILE: trail.file, AUDIT_SECRET: trail.secret });
+  const kubeConfig = adminKubeConfig();
+  await install(new KubeClient(kubeConfig), config);
+  const operator = await startOperator({
+    kubeConfig,
+    config,
+    identity,
+    logger: createLogger({ level: config.LOG_LEVEL }),
+    leaderElection: {
+      namespace: config.OPERATOR_NAMESPACE,
+      name: lease,
+      leaseDurationMs: 3_000,
+      renewDeadlineMs: 2_000,
+      retryPeriodMs: 500,
+    },
+    informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
+  });
   running.push(operator);
   return operator;
 }
@@ -283,40 +313,50 @@ describe("security events, the audit trail and presence", () => {
     });
   }, 300_000);
 
-  it("continues one chain across an operator restart and on another replica's file, without a gap or a fork", async () => {
-    const first = await newTrail();
+  it("continues one chain across a leader change and a restart, without a gap or a fork", async () => {
+    const leaderNode = await newTrail();
+    const standbyNode = {
+      file: join(await mkdtemp(join(tmpdir(), "audit-")), "audit.log"),
+      secret: leaderNode.secret,
+    };
+    const lease = uniqueName("audit-lease");
     const tenant = uniqueName("chn");
-    const before = await startAuditedOperator(first);
+    const leader = await startElectedOperator(leaderNode, lease, "replica-a");
+    await eventually("replica-a leads", async () => (leader.manager.isLeader ? true : undefined));
+    const standby = await startElectedOperator(standbyNode, lease, "replica-b");
     await applyReadyTenant(tenant);
     await applyDevice(tenant, "a");
     await readyDevice(tenant, "a");
-    await stopped(before);
-    const firstRecords = await records(first.file);
+    // The standby watches too, but only the leader writes the trail.
+    expect(standby.manager.isLeader).toBe(false);
+    expect(await readFile(standbyNode.file, "utf8").catch(() => "")).toBe("");
 
-    // Same file (a restart), then a file of its own (a new leader on another node): one chain.
-    const restarted = await startAuditedOperator(first);
+    // A graceful stop closes the trail before the lease is released; the standby takes over.
+    await stopped(leader);
+    await eventually("replica-b leads", async () => (standby.manager.isLeader ? true : undefined), 60_000);
     await applyDevice(tenant, "b");
     await readyDevice(tenant, "b");
-    await stopped(restarted);
-    const otherNode = {
-      file: join(await mkdtemp(join(tmpdir(), "audit-")), "audit.log"),
-      secret: first.secret,
-    };
-    const newLeader = await startAuditedOperator(otherNode);
+    await stopped(standby);
+    // replica-b restarts on its node, with its file.
+    const restarted = await startAuditedOperator(standbyNode);
     await applyDevice(tenant, "c");
     await readyDevice(tenant, "c");
-    await stopped(newLeader);
+    await stopped(restarted);
 
-    const sameFile = await readFile(first.file, "utf8");
-    expect(verifyAuditLog(sameFile)).toMatchObject({ ok: true });
-    expect((await records(first.file)).length).toBeGreaterThan(firstRecords.length);
-    const shipped = sameFile + (await readFile(otherNode.file, "utf8"));
-    expect(verifyAuditLog(shipped)).toMatchObject({ ok: true });
-    const otherRecords = await records(otherNode.file);
-    expect(otherRecords[0]?.seq).toBe((await records(first.file)).length);
-    expect(otherRecords.map((r) => r.device)).toContain(`${tenant}/c`);
-    // The new leader's file alone is not the whole chain, and says what is missing.
-    expect(verifyAuditLog(await readFile(otherNode.file, "utf8"))).toMatchObject({
+    const [leaderRecords, standbyRecords] = [await records(leaderNode.file), await records(standbyNode.file)];
+    expect(leaderRecords.map((r) => r.device)).toContain(`${tenant}/a`);
+    expect(standbyRecords.map((r) => r.device)).toEqual(
+      expect.arrayContaining([`${tenant}/b`, `${tenant}/c`]),
+    );
+    // What a collector ships from both nodes is one chain: the new leader went on from the old one's head.
+    expect(standbyRecords[0]?.seq).toBe(leaderRecords.length);
+    const shipped = (await readFile(leaderNode.file, "utf8")) + (await readFile(standbyNode.file, "utf8"));
+    expect(verifyAuditLog(shipped)).toMatchObject({
+      ok: true,
+      records: leaderRecords.length + standbyRecords.length,
+    });
+    // One node's file alone is not the whole chain, and says what is missing.
+    expect(verifyAuditLog(await readFile(standbyNode.file, "utf8"))).toMatchObject({
       ok: false,
       line: 1,
       problem: expect.stringMatching(/^removed: seq 0\.\./),

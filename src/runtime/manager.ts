@@ -54,6 +54,7 @@ export class Manager {
   readonly identity: string;
   private readonly informers = new Map<string, Informer<KubeObject>>();
   private readonly controllers: Controller<KubeObject>[] = [];
+  private readonly leaderRunnables: Array<(signal: AbortSignal) => Promise<void>> = [];
   private readonly elector: LeaderElector | undefined;
   private readonly stopping = new AbortController();
   private probeServer: ProbeServer | undefined;
@@ -119,6 +120,16 @@ export class Manager {
     });
     this.controllers.push(controller as unknown as Controller<KubeObject>);
     return controller;
+  }
+
+  /**
+   * Work that runs only while this replica leads, like controller-runtime's leader-election
+   * runnables: started with the controllers, its signal aborted when leadership ends, and awaited
+   * before the lease is released, so a successor never overlaps with it on a graceful stop.
+   */
+  addLeaderRunnable(run: (signal: AbortSignal) => Promise<void>): void {
+    if (this.runPromise) throw new Error("runnables must be added before the manager runs");
+    this.leaderRunnables.push(run);
   }
 
   get probePort(): number | undefined {
@@ -199,19 +210,25 @@ export class Manager {
       const leadership = new AbortController();
       this.leading = true;
       for (const controller of this.controllers) controller.start(leadership.signal);
+      const runnables = this.leaderRunnables.map((run) =>
+        run(leadership.signal).catch((error: unknown) =>
+          this.logger.error({ err: error }, "leader runnable failed"),
+        ),
+      );
       const outcome = this.elector
         ? await this.elector.holdUntilLost(stopSignal)
         : await untilAborted(stopSignal);
       this.leading = false;
       if (outcome === "lost") {
         leadership.abort();
-        await Promise.all(this.controllers.map((controller) => controller.stop(0)));
+        await Promise.all([...this.controllers.map((controller) => controller.stop(0)), ...runnables]);
         throw new LeadershipLostError();
       }
       const drained = await Promise.all(
         this.controllers.map((controller) => controller.stop(shutdownTimeoutMs)),
       );
       leadership.abort();
+      await Promise.all(runnables);
       this.logger.info({ drained: drained.every(Boolean) }, "controllers stopped");
       await this.elector?.release();
     } catch (error) {
