@@ -194,10 +194,11 @@ export class SecurityMonitor {
         ...(observed ? { regarding: observed } : {}),
         ...(device ? { device } : {}),
         ...(tenant ? { tenant } : {}),
-        note: brokerNote(event),
+        note: brokerNote(event, remoteHost),
         detail: {
           ...(event.username === undefined ? {} : { username: event.username }),
           ...(remoteHost === undefined ? {} : { remoteHost }),
+          ...(event.remoteAddress === undefined ? {} : { remoteAddress: event.remoteAddress }),
           ...(event.detail === undefined ? {} : { reason: event.detail }),
         },
       },
@@ -229,8 +230,9 @@ export class SecurityMonitor {
   }
 }
 
-function brokerNote(event: BrokerSecurityEvent): string {
-  const from = event.remoteAddress ? ` from ${event.remoteAddress}` : "";
+/** The Event's note names the host without the port, so repeats from one place aggregate into one Event's series. */
+function brokerNote(event: BrokerSecurityEvent, remoteHost: string | undefined): string {
+  const from = remoteHost ? ` from ${remoteHost}` : "";
   switch (event.kind) {
     case "Connected":
       return `connected to the broker${from}`;
