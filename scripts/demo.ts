@@ -1,10 +1,12 @@
 /**
  * `npm run demo`: the operator's whole job on a local stack. Starts the control plane, cert-manager
  * and Mosquitto, installs and runs the operator (its real executable), applies the example tenants
- * and devices, waits until they are Ready, and prints what they became and the isolation report.
+ * and devices, waits until they are Ready, and prints what they became, the isolation report, a
+ * refused cross-tenant attempt in the API server's audit log, the security Events and the operator's
+ * audit trail checked.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -70,7 +72,68 @@ async function main(): Promise<void> {
       (error: { stdout?: string; code?: number }) => ({ stdout: error.stdout ?? "", failed: true }),
     );
     console.log(verify.stdout);
+
+    // A globex admin tries to disable an acme device: RBAC refuses it, and the API server's audit
+    // log (the policy the README gives) says who tried what.
+    const attempt = await kubectl(
+      "--as=eve",
+      "--as-group=globex-admins",
+      "-n",
+      "acme",
+      "patch",
+      "device",
+      "thermostat-lobby",
+      "--type=merge",
+      "-p",
+      '{"spec":{"enabled":false}}',
+    ).catch((error: { stderr?: string }) => ({ stdout: error.stderr ?? "" }));
+    console.log(`a globex admin disables an acme device: ${attempt.stdout.trim()}`);
+    await sleep(1_000);
+    const refused = (await readFile(env.apiServerAuditLog, "utf8"))
+      .split("\n")
+      .filter((line) => line.includes('"thermostat-lobby"') && line.includes('"eve"'))
+      .map(
+        (line) =>
+          JSON.parse(line) as {
+            verb: string;
+            impersonatedUser?: { username?: string };
+            objectRef?: { resource?: string };
+            responseStatus?: { code?: number };
+          },
+      )
+      .map(
+        (e) =>
+          `  ${e.impersonatedUser?.username} ${e.verb} ${e.objectRef?.resource}/thermostat-lobby -> ${e.responseStatus?.code}`,
+      );
+    console.log(`kube-apiserver audit log:\n${refused.join("\n")}\n`);
+
+    // What the operator saw: security Events, then its audit trail checked.
+    const events = JSON.parse(
+      (await kubectl("get", "events.v1.events.k8s.io", "-A", "-o", "json")).stdout,
+    ) as {
+      items: Array<{
+        reason: string;
+        type: string;
+        note?: string;
+        regarding: { kind: string; name: string };
+        series?: { count: number };
+      }>;
+    };
+    const security = events.items.filter(
+      (e) => e.type === "Warning" || /Connected|Registered|Credentials/.test(e.reason),
+    );
+    for (const e of security.slice(-15))
+      console.log(
+        `  ${e.type} ${e.reason} ${e.regarding.kind}/${e.regarding.name} x${e.series?.count ?? 1}: ${e.note ?? ""}`,
+      );
     await operator.stop();
+    const trail = await run(process.execPath, [
+      cli,
+      "audit",
+      "verify",
+      stackVariables(env).AUDIT_LOG_FILE ?? "",
+    ]).catch((error: { stdout?: string }) => ({ stdout: error.stdout ?? "" }));
+    console.log(`\n${trail.stdout}`);
     if ("failed" in verify) process.exitCode = 1;
   } finally {
     await stack.stop();

@@ -19,6 +19,7 @@ interface AuditEvent {
   impersonatedUser?: { username: string };
   objectRef?: { resource?: string; name?: string; namespace?: string };
   requestObject?: unknown;
+  responseStatus?: { code?: number };
   level: string;
 }
 
@@ -77,5 +78,25 @@ describe("the kube-apiserver audit policy for Tenants and Devices", () => {
     expect((await auditEvents()).some((e) => e.objectRef?.resource === "configmaps")).toBe(false);
     await kubectl(["delete", "tenant", tenant, "--wait=false"]);
     await kubectl(["delete", "secret", secret, "-n", "default"]);
+  });
+
+  it("records a refused attempt on another tenant's Tenant with who tried it", async () => {
+    const tenant = uniqueName("victim");
+    const manifest = { apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} };
+    expect((await kubectl(["create", "-f", "-"], { stdin: JSON.stringify(manifest) })).ok).toBe(true);
+    // A user with no right on Tenants (a tenant admin's rights are namespaced) tries to suspend it.
+    const mallory = { user: `mallory-${uniqueName("u")}` };
+    const patch = JSON.stringify({ spec: { suspended: true } });
+    const attempt = await kubectl(["patch", "tenant", tenant, "--type=merge", "-p", patch], { as: mallory });
+    expect(attempt.ok).toBe(false);
+    expect(attempt.stderr).toMatch(/forbidden/);
+
+    const refused = await eventually("the refused attempt in the audit log", async () =>
+      (await auditEvents()).find(
+        (e) => e.impersonatedUser?.username === mallory.user && e.objectRef?.name === tenant,
+      ),
+    );
+    expect(refused).toMatchObject({ verb: "patch", responseStatus: { code: 403 } });
+    await kubectl(["delete", "tenant", tenant, "--wait=false"]);
   });
 });
