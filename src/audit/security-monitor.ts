@@ -143,7 +143,9 @@ export class SecurityMonitor {
     for (const event of events) {
       this.manager.metrics.securityEvent(event);
       const regarding = event.regarding ?? (event.device ? this.devices.get(event.device) : undefined);
-      if (regarding) {
+      // A terminating namespace refuses new Events (403); the counter and the record still have it.
+      const namespace = regarding?.metadata.namespace;
+      if (regarding && !(namespace && this.namespaces.get(namespace)?.metadata.deletionTimestamp)) {
         const key = [regarding.metadata.uid, event.kind, event.source === "cluster" ? event.note : ""].join(
           "|",
         );
