@@ -143,9 +143,7 @@ export class SecurityMonitor {
     for (const event of events) {
       this.manager.metrics.securityEvent(event);
       const regarding = event.regarding ?? (event.device ? this.devices.get(event.device) : undefined);
-      // A terminating namespace refuses new Events (403); the counter and the record still have it.
-      const namespace = regarding?.metadata.namespace;
-      if (regarding && !(namespace && this.namespaces.get(namespace)?.metadata.deletionTimestamp)) {
+      if (regarding) {
         const key = [regarding.metadata.uid, event.kind, event.source === "cluster" ? event.note : ""].join(
           "|",
         );
@@ -212,7 +210,10 @@ export class SecurityMonitor {
     for (const { value, count } of this.brokerAudit.take(now))
       this.trail.append({ ...value, ...(count > 1 ? { count } : {}) });
     for (const { value, count } of this.events.take(now)) {
-      if (!value.regarding) continue;
+      // A terminating namespace refuses new Events (403); the counter and the record still have it.
+      const namespace = value.regarding?.metadata.namespace;
+      if (!value.regarding || (namespace && this.namespaces.get(namespace)?.metadata.deletionTimestamp))
+        continue;
       await this.manager.events.record(
         value.regarding,
         {
