@@ -73,21 +73,19 @@ async function main(): Promise<void> {
     );
     console.log(verify.stdout);
 
-    // A globex admin tries to disable an acme device: RBAC refuses it, and the API server's audit
+    // A globex admin tries to delete an acme device: RBAC refuses it, and the API server's audit
     // log (the policy the README gives) says who tried what.
     const attempt = await kubectl(
       "--as=eve",
       "--as-group=globex-admins",
       "-n",
       "acme",
-      "patch",
+      "delete",
       "device",
       "thermostat-lobby",
-      "--type=merge",
-      "-p",
-      '{"spec":{"enabled":false}}',
+      "--wait=false",
     ).catch((error: { stderr?: string }) => ({ stdout: error.stderr ?? "" }));
-    console.log(`a globex admin disables an acme device: ${attempt.stdout.trim()}`);
+    console.log(`a globex admin deletes an acme device: ${attempt.stdout.trim()}`);
     await sleep(1_000);
     const refused = (await readFile(env.apiServerAuditLog, "utf8"))
       .split("\n")
