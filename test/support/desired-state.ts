@@ -1,0 +1,156 @@
+import { inject } from "vitest";
+import { DynsecClient } from "../../src/broker/dynsec-client.js";
+import { describeCertificate } from "../../src/desired/device.js";
+import { TENANT_LABEL } from "../../src/desired/labels.js";
+import { REVOCATION_LABEL, REVOKED_KEY, tenantCrlName } from "../../src/desired/revocation.js";
+import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
+import { adminConnection } from "../harness/mosquitto.js";
+import { kubectl } from "./kubectl.js";
+import { secretData } from "./operator.js";
+
+/** Names of the objects of `kind` that `kubectl get` lists with these arguments. */
+export async function names(kind: string, args: readonly string[]): Promise<string[]> {
+  const result = await kubectl(["get", kind, ...args, "-o", "jsonpath={.items[*].metadata.name}"]);
+  if (!result.ok) throw new Error(result.stderr);
+  return result.stdout.split(" ").filter(Boolean).sort();
+}
+
+/** The serials on a tenant's revocation list, as its CRL Secret records them (duplicates kept). */
+export async function revokedSerials(tenant: string): Promise<string[]> {
+  const crl = await secretData("iot-system", tenantCrlName(tenant)).catch(
+    () => ({}) as Record<string, string>,
+  );
+  const revoked = JSON.parse(crl[REVOKED_KEY] ?? "[]") as Array<{ serialNumber: string }>;
+  return revoked.map((r) => r.serialNumber);
+}
+
+/** The serial of the certificate cert-manager issued for a device, or undefined while there is none. */
+export async function issuedSerial(tenant: string, device: string): Promise<string | undefined> {
+  const data = await secretData("iot-system", `${tenant}.${device}`).catch(() => undefined);
+  const pem = data?.["tls.crt"];
+  return pem ? describeCertificate(pem).serialNumber : undefined;
+}
+
+/** A tenant's dynsec clients (username, textname, roles) and roles, as the broker lists them. */
+export async function brokerStateOf(
+  tenant: string,
+  connection: DynsecConnection = adminConnection(inject("stack").broker),
+): Promise<{
+  clients: Array<{ username: string; textname: string; roles: string[] }>;
+  roles: string[];
+}> {
+  const admin = await DynsecClient.connect(connection);
+  try {
+    const prefix = `iot:${tenant}:`;
+    const listedRoles = (await admin.run({ command: "listRoles", verbose: true })) as {
+      roles: Array<{ rolename: string }>;
+    };
+    const listedClients = (await admin.run({ command: "listClients", verbose: true })) as {
+      clients: Array<{ username: string; textname?: string; roles?: Array<{ rolename: string }> }>;
+    };
+    return {
+      clients: listedClients.clients
+        .filter((c) => c.textname?.startsWith(prefix))
+        .map((c) => ({
+          username: c.username,
+          textname: c.textname ?? "",
+          roles: (c.roles ?? []).map((r) => r.rolename),
+        }))
+        .sort((x, y) => x.textname.localeCompare(y.textname)),
+      roles: listedRoles.roles.flatMap((r) => (r.rolename.startsWith(prefix) ? [r.rolename] : [])).sort(),
+    };
+  } finally {
+    await admin.close();
+  }
+}
+
+/**
+ * Everything that differs between a tenant's cluster objects, CRL and broker entries and the
+ * desired state: `kept` Devices Ready at their generation with one certificate, one mirrored Secret
+ * and one broker client holding exactly its own role; nothing left of `gone` Devices but their
+ * serials on the CRL; no serial in use revoked, none listed twice, no revocation record pending.
+ * Empty when the state is exactly the desired one.
+ */
+export async function differencesFromDesired(
+  tenant: string,
+  kept: readonly string[],
+  revoked: readonly string[],
+  connection?: DynsecConnection,
+): Promise<string[]> {
+  const problems: string[] = [];
+  const expect = (what: string, actual: unknown, wanted: unknown) => {
+    if (JSON.stringify(actual) !== JSON.stringify(wanted))
+      problems.push(`${what}: ${JSON.stringify(actual)} != ${JSON.stringify(wanted)}`);
+  };
+  const sortedKept = [...kept].sort();
+  const devices = JSON.parse((await kubectl(["get", "devices", "-n", tenant, "-o", "json"])).stdout) as {
+    items: Array<{
+      metadata: { name: string; generation?: number; deletionTimestamp?: string };
+      status?: {
+        observedGeneration?: number;
+        username?: string;
+        certificate?: { serialNumber?: string };
+        conditions?: Array<{ type: string; status: string }>;
+      };
+    }>;
+  };
+  expect(
+    "Devices",
+    devices.items.map((d) => d.metadata.name),
+    sortedKept,
+  );
+  const notReady = devices.items.filter(
+    (d) =>
+      d.status?.observedGeneration !== d.metadata.generation ||
+      !d.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+  );
+  expect(
+    "Devices not Ready at their generation",
+    notReady.map((d) => d.metadata.name),
+    [],
+  );
+  const tenantLabel = `${TENANT_LABEL}=${tenant}`;
+  const byTenant = ["-n", "iot-system", "-l", tenantLabel];
+  expect(
+    "Certificates",
+    await names("certificates", byTenant),
+    sortedKept.map((d) => `${tenant}.${d}`).sort(),
+  );
+  expect("pending revocation records", await names("secrets", ["-n", "iot-system", "-l", `${tenantLabel},${REVOCATION_LABEL}`]), []);
+  expect(
+    "mirrored Secrets",
+    (await names("secrets", ["-n", tenant])).filter((n) => n.endsWith("-mqtt")),
+    sortedKept.map((d) => `${d}-mqtt`).sort(),
+  );
+  const onCrl = await revokedSerials(tenant);
+  expect("serials listed twice on the CRL", onCrl.length, new Set(onCrl).size);
+  expect(
+    "revoked serials missing from the CRL",
+    revoked.filter((s) => !onCrl.includes(s)),
+    [],
+  );
+  const inUse = devices.items.map((d) => d.status?.certificate?.serialNumber ?? "");
+  for (const device of sortedKept) {
+    const serial = await issuedSerial(tenant, device);
+    const status = devices.items.find((d) => d.metadata.name === device)?.status;
+    if (serial !== status?.certificate?.serialNumber)
+      problems.push(`${device}: status serial ${status?.certificate?.serialNumber} != issued ${serial}`);
+  }
+  expect(
+    "serials in use on the CRL",
+    inUse.filter((s) => onCrl.includes(s)),
+    [],
+  );
+  const broker = await brokerStateOf(tenant, connection);
+  const owners = sortedKept.map((d) => `iot:${tenant}:${d}`);
+  expect("broker roles", broker.roles, owners);
+  expect(
+    "broker clients",
+    broker.clients.map((c) => ({ username: c.username, textname: c.textname, roles: c.roles })),
+    sortedKept.map((d) => {
+      const status = devices.items.find((x) => x.metadata.name === d)?.status;
+      return { username: status?.username, textname: `iot:${tenant}:${d}`, roles: [`iot:${tenant}:${d}`] };
+    }),
+  );
+  return problems;
+}
