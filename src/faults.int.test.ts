@@ -1,15 +1,10 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
+import { differencesFromDesired, issuedSerial } from "../test/support/desired-state.js";
 import { adminKubeConfig, eventually, uniqueName } from "../test/support/kube.js";
 import { kubectl } from "../test/support/kubectl.js";
-import { differencesFromDesired, issuedSerial } from "../test/support/desired-state.js";
 import { applyDevice, applyReadyTenant, stackOperatorConfig } from "../test/support/operator.js";
-import {
-  metricSum,
-  type OperatorProcess,
-  startOperatorProcess,
-  TEST_LEASE_SECONDS,
-} from "../test/support/operator-process.js";
+import { metricSum, type OperatorProcess, startOperatorProcess } from "../test/support/operator-process.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
 
@@ -32,8 +27,8 @@ afterAll(async () => {
   await Promise.all(started.map((p) => p.stop()));
 });
 
-async function operatorProcess(name: string): Promise<OperatorProcess> {
-  const operator = await startOperatorProcess(name);
+async function operatorProcess(name: string, env: Record<string, string> = {}): Promise<OperatorProcess> {
+  const operator = await startOperatorProcess(name, env);
   started.push(operator);
   return operator;
 }
@@ -102,7 +97,9 @@ describe("the operator SIGKILLed during a device convergence", () => {
       await Promise.all(added(kill).map((d) => applyDevice(tenant, d)));
       devices.push(...added(kill));
       // Among devices that may be mid-issuance or already on the broker.
-      const victims = devices.filter((d) => !deleted.includes(d)).slice(kill * 7, kill * 7 + DELETED_PER_KILL);
+      const victims = devices
+        .filter((d) => !deleted.includes(d))
+        .slice(kill * 7, kill * 7 + DELETED_PER_KILL);
       for (const device of victims) {
         const serial = await deleteDevice(tenant, device);
         deleted.push(device);
@@ -127,4 +124,110 @@ describe("the operator SIGKILLed during a device convergence", () => {
     await untilExactlyDesired(tenant, kept, revoked);
     await last.stop();
   }, 360_000);
+});
+
+/** Devices converging while two replicas run: enough that the leader is killed mid-work. */
+const REPLICATED_FLEET = 40;
+
+/** Longer than the crash tests' lease, so that a loaded CI machine does not make the leader miss a renewal. */
+const REPLICA_LEASE = { duration: 6, renewDeadline: 4, retryPeriod: 1 } as const;
+
+async function lease(): Promise<{ holder?: string; transitions: number }> {
+  const result = await kubectl(["-n", "iot-system", "get", "lease", "iot-tenant-operator", "-o", "json"]);
+  if (!result.ok) return { transitions: 0 };
+  const spec = (
+    JSON.parse(result.stdout) as { spec?: { holderIdentity?: string; leaseTransitions?: number } }
+  ).spec;
+  return {
+    ...(spec?.holderIdentity ? { holder: spec.holderIdentity } : {}),
+    transitions: spec?.leaseTransitions ?? 0,
+  };
+}
+
+/** Write requests a replica sent to the API server, its leader-election Lease excepted. */
+async function writesBesidesLease(replica: OperatorProcess): Promise<number> {
+  let sum = 0;
+  for (const verb of ["create", "update", "patch", "apply", "delete"])
+    sum += await metricSum(replica.probePort, "rest_client_requests_total", { verb }, { resource: "leases" });
+  return sum;
+}
+
+/** The operator's Events about the tenant's Devices: who reported each and when. */
+async function operatorEvents(namespace: string): Promise<Array<{ instance: string; at: number }>> {
+  const result = await kubectl(["get", "events.events.k8s.io", "-n", namespace, "-o", "json"]);
+  const events = JSON.parse(result.stdout) as {
+    items: Array<{ reportingController?: string; reportingInstance?: string; eventTime?: string }>;
+  };
+  return events.items
+    .filter((e) => e.reportingController === "iot-tenant-operator")
+    .map((e) => ({ instance: e.reportingInstance ?? "", at: Date.parse(e.eventTime ?? "") }));
+}
+
+describe("two replicas with leader election", () => {
+  it("exactly one writes; killing it hands over within the lease duration and the new leader converges without conflicts", async () => {
+    const tenant = uniqueName("replicas");
+    await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
+    const env = {
+      LEASE_DURATION_SECONDS: String(REPLICA_LEASE.duration),
+      LEASE_RENEW_DEADLINE_SECONDS: String(REPLICA_LEASE.renewDeadline),
+      LEASE_RETRY_PERIOD_SECONDS: String(REPLICA_LEASE.retryPeriod),
+    };
+    const replicas = [await operatorProcess("replica-a", env), await operatorProcess("replica-b", env)];
+    // The identity is `<host>-<pid>`.
+    const heldBy = (replica: OperatorProcess, holder: string | undefined) =>
+      holder?.endsWith(`-${replica.pid}`) === true;
+    const first = await eventually("a lease holder among the replicas", async () => {
+      const current = await lease();
+      return replicas.some((r) => heldBy(r, current.holder)) ? current : undefined;
+    });
+    const holder = first.holder ?? "";
+    const leader = replicas.find((r) => heldBy(r, holder)) as OperatorProcess;
+    const standby = replicas.find((r) => r !== leader) as OperatorProcess;
+
+    await applyReadyTenant(tenant, { devices: { maxDevices: REPLICATED_FLEET } });
+    const devices = Array.from({ length: REPLICATED_FLEET }, (_, i) => `r-${i}`);
+    await Promise.all(devices.map((d) => applyDevice(tenant, d)));
+    await eventually(
+      "some devices Ready",
+      async () => ((await readyCount(tenant)) >= REPLICATED_FLEET / 4 ? true : undefined),
+      60_000,
+    );
+    // The same leader all along (no renewal missed), so the counters below are per role.
+    expect(await lease()).toEqual(first);
+    // The standby has caches synced and serves /metrics, yet wrote nothing; the leader wrote.
+    expect(await metricSum(standby.probePort, "informer_synced")).toBeGreaterThan(0);
+    expect(await writesBesidesLease(standby)).toBe(0);
+    expect(await writesBesidesLease(leader)).toBeGreaterThan(0);
+
+    const killedAt = Date.now();
+    process.kill(leader.pid, "SIGKILL");
+    expect(await leader.exited).toBe("SIGKILL");
+    const notReadyAtKill = REPLICATED_FLEET - (await readyCount(tenant));
+    const newHolder = await eventually(`${standby.name} holds the lease`, async () => {
+      const current = await lease();
+      return heldBy(standby, current.holder) ? current.holder : undefined;
+    });
+    const takeoverMs = Date.now() - killedAt;
+    console.log(
+      `[faults] leader SIGKILLed with ${notReadyAtKill} devices not Ready; ${newHolder} took over in ${takeoverMs} ms (lease ${REPLICA_LEASE.duration} s)`,
+    );
+    expect(notReadyAtKill).toBeGreaterThan(0);
+    // The lease expires at most one duration after the dead leader's last renewal; the standby
+    // sees it at its next retry, and kubectl's polling adds its own latency.
+    expect(takeoverMs).toBeLessThan((REPLICA_LEASE.duration + REPLICA_LEASE.retryPeriod + 1) * 1000);
+
+    await untilExactlyDesired(tenant, devices, []);
+    expect(await metricSum(standby.probePort, "rest_client_requests_total", { code: "409" })).toBe(0);
+    expect(
+      await metricSum(standby.probePort, "controller_runtime_reconcile_total", { result: "conflict" }),
+    ).toBe(0);
+    // The API server's record of who reported: the old leader before the kill, the new one after.
+    const events = await operatorEvents(tenant);
+    const oldHolder = holder;
+    expect(events.filter((e) => e.instance === newHolder && e.at < killedAt)).toEqual([]);
+    expect(events.filter((e) => e.instance === oldHolder && e.at > killedAt + 1_000)).toEqual([]);
+    expect(events.filter((e) => e.instance !== oldHolder && e.instance !== newHolder)).toEqual([]);
+    expect(events.some((e) => e.instance === newHolder)).toBe(true);
+    await standby.stop();
+  }, 300_000);
 });

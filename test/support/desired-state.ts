@@ -1,9 +1,9 @@
 import { inject } from "vitest";
+import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
 import { describeCertificate } from "../../src/desired/device.js";
 import { TENANT_LABEL } from "../../src/desired/labels.js";
 import { REVOCATION_LABEL, REVOKED_KEY, tenantCrlName } from "../../src/desired/revocation.js";
-import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 import { adminConnection } from "../harness/mosquitto.js";
 import { kubectl } from "./kubectl.js";
 import { secretData } from "./operator.js";
@@ -116,7 +116,11 @@ export async function differencesFromDesired(
     await names("certificates", byTenant),
     sortedKept.map((d) => `${tenant}.${d}`).sort(),
   );
-  expect("pending revocation records", await names("secrets", ["-n", "iot-system", "-l", `${tenantLabel},${REVOCATION_LABEL}`]), []);
+  expect(
+    "pending revocation records",
+    await names("secrets", ["-n", "iot-system", "-l", `${tenantLabel},${REVOCATION_LABEL}`]),
+    [],
+  );
   expect(
     "mirrored Secrets",
     (await names("secrets", ["-n", tenant])).filter((n) => n.endsWith("-mqtt")),
