@@ -1,17 +1,35 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
-import { differencesFromDesired, issuedSerial } from "../test/support/desired-state.js";
+import { differencesFromDesired, issuedSerial, names } from "../test/support/desired-state.js";
 import { adminKubeConfig, eventually, uniqueName } from "../test/support/kube.js";
-import { kubectl } from "../test/support/kubectl.js";
-import { applyDevice, applyReadyTenant, stackOperatorConfig } from "../test/support/operator.js";
+import { eventuallyNotFound, kubectl } from "../test/support/kubectl.js";
+import {
+  brokerEntriesOf,
+  connectWithCertificate,
+  publishCode,
+  refusedAsRevoked,
+} from "../test/support/mqtt.js";
+import {
+  applyDevice,
+  applyManifest,
+  applyReadyTenant,
+  deviceTls,
+  readyAtCurrentGeneration,
+  readyDevice,
+  stackOperatorConfig,
+  startTestOperator,
+} from "../test/support/operator.js";
 import { metricSum, type OperatorProcess, startOperatorProcess } from "../test/support/operator-process.js";
+import { describeCertificate } from "./desired/device.js";
+import { DEVICE_UID_LABEL, TENANT_LABEL } from "./desired/labels.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
 
 /**
- * Faults of the operator process itself, against the shared stack: SIGKILLs at random moments
- * and two replicas under leader election. Each ends with the tenant's cluster objects, CRL and
- * broker entries compared with the desired state (test/support/desired-state.ts).
+ * Faults against the shared stack: the operator process SIGKILLed at random moments, two replicas
+ * under leader election, and users racing the operator's reconciles. Each ends with the tenant's
+ * cluster objects, CRL and broker entries compared with the desired state
+ * (test/support/desired-state.ts) or with nothing left of it.
  */
 
 /** Devices converging while the operator is killed: ~5 devices/s today, so five kills land mid-work. */
@@ -230,4 +248,172 @@ describe("two replicas with leader election", () => {
     expect(events.some((e) => e.instance === newHolder)).toBe(true);
     await standby.stop();
   }, 300_000);
+});
+
+interface Listed {
+  metadata: { name: string; ownerReferences?: Array<{ uid: string }>; labels?: Record<string, string> };
+  status?: { conditions?: Array<{ type: string; status: string; reason: string; message?: string }> };
+}
+
+async function getJson<T>(args: readonly string[]): Promise<T> {
+  const result = await kubectl(["get", "-o", "json", ...args]);
+  if (!result.ok) throw new Error(result.stderr);
+  return JSON.parse(result.stdout) as T;
+}
+
+const conditionOf = (object: Listed, type: string) => object.status?.conditions?.find((c) => c.type === type);
+
+describe("users racing the operator's reconciles", () => {
+  it("a Tenant deleted while its devices are being issued leaves nothing behind in the cluster or the broker", async () => {
+    const tenant = uniqueName("gone");
+    const operator = await startTestOperator();
+    try {
+      await applyReadyTenant(tenant);
+      const devices = Array.from({ length: 20 }, (_, i) => `g-${i}`);
+      await Promise.all(devices.map((d) => applyDevice(tenant, d)));
+      await eventually("a first certificate issued", async () =>
+        (await names("certificates", ["-n", "iot-system", "-l", `${TENANT_LABEL}=${tenant}`])).length > 0
+          ? true
+          : undefined,
+      );
+      const notReady = devices.length - (await readyCount(tenant));
+      expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
+      console.log(`[faults] Tenant deleted with ${notReady} of ${devices.length} devices not Ready`);
+      expect(notReady).toBeGreaterThan(0);
+
+      await eventuallyNotFound(["tenant", tenant], 180_000);
+      await eventuallyNotFound(["namespace", tenant], 180_000);
+      const ofTenant = ["-n", "iot-system", "-l", `${TENANT_LABEL}=${tenant}`];
+      await eventually(
+        "nothing of the tenant left in the operator's namespace",
+        async () => {
+          const left = [
+            ...(await names("certificates", ofTenant)),
+            ...(await names("issuers", ofTenant)),
+            ...(await names("secrets", ofTenant)),
+            ...(await names("certificaterequests", ["-n", "iot-system"])).filter((n) =>
+              n.startsWith(`${tenant}.`),
+            ),
+          ];
+          return left.length === 0 ? true : undefined;
+        },
+        120_000,
+      );
+      await eventually("nothing of the tenant left on the broker", async () => {
+        const entries = await brokerEntriesOf(tenant);
+        return entries.roles.length + entries.clients.length === 0 ? true : undefined;
+      });
+    } finally {
+      await operator.stop();
+    }
+  });
+
+  it("a Device deleted and re-created at once gets a fresh certificate; the old one is revoked, never confused", async () => {
+    const tenant = uniqueName("again");
+    const operator = await startTestOperator();
+    try {
+      await applyReadyTenant(tenant);
+      await applyDevice(tenant, "twin");
+      const old = await readyDevice(tenant, "twin");
+      const oldUid = (await getJson<{ metadata: { uid: string } }>(["device", "twin", "-n", tenant])).metadata
+        .uid;
+      const oldTls = await deviceTls(tenant, "twin");
+      const manifest = JSON.stringify({
+        apiVersion: "iot.tenant-operator.io/v1alpha1",
+        kind: "Device",
+        metadata: { name: "twin", namespace: tenant },
+        spec: {},
+      });
+      expect((await kubectl(["-n", tenant, "delete", "device", "twin", "--wait=false"])).ok).toBe(true);
+      // Created the moment the name is free: the old Device's finalizer has just been removed.
+      await eventually(
+        "the new Device created",
+        async () => ((await kubectl(["create", "-f", "-"], { stdin: manifest })).ok ? true : undefined),
+        60_000,
+      );
+      const fresh = await readyAtCurrentGeneration(tenant, "twin");
+      const freshUid = (await getJson<{ metadata: { uid: string } }>(["device", "twin", "-n", tenant]))
+        .metadata.uid;
+      expect(freshUid).not.toBe(oldUid);
+      expect(fresh.certificate?.serialNumber).toBeDefined();
+      expect(fresh.certificate?.serialNumber).not.toBe(old.certificate?.serialNumber);
+      const certificate = await getJson<Listed>(["certificate", `${tenant}.twin`, "-n", "iot-system"]);
+      expect(certificate.metadata.labels?.[DEVICE_UID_LABEL]).toBe(freshUid);
+      const freshTls = await deviceTls(tenant, "twin");
+      expect(describeCertificate(String(freshTls.cert)).serialNumber).toBe(fresh.certificate?.serialNumber);
+
+      await eventually("the old certificate refused as revoked", () => refusedAsRevoked(oldTls), 60_000);
+      const problems = await eventually("exactly the new device", async () => {
+        const found = await differencesFromDesired(tenant, ["twin"], [old.certificate?.serialNumber ?? "-"]);
+        return found.length === 0 ? found : undefined;
+      });
+      expect(problems).toEqual([]);
+      // Positive twin: the new certificate connects and publishes in its own subtree.
+      const client = await connectWithCertificate(freshTls);
+      expect(await publishCode(client, `tenants/${tenant}/devices/twin/hello`, "hi")).toBe(0);
+      await client.endAsync(true);
+    } finally {
+      await operator.stop();
+    }
+  });
+
+  it("a namespace deleted and taken by someone else between two reconciles is never adopted, changed or deleted (I7)", async () => {
+    const tenant = uniqueName("taken");
+    const [own, taken] = [`${tenant}-own`, `${tenant}-taken`];
+    let operator = await startTestOperator();
+    try {
+      await applyReadyTenant(tenant, { namespaces: [own, taken] });
+      await operator.stop();
+      // Between two reconciles: the tenant's namespace goes, and someone else creates one of that name.
+      expect((await kubectl(["delete", "namespace", taken, "--timeout=120s"])).ok).toBe(true);
+      expect((await kubectl(["create", "namespace", taken])).ok).toBe(true);
+      expect(
+        (await kubectl(["-n", taken, "create", "configmap", "theirs", "--from-literal=keep=me"])).ok,
+      ).toBe(true);
+      operator = await startTestOperator();
+
+      const refused = await eventually(
+        "NamespaceNotOwned reported",
+        async () => {
+          const t = await getJson<Listed>(["tenant", tenant]);
+          return conditionOf(t, "NamespacesReady")?.reason === "NamespaceNotOwned" ? t : undefined;
+        },
+        60_000,
+      );
+      expect(conditionOf(refused, "NamespacesReady")?.message).toContain(taken);
+      expect(conditionOf(refused, "Ready")?.status).toBe("False");
+      const untouched = async () => {
+        const namespace = await getJson<Listed>(["namespace", taken]);
+        expect(namespace.metadata.ownerReferences).toBeUndefined();
+        expect(namespace.metadata.labels?.[TENANT_LABEL]).toBeUndefined();
+        expect(await names("networkpolicies", ["-n", taken])).toEqual([]);
+        expect(await names("resourcequotas", ["-n", taken])).toEqual([]);
+        expect(await names("configmaps", ["-n", taken])).toContain("theirs");
+      };
+      await untouched();
+      // Positive twin: the namespace it owns stays isolated.
+      expect((await names("networkpolicies", ["-n", own])).length).toBeGreaterThan(0);
+
+      // Dropped from the spec and then the Tenant deleted: what it owns goes, the taken one stays.
+      await applyManifest({
+        apiVersion: "iot.tenant-operator.io/v1alpha1",
+        kind: "Tenant",
+        metadata: { name: tenant },
+        spec: { namespaces: [own] },
+      });
+      await eventually("NamespacesReady again", async () =>
+        conditionOf(await getJson<Listed>(["tenant", tenant]), "NamespacesReady")?.status === "True"
+          ? true
+          : undefined,
+      );
+      await untouched();
+      expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
+      await eventuallyNotFound(["tenant", tenant], 120_000);
+      await eventuallyNotFound(["namespace", own], 120_000);
+      await untouched();
+    } finally {
+      await operator.stop();
+      await kubectl(["delete", "namespace", taken, "--wait=false"]);
+    }
+  });
 });
