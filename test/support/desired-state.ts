@@ -1,9 +1,13 @@
 import { inject } from "vitest";
+import { type Acl, desiredDevice, sameAcls } from "../../src/broker/desired.js";
 import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
-import { describeCertificate } from "../../src/desired/device.js";
+import { DEFAULT_OWNER_PREFIX } from "../../src/broker/mosquitto-dynsec.js";
+import { parseDeviceObject, parseTenantObject } from "../../src/controllers/parse.js";
+import { brokerDevice, describeCertificate } from "../../src/desired/device.js";
 import { TENANT_LABEL } from "../../src/desired/labels.js";
 import { REVOCATION_LABEL, REVOKED_KEY, tenantCrlName } from "../../src/desired/revocation.js";
+import type { KubeObject } from "../../src/runtime/kube-object.js";
 import { adminConnection } from "../harness/mosquitto.js";
 import { kubectl } from "./kubectl.js";
 import { secretData } from "./operator.js";
@@ -37,13 +41,13 @@ export async function brokerStateOf(
   connection: DynsecConnection = adminConnection(inject("stack").broker),
 ): Promise<{
   clients: Array<{ username: string; textname: string; roles: string[] }>;
-  roles: string[];
+  roles: Array<{ rolename: string; acls: Acl[] }>;
 }> {
   const admin = await DynsecClient.connect(connection);
   try {
     const prefix = `iot:${tenant}:`;
     const listedRoles = (await admin.run({ command: "listRoles", verbose: true })) as {
-      roles: Array<{ rolename: string }>;
+      roles: Array<{ rolename: string; acls?: Acl[] }>;
     };
     const listedClients = (await admin.run({ command: "listClients", verbose: true })) as {
       clients: Array<{ username: string; textname?: string; roles?: Array<{ rolename: string }> }>;
@@ -57,7 +61,10 @@ export async function brokerStateOf(
           roles: (c.roles ?? []).map((r) => r.rolename),
         }))
         .sort((x, y) => x.textname.localeCompare(y.textname)),
-      roles: listedRoles.roles.flatMap((r) => (r.rolename.startsWith(prefix) ? [r.rolename] : [])).sort(),
+      roles: listedRoles.roles
+        .filter((r) => r.rolename.startsWith(prefix))
+        .map((r) => ({ rolename: r.rolename, acls: r.acls ?? [] }))
+        .sort((x, y) => x.rolename.localeCompare(y.rolename)),
     };
   } finally {
     await admin.close();
@@ -67,7 +74,7 @@ export async function brokerStateOf(
 /**
  * Everything that differs between a tenant's cluster objects, CRL and broker entries and the
  * desired state: `kept` Devices Ready at their generation with one certificate, one mirrored Secret
- * and one broker client holding exactly its own role; nothing left of `gone` Devices but their
+ * and one broker client holding exactly its own role, which grants exactly its topics; nothing left of `gone` Devices but their
  * serials on the CRL; no serial in use revoked, none listed twice, no revocation record pending.
  * Empty when the state is exactly the desired one.
  */
@@ -83,8 +90,13 @@ export async function differencesFromDesired(
       problems.push(`${what}: ${JSON.stringify(actual)} != ${JSON.stringify(wanted)}`);
   };
   const sortedKept = [...kept].sort();
+  const tenantObject = JSON.parse(
+    (await kubectl(["get", "tenant", tenant, "-o", "json"])).stdout,
+  ) as KubeObject;
   const devices = JSON.parse((await kubectl(["get", "devices", "-n", tenant, "-o", "json"])).stdout) as {
     items: Array<{
+      apiVersion: string;
+      kind: string;
       metadata: { name: string; generation?: number; deletionTimestamp?: string };
       status?: {
         observedGeneration?: number;
@@ -147,7 +159,24 @@ export async function differencesFromDesired(
   );
   const broker = await brokerStateOf(tenant, connection);
   const owners = sortedKept.map((d) => `iot:${tenant}:${d}`);
-  expect("broker roles", broker.roles, owners);
+  expect(
+    "broker roles",
+    broker.roles.map((r) => r.rolename),
+    owners,
+  );
+  // Each role grants exactly what the Device's spec asks for, computed as the operator computes it.
+  for (const device of devices.items) {
+    const role = broker.roles.find((r) => r.rolename === `iot:${tenant}:${device.metadata.name}`);
+    const desired = desiredDevice(
+      DEFAULT_OWNER_PREFIX,
+      brokerDevice(parseDeviceObject(device as KubeObject), parseTenantObject(tenantObject), {
+        type: "x509",
+        username: device.status?.username ?? "",
+      }),
+    );
+    if (role && !sameAcls(role.acls, desired.acls))
+      problems.push(`${role.rolename}: ACLs ${JSON.stringify(role.acls)} != ${JSON.stringify(desired.acls)}`);
+  }
   expect(
     "broker clients",
     broker.clients.map((c) => ({ username: c.username, textname: c.textname, roles: c.roles })),
