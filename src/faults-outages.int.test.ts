@@ -2,14 +2,16 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { KubeConfig } from "@kubernetes/client-node";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { restartMosquitto } from "../bench/support/mosquitto-process.js";
+import { compactEtcd } from "../test/harness/control-plane.js";
 import { adminConnection, type Broker, startMosquitto } from "../test/harness/mosquitto.js";
 import type { ManagedProcess } from "../test/harness/process.js";
-import { stackVariables } from "../test/harness/stack.js";
-import { differencesFromDesired, issuedSerial } from "../test/support/desired-state.js";
+import { stackVariables, startStack } from "../test/harness/stack.js";
+import { differencesFromDesired, issuedSerial, sharedStack } from "../test/support/desired-state.js";
 import { eventually, uniqueName } from "../test/support/kube.js";
-import { kubectl } from "../test/support/kubectl.js";
+import { kubectl, kubectlOn } from "../test/support/kubectl.js";
 import {
   applyDevice,
   applyReadyTenant,
@@ -17,10 +19,15 @@ import {
   stackOperatorConfig,
   startTestOperator,
 } from "../test/support/operator.js";
+import { API_VERSION } from "./api/group.js";
 
 /**
  * Outages of the components the operator depends on, each on an instance of its own so the shared
- * stack stays healthy for the other test files: the broker stopped for 30 s during device churn.
+ * stack stays healthy for the other test files: the broker stopped for 30 s during device churn
+ * (a Mosquitto of its own beside the shared control plane), kube-apiserver restarted with etcd
+ * compacted meanwhile (a whole stack of its own: restarting the shared API server would fail the
+ * requests of whatever test file runs beside this one, and the harness that owns it is in another
+ * process).
  */
 
 const BROKER_DOWN_MS = 30_000;
@@ -115,7 +122,10 @@ describe("the broker stopped for 30 s during device churn", () => {
     await eventually(
       "cluster, CRL and broker exactly the desired state",
       async () => {
-        last = await differencesFromDesired(tenant, kept, revoked, adminConnection(broker));
+        last = await differencesFromDesired(tenant, kept, revoked, {
+          ...sharedStack(),
+          broker: adminConnection(broker),
+        });
         return last.length === 0 ? true : undefined;
       },
       120_000,
@@ -125,4 +135,128 @@ describe("the broker stopped for 30 s during device churn", () => {
     await conditionBecomes(["tenant", tenant], "BrokerReady", "True");
     console.log(`[faults] converged ${Date.now() - upAt} ms after the broker came back`);
   }, 240_000);
+});
+
+/** Devices converging when kube-apiserver goes away. */
+const RESTART_FLEET = 12;
+
+describe("kube-apiserver restarted and etcd compacted during reconciliation", () => {
+  it("recovers without restarting: every informer relists on 410 Gone and the tenant converges", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "faults-apiserver-"));
+    const own = await startStack(dir);
+    cleanups.push(async () => {
+      await own.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
+    const on = {
+      binDir: own.env.binDir,
+      kubeconfig: own.env.kubeconfig,
+      broker: adminConnection(own.env.broker),
+    };
+    const kube = async (args: readonly string[], stdin?: string) => {
+      const result = await kubectlOn(on, args, stdin === undefined ? {} : { stdin });
+      if (!result.ok) throw new Error(result.stderr);
+      return result.stdout;
+    };
+    const apply = (kind: string, metadata: Record<string, string>, spec: Record<string, unknown> = {}) =>
+      kube(
+        ["apply", "--server-side", "--field-manager=platform-team", "-f", "-"],
+        JSON.stringify({ apiVersion: API_VERSION, kind, metadata, spec }),
+      );
+    const readyCount = async (tenant: string) =>
+      (
+        await kube([
+          "get",
+          "devices",
+          "-n",
+          tenant,
+          "-o",
+          "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
+        ])
+      )
+        .split(" ")
+        .filter((s) => s === "True").length;
+
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromFile(own.env.kubeconfig);
+    const operator = await startTestOperator(stackOperatorConfig(stackVariables(own.env)), { kubeConfig });
+    cleanups.push(() => operator.stop());
+    let ended = false;
+    void operator.done.then(
+      () => (ended = true),
+      () => (ended = true),
+    );
+    const { metrics } = operator.manager;
+    const sum = async (counter: "informerLists" | "informerWatchRestarts", reason?: string) =>
+      (await metrics[counter].get()).values
+        .filter(
+          (sample) => reason === undefined || (sample.labels as Record<string, unknown>).reason === reason,
+        )
+        .reduce((total, sample) => total + sample.value, 0);
+
+    const tenant = uniqueName("restart");
+    await apply("Tenant", { name: tenant });
+    await eventually(
+      `Tenant ${tenant} Ready`,
+      async () =>
+        (await kube([
+          "get",
+          "tenant",
+          tenant,
+          "-o",
+          "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        ])) === "True"
+          ? true
+          : undefined,
+      90_000,
+    );
+    const devices = Array.from({ length: RESTART_FLEET }, (_, i) => `w-${i}`);
+    for (const device of devices) await apply("Device", { name: device, namespace: tenant });
+    await eventually(
+      "a first device Ready",
+      async () => ((await readyCount(tenant)) > 0 ? true : undefined),
+      90_000,
+    );
+
+    const listsBefore = await sum("informerLists");
+    const goneBefore = await sum("informerWatchRestarts", "gone");
+    await own.controlPlane.restartApiServer(() => compactEtcd(own.env.etcdUrl));
+    const notReadyAtRestart = RESTART_FLEET - (await readyCount(tenant));
+    console.log(
+      `[faults] kube-apiserver restarted, etcd compacted, with ${notReadyAtRestart} devices not Ready`,
+    );
+    // Changes right after the restart reach the operator through its new watches.
+    const deleted = devices.slice(0, 2);
+    const revoked: string[] = [];
+    for (const device of deleted) {
+      const serial = await issuedSerial(tenant, device, on);
+      if (serial) revoked.push(serial);
+      await kube(["-n", tenant, "delete", "device", device, "--wait=false"]);
+    }
+    const added = ["x-0", "x-1"];
+    for (const device of added) await apply("Device", { name: device, namespace: tenant });
+
+    const kept = [...devices.filter((d) => !deleted.includes(d)), ...added];
+    let last: string[] = [];
+    await eventually(
+      "cluster, CRL and broker exactly the desired state",
+      async () => {
+        last = await differencesFromDesired(tenant, kept, revoked, on);
+        return last.length === 0 ? true : undefined;
+      },
+      180_000,
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}:\n${last.join("\n")}`);
+    });
+    const gone = (await sum("informerWatchRestarts", "gone")) - goneBefore;
+    const lists = (await sum("informerLists")) - listsBefore;
+    console.log(`[faults] after the restart: ${gone} watches answered 410 Gone, ${lists} relists`);
+
+    // Every informer's resourceVersion was compacted away: each one got 410 and listed again.
+    const informers = (await metrics.informerSynced.get()).values.length;
+    expect(gone).toBeGreaterThanOrEqual(informers);
+    expect(lists).toBeGreaterThanOrEqual(informers);
+    // The same operator, still running: it recovered without a restart.
+    expect(ended).toBe(false);
+  }, 300_000);
 });

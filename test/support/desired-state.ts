@@ -9,36 +9,64 @@ import { TENANT_LABEL } from "../../src/desired/labels.js";
 import { REVOCATION_LABEL, REVOKED_KEY, tenantCrlName } from "../../src/desired/revocation.js";
 import type { KubeObject } from "../../src/runtime/kube-object.js";
 import { adminConnection } from "../harness/mosquitto.js";
-import { kubectl } from "./kubectl.js";
-import { secretData } from "./operator.js";
+import type { StackEnv } from "../harness/stack.js";
+import { kubectlOn } from "./kubectl.js";
+
+/** Where the state is read: the shared stack by default, or a test's own cluster and broker. */
+export interface StateSource extends Pick<StackEnv, "binDir" | "kubeconfig"> {
+  readonly broker: DynsecConnection;
+}
+
+export function sharedStack(): StateSource {
+  const stack = inject("stack");
+  return { binDir: stack.binDir, kubeconfig: stack.kubeconfig, broker: adminConnection(stack.broker) };
+}
+
+async function getJson<T>(on: StateSource, args: readonly string[]): Promise<T> {
+  const result = await kubectlOn(on, ["get", ...args, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  return JSON.parse(result.stdout) as T;
+}
 
 /** Names of the objects of `kind` that `kubectl get` lists with these arguments. */
-export async function names(kind: string, args: readonly string[]): Promise<string[]> {
-  const result = await kubectl(["get", kind, ...args, "-o", "jsonpath={.items[*].metadata.name}"]);
+export async function names(kind: string, args: readonly string[], on = sharedStack()): Promise<string[]> {
+  const result = await kubectlOn(on, ["get", kind, ...args, "-o", "jsonpath={.items[*].metadata.name}"]);
   if (!result.ok) throw new Error(result.stderr);
   return result.stdout.split(" ").filter(Boolean).sort();
 }
 
+/** A Secret's decoded data in the operator's namespace, or undefined when it does not exist. */
+async function operatorSecret(on: StateSource, name: string): Promise<Record<string, string> | undefined> {
+  const result = await kubectlOn(on, ["get", "secret", name, "-n", "iot-system", "-o", "json"]);
+  if (!result.ok) {
+    if (/NotFound/.test(result.stderr)) return undefined;
+    throw new Error(result.stderr);
+  }
+  const data = (JSON.parse(result.stdout) as { data?: Record<string, string> }).data ?? {};
+  return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]));
+}
+
 /** The serials on a tenant's revocation list, as its CRL Secret records them (duplicates kept). */
-export async function revokedSerials(tenant: string): Promise<string[]> {
-  const crl = await secretData("iot-system", tenantCrlName(tenant)).catch(
-    () => ({}) as Record<string, string>,
-  );
-  const revoked = JSON.parse(crl[REVOKED_KEY] ?? "[]") as Array<{ serialNumber: string }>;
+export async function revokedSerials(tenant: string, on = sharedStack()): Promise<string[]> {
+  const crl = await operatorSecret(on, tenantCrlName(tenant));
+  const revoked = JSON.parse(crl?.[REVOKED_KEY] ?? "[]") as Array<{ serialNumber: string }>;
   return revoked.map((r) => r.serialNumber);
 }
 
 /** The serial of the certificate cert-manager issued for a device, or undefined while there is none. */
-export async function issuedSerial(tenant: string, device: string): Promise<string | undefined> {
-  const data = await secretData("iot-system", `${tenant}.${device}`).catch(() => undefined);
-  const pem = data?.["tls.crt"];
+export async function issuedSerial(
+  tenant: string,
+  device: string,
+  on = sharedStack(),
+): Promise<string | undefined> {
+  const pem = (await operatorSecret(on, `${tenant}.${device}`))?.["tls.crt"];
   return pem ? describeCertificate(pem).serialNumber : undefined;
 }
 
 /** A tenant's dynsec clients (username, textname, roles) and roles, as the broker lists them. */
 export async function brokerStateOf(
   tenant: string,
-  connection: DynsecConnection = adminConnection(inject("stack").broker),
+  connection: DynsecConnection,
 ): Promise<{
   clients: Array<{ username: string; textname: string; roles: string[] }>;
   roles: Array<{ rolename: string; acls: Acl[] }>;
@@ -82,7 +110,7 @@ export async function differencesFromDesired(
   tenant: string,
   kept: readonly string[],
   revoked: readonly string[],
-  connection?: DynsecConnection,
+  on = sharedStack(),
 ): Promise<string[]> {
   const problems: string[] = [];
   const expect = (what: string, actual: unknown, wanted: unknown) => {
@@ -90,10 +118,8 @@ export async function differencesFromDesired(
       problems.push(`${what}: ${JSON.stringify(actual)} != ${JSON.stringify(wanted)}`);
   };
   const sortedKept = [...kept].sort();
-  const tenantObject = JSON.parse(
-    (await kubectl(["get", "tenant", tenant, "-o", "json"])).stdout,
-  ) as KubeObject;
-  const devices = JSON.parse((await kubectl(["get", "devices", "-n", tenant, "-o", "json"])).stdout) as {
+  const tenantObject = await getJson<KubeObject>(on, ["tenant", tenant]);
+  const devices = await getJson<{
     items: Array<{
       apiVersion: string;
       kind: string;
@@ -105,7 +131,7 @@ export async function differencesFromDesired(
         conditions?: Array<{ type: string; status: string }>;
       };
     }>;
-  };
+  }>(on, ["devices", "-n", tenant]);
   expect(
     "Devices",
     devices.items.map((d) => d.metadata.name),
@@ -125,20 +151,20 @@ export async function differencesFromDesired(
   const byTenant = ["-n", "iot-system", "-l", tenantLabel];
   expect(
     "Certificates",
-    await names("certificates", byTenant),
+    await names("certificates", byTenant, on),
     sortedKept.map((d) => `${tenant}.${d}`).sort(),
   );
   expect(
     "pending revocation records",
-    await names("secrets", ["-n", "iot-system", "-l", `${tenantLabel},${REVOCATION_LABEL}`]),
+    await names("secrets", ["-n", "iot-system", "-l", `${tenantLabel},${REVOCATION_LABEL}`], on),
     [],
   );
   expect(
     "mirrored Secrets",
-    (await names("secrets", ["-n", tenant])).filter((n) => n.endsWith("-mqtt")),
+    (await names("secrets", ["-n", tenant], on)).filter((n) => n.endsWith("-mqtt")),
     sortedKept.map((d) => `${d}-mqtt`).sort(),
   );
-  const onCrl = await revokedSerials(tenant);
+  const onCrl = await revokedSerials(tenant, on);
   expect("serials listed twice on the CRL", onCrl.length, new Set(onCrl).size);
   expect(
     "revoked serials missing from the CRL",
@@ -147,7 +173,7 @@ export async function differencesFromDesired(
   );
   const inUse = devices.items.map((d) => d.status?.certificate?.serialNumber ?? "");
   for (const device of sortedKept) {
-    const serial = await issuedSerial(tenant, device);
+    const serial = await issuedSerial(tenant, device, on);
     const status = devices.items.find((d) => d.metadata.name === device)?.status;
     if (serial !== status?.certificate?.serialNumber)
       problems.push(`${device}: status serial ${status?.certificate?.serialNumber} != issued ${serial}`);
@@ -157,7 +183,7 @@ export async function differencesFromDesired(
     inUse.filter((s) => onCrl.includes(s)),
     [],
   );
-  const broker = await brokerStateOf(tenant, connection);
+  const broker = await brokerStateOf(tenant, on.broker);
   const owners = sortedKept.map((d) => `iot:${tenant}:${d}`);
   expect(
     "broker roles",
