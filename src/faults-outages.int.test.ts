@@ -11,7 +11,7 @@ import type { ManagedProcess } from "../test/harness/process.js";
 import { stackVariables, startStack } from "../test/harness/stack.js";
 import { differencesFromDesired, issuedSerial, sharedStack } from "../test/support/desired-state.js";
 import { eventually, uniqueName } from "../test/support/kube.js";
-import { kubectl, kubectlOn } from "../test/support/kubectl.js";
+import { eventuallyNotFound, kubectl, kubectlOn } from "../test/support/kubectl.js";
 import {
   applyDevice,
   applyReadyTenant,
@@ -134,6 +134,9 @@ describe("the broker stopped for 30 s during device churn", () => {
     });
     await conditionBecomes(["tenant", tenant], "BrokerReady", "True");
     console.log(`[faults] converged ${Date.now() - upAt} ms after the broker came back`);
+    // The cluster is shared with the test files after this one: nothing of this tenant stays.
+    expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
+    await eventuallyNotFound(["namespace", tenant], 120_000);
   }, 240_000);
 });
 

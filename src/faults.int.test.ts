@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, describe, expect, it } from "vitest";
 import { differencesFromDesired, issuedSerial, names } from "../test/support/desired-state.js";
@@ -40,13 +41,24 @@ const DELETED_PER_KILL = 3;
 /** Devices created right before each kill, so every kill lands while certificates are being issued. */
 const ADDED_PER_KILL = 10;
 
+/**
+ * Longer than test/support's default, so that a loaded CI machine does not make a leader miss its
+ * renewal and exit on its own; a killed leader's successor waits at most this long.
+ */
+const LEASE = { duration: 6, renewDeadline: 4, retryPeriod: 1 } as const;
+const LEASE_ENV = {
+  LEASE_DURATION_SECONDS: String(LEASE.duration),
+  LEASE_RENEW_DEADLINE_SECONDS: String(LEASE.renewDeadline),
+  LEASE_RETRY_PERIOD_SECONDS: String(LEASE.retryPeriod),
+};
+
 const started: OperatorProcess[] = [];
 afterAll(async () => {
   await Promise.all(started.map((p) => p.stop()));
 });
 
-async function operatorProcess(name: string, env: Record<string, string> = {}): Promise<OperatorProcess> {
-  const operator = await startOperatorProcess(name, env);
+async function operatorProcess(name: string): Promise<OperatorProcess> {
+  const operator = await startOperatorProcess(name, LEASE_ENV);
   started.push(operator);
   return operator;
 }
@@ -61,6 +73,17 @@ async function readyCount(tenant: string): Promise<number> {
     "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}",
   ]);
   return result.stdout.split(" ").filter((s) => s === "True").length;
+}
+
+/** SIGKILLs the operator; one that already ended by itself fails the test with its log's tail. */
+async function kill(operator: OperatorProcess): Promise<void> {
+  const early = await Promise.race([operator.exited, sleep(0, undefined)]);
+  if (early !== undefined) {
+    const log = (await readFile(operator.logFile, "utf8")).split("\n").slice(-15).join("\n");
+    throw new Error(`${operator.name} ended by itself (${early}) before the kill:\n${log}`);
+  }
+  process.kill(operator.pid, "SIGKILL");
+  expect(await operator.exited).toBe("SIGKILL");
 }
 
 /** Resolves once this process has reconciled something: it leads and works. */
@@ -79,6 +102,15 @@ async function deleteDevice(tenant: string, device: string): Promise<string | un
   const result = await kubectl(["-n", tenant, "delete", "device", device, "--wait=false"]);
   if (!result.ok) throw new Error(result.stderr);
   return serial;
+}
+
+/**
+ * Deletes the tenant and waits until its namespace is gone, while an operator still runs: the test
+ * files after this one share the cluster, and every operator they start reconciles what is left.
+ */
+async function removeTenant(tenant: string): Promise<void> {
+  expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
+  await eventuallyNotFound(["namespace", tenant], 240_000);
 }
 
 async function untilExactlyDesired(tenant: string, kept: readonly string[], revoked: readonly string[]) {
@@ -105,27 +137,26 @@ describe("the operator SIGKILLed during a device convergence", () => {
     await Promise.all(devices.map((d) => applyDevice(tenant, d)));
     await setup.stop();
 
-    const added = (kill: number) => Array.from({ length: ADDED_PER_KILL }, (_, i) => `k${kill}-${i}`);
+    const added = (round: number) => Array.from({ length: ADDED_PER_KILL }, (_, i) => `k${round}-${i}`);
     const deleted: string[] = [];
     const revoked: string[] = [];
     const notReadyAtKill: number[] = [];
-    for (let kill = 1; kill <= KILLS; kill++) {
-      const operator = await operatorProcess(`kill-${kill}`);
+    for (let round = 1; round <= KILLS; round++) {
+      const operator = await operatorProcess(`kill-${round}`);
       await working(operator);
-      await Promise.all(added(kill).map((d) => applyDevice(tenant, d)));
-      devices.push(...added(kill));
+      await Promise.all(added(round).map((d) => applyDevice(tenant, d)));
+      devices.push(...added(round));
       // Among devices that may be mid-issuance or already on the broker.
       const victims = devices
         .filter((d) => !deleted.includes(d))
-        .slice(kill * 7, kill * 7 + DELETED_PER_KILL);
+        .slice(round * 7, round * 7 + DELETED_PER_KILL);
       for (const device of victims) {
         const serial = await deleteDevice(tenant, device);
         deleted.push(device);
         if (serial) revoked.push(serial);
       }
       await sleep(Math.random() * 3_000);
-      process.kill(operator.pid, "SIGKILL");
-      expect(await operator.exited).toBe("SIGKILL");
+      await kill(operator);
       notReadyAtKill.push(devices.length - deleted.length - (await readyCount(tenant)));
       // A deletion that the killed operator saw issue a certificate: that serial must be revoked too.
       for (const device of victims) {
@@ -140,15 +171,13 @@ describe("the operator SIGKILLed during a device convergence", () => {
     const last = await operatorProcess("kill-final");
     const kept = devices.filter((d) => !deleted.includes(d));
     await untilExactlyDesired(tenant, kept, revoked);
+    await removeTenant(tenant);
     await last.stop();
   }, 360_000);
 });
 
 /** Devices converging while two replicas run: enough that the leader is killed mid-work. */
 const REPLICATED_FLEET = 40;
-
-/** Longer than the crash tests' lease, so that a loaded CI machine does not make the leader miss a renewal. */
-const REPLICA_LEASE = { duration: 6, renewDeadline: 4, retryPeriod: 1 } as const;
 
 async function lease(): Promise<{ holder?: string; transitions: number }> {
   const result = await kubectl(["-n", "iot-system", "get", "lease", "iot-tenant-operator", "-o", "json"]);
@@ -185,12 +214,7 @@ describe("two replicas with leader election", () => {
   it("exactly one writes; killing it hands over within the lease duration and the new leader converges without conflicts", async () => {
     const tenant = uniqueName("replicas");
     await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
-    const env = {
-      LEASE_DURATION_SECONDS: String(REPLICA_LEASE.duration),
-      LEASE_RENEW_DEADLINE_SECONDS: String(REPLICA_LEASE.renewDeadline),
-      LEASE_RETRY_PERIOD_SECONDS: String(REPLICA_LEASE.retryPeriod),
-    };
-    const replicas = [await operatorProcess("replica-a", env), await operatorProcess("replica-b", env)];
+    const replicas = [await operatorProcess("replica-a"), await operatorProcess("replica-b")];
     // The identity is `<host>-<pid>`.
     const heldBy = (replica: OperatorProcess, holder: string | undefined) =>
       holder?.endsWith(`-${replica.pid}`) === true;
@@ -218,8 +242,7 @@ describe("two replicas with leader election", () => {
     expect(await writesBesidesLease(leader)).toBeGreaterThan(0);
 
     const killedAt = Date.now();
-    process.kill(leader.pid, "SIGKILL");
-    expect(await leader.exited).toBe("SIGKILL");
+    await kill(leader);
     const notReadyAtKill = REPLICATED_FLEET - (await readyCount(tenant));
     const newHolder = await eventually(`${standby.name} holds the lease`, async () => {
       const current = await lease();
@@ -227,12 +250,12 @@ describe("two replicas with leader election", () => {
     });
     const takeoverMs = Date.now() - killedAt;
     console.log(
-      `[faults] leader SIGKILLed with ${notReadyAtKill} devices not Ready; ${newHolder} took over in ${takeoverMs} ms (lease ${REPLICA_LEASE.duration} s)`,
+      `[faults] leader SIGKILLed with ${notReadyAtKill} devices not Ready; ${newHolder} took over in ${takeoverMs} ms (lease ${LEASE.duration} s)`,
     );
     expect(notReadyAtKill).toBeGreaterThan(0);
     // The lease expires at most one duration after the dead leader's last renewal; the standby
     // sees it at its next retry, and kubectl's polling adds its own latency.
-    expect(takeoverMs).toBeLessThan((REPLICA_LEASE.duration + REPLICA_LEASE.retryPeriod + 1) * 1000);
+    expect(takeoverMs).toBeLessThan((LEASE.duration + LEASE.retryPeriod + 1) * 1000);
 
     await untilExactlyDesired(tenant, devices, []);
     expect(await metricSum(standby.probePort, "rest_client_requests_total", { code: "409" })).toBe(0);
@@ -246,6 +269,7 @@ describe("two replicas with leader election", () => {
     expect(events.filter((e) => e.instance === oldHolder && e.at > killedAt + 1_000)).toEqual([]);
     expect(events.filter((e) => e.instance !== oldHolder && e.instance !== newHolder)).toEqual([]);
     expect(events.some((e) => e.instance === newHolder)).toBe(true);
+    await removeTenant(tenant);
     await standby.stop();
   }, 300_000);
 });
@@ -352,6 +376,7 @@ describe("users racing the operator's reconciles", () => {
       const client = await connectWithCertificate(freshTls);
       expect(await publishCode(client, `tenants/${tenant}/devices/twin/hello`, "hi")).toBe(0);
       await client.endAsync(true);
+      await removeTenant(tenant);
     } finally {
       await operator.stop();
     }
