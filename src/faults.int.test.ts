@@ -20,7 +20,12 @@ import {
   stackOperatorConfig,
   startTestOperator,
 } from "../test/support/operator.js";
-import { metricSum, type OperatorProcess, startOperatorProcess } from "../test/support/operator-process.js";
+import {
+  TEST_LEASE_SECONDS as LEASE,
+  metricSum,
+  type OperatorProcess,
+  startOperatorProcess,
+} from "../test/support/operator-process.js";
 import { describeCertificate } from "./desired/device.js";
 import { DEVICE_UID_LABEL, TENANT_LABEL } from "./desired/labels.js";
 import { install } from "./install.js";
@@ -41,24 +46,13 @@ const DELETED_PER_KILL = 3;
 /** Devices created right before each kill, so every kill lands while certificates are being issued. */
 const ADDED_PER_KILL = 10;
 
-/**
- * Longer than test/support's default, so that a loaded CI machine does not make a leader miss its
- * renewal and exit on its own; a killed leader's successor waits at most this long.
- */
-const LEASE = { duration: 6, renewDeadline: 4, retryPeriod: 1 } as const;
-const LEASE_ENV = {
-  LEASE_DURATION_SECONDS: String(LEASE.duration),
-  LEASE_RENEW_DEADLINE_SECONDS: String(LEASE.renewDeadline),
-  LEASE_RETRY_PERIOD_SECONDS: String(LEASE.retryPeriod),
-};
-
 const started: OperatorProcess[] = [];
 afterAll(async () => {
   await Promise.all(started.map((p) => p.stop()));
 });
 
 async function operatorProcess(name: string): Promise<OperatorProcess> {
-  const operator = await startOperatorProcess(name, LEASE_ENV);
+  const operator = await startOperatorProcess(name);
   started.push(operator);
   return operator;
 }

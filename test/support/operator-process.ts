@@ -9,8 +9,13 @@ export interface OperatorProcess extends ManagedProcess {
   readonly probePort: number;
 }
 
-/** Lease timings short enough that a killed leader's lease expires within a test's patience. */
-export const TEST_LEASE_SECONDS = { duration: 3, renewDeadline: 2, retryPeriod: 0.5 } as const;
+/**
+ * Lease timings short enough that a killed leader's lease expires within a test's patience, and
+ * long enough that a leader on a loaded 2-core CI machine does not miss its renewal: with 3 s and
+ * a 2 s renew deadline, the leader lost its lease a few seconds after 24 Devices started
+ * reconciling, in 3 of 4 runs of src/operator.int.test.ts, and exited.
+ */
+export const TEST_LEASE_SECONDS = { duration: 6, renewDeadline: 4, retryPeriod: 1 } as const;
 
 /**
  * Starts the operator's command line from source against the shared stack, with leader election
