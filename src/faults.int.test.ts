@@ -39,7 +39,7 @@ import { KubeClient } from "./runtime/kube-client.js";
  */
 
 /** Devices converging while the operator is killed: ~5 devices/s today, so five kills land mid-work. */
-const CRASH_FLEET = 120;
+const CRASH_FLEET = 80;
 const KILLS = 5;
 /** Devices deleted right before each kill, so some kills land inside a finalizer. */
 const DELETED_PER_KILL = 3;
