@@ -11,6 +11,8 @@ const operatorTests = [
   "src/desired/operator-rbac.int.test.ts",
   "src/operator.int.test.ts",
   "src/converged.int.test.ts",
+  "src/faults.int.test.ts",
+  "src/faults-outages.int.test.ts",
 ];
 const integration = {
   testTimeout: 120_000,

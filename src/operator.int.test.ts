@@ -1,8 +1,6 @@
-import { join } from "node:path";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../test/harness/ports.js";
-import { type ManagedProcess, startProcess } from "../test/harness/process.js";
-import { repoRoot, stackVariables } from "../test/harness/stack.js";
+import type { ManagedProcess } from "../test/harness/process.js";
+import { revokedSerials } from "../test/support/desired-state.js";
 import { adminKubeConfig, eventually, uniqueName } from "../test/support/kube.js";
 import { eventuallyNotFound, kubectl, notFound } from "../test/support/kubectl.js";
 import {
@@ -23,6 +21,7 @@ import {
   stackOperatorConfig,
   startTestOperator,
 } from "../test/support/operator.js";
+import { startOperatorProcess } from "../test/support/operator-process.js";
 import { DynsecClient } from "./broker/dynsec-client.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
@@ -45,40 +44,12 @@ async function isReady(namespace: string, device: string): Promise<boolean> {
   return result.stdout === "True";
 }
 
-/** The serials on a tenant's revocation list, as the CRL Secret records them. */
-async function revokedSerials(tenant: string): Promise<string[]> {
-  const crl = await secretData("iot-system", `tenant-${tenant}-crl`).catch(
-    () => ({}) as Record<string, string>,
-  );
-  const revoked = JSON.parse(crl["revoked.json"] ?? "[]") as Array<{ serialNumber: string }>;
-  return revoked.map((r) => r.serialNumber);
-}
-
 describe("the operator stopped or killed mid-work", () => {
   const started: ManagedProcess[] = [];
   const tenant = uniqueName("crash");
 
-  async function startOperatorProcess(name: string): Promise<ManagedProcess> {
-    const stack = inject("stack");
-    const operator = startProcess(
-      name,
-      process.execPath,
-      ["--import", "tsx", join(repoRoot, "test/fixtures/operator-cli.ts"), "run"],
-      {
-        logFile: join(stack.stateDir, `${name}.log`),
-        cwd: repoRoot,
-        env: {
-          ...process.env,
-          ...stackVariables(stack),
-          PROBE_BIND_ADDRESS: `127.0.0.1:${await freePort()}`,
-          // A killed leader's lease must expire quickly for the next process to take over.
-          LEASE_DURATION_SECONDS: "3",
-          LEASE_RENEW_DEADLINE_SECONDS: "2",
-          LEASE_RETRY_PERIOD_SECONDS: "0.5",
-          LOG_LEVEL: "info",
-        },
-      },
-    );
+  async function operatorProcess(name: string): Promise<ManagedProcess> {
+    const operator = await startOperatorProcess(name);
     started.push(operator);
     return operator;
   }
@@ -92,7 +63,7 @@ describe("the operator stopped or killed mid-work", () => {
     const devices = Array.from({ length: 24 }, (_, i) => `unit-${i}`);
     const [deleted, disabled, ...kept] = devices;
     await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
-    const first = await startOperatorProcess("operator-1");
+    const first = await operatorProcess("operator-1");
     await applyReadyTenant(tenant);
     await Promise.all(devices.map((d) => applyDevice(tenant, d)));
     const deletedStatus = await readyDevice(tenant, deleted ?? "");
@@ -106,7 +77,7 @@ describe("the operator stopped or killed mid-work", () => {
     expect((await kubectl(["-n", tenant, "delete", "device", deleted ?? "", "--wait=false"])).ok).toBe(true);
     await applyDevice(tenant, disabled ?? "", { enabled: false });
 
-    const second = await startOperatorProcess("operator-2");
+    const second = await operatorProcess("operator-2");
     const statuses = await Promise.all(kept.map((d) => readyDevice(tenant, d)));
     await eventuallyNotFound(["-n", tenant, "device", deleted ?? ""]);
     await eventuallyNotFound(["-n", "iot-system", "certificate", `${tenant}.${deleted}`]);

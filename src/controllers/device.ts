@@ -129,6 +129,10 @@ export class DeviceReconciler implements TenantBroker {
       : { ready: false, message: status.message };
   }
 
+  onBrokerStatusChange(listener: () => void): () => void {
+    return this.broker.onStatusChange(listener);
+  }
+
   /** The tenant is going away: cut every one of its devices off now rather than one by one. */
   async removeTenant(tenant: string): Promise<void> {
     for (const key of this.keysOfTenant(tenant)) {

@@ -34,6 +34,8 @@ import { TenantCA } from "./tenant-ca.js";
 export interface TenantBroker {
   /** BrokerReady mirrors this: is the broker reachable and in sync for this tenant? */
   tenantStatus(tenant: string): { ready: boolean; message: string };
+  /** Called when the broker goes down or comes back; returns the unsubscribe function. */
+  onBrokerStatusChange(listener: () => void): () => void;
   /** Removes every trace of the tenant from the broker; called by the finalizer. */
   removeTenant(tenant: string): Promise<void>;
 }
@@ -127,7 +129,7 @@ export class TenantReconciler {
       const namespace = this.namespaces.get(device.metadata.namespace ?? "");
       return namespace ? byTenantLabel(namespace) : [];
     };
-    this.manager.addController({
+    const controller = this.manager.addController({
       name: "tenant",
       for: this.tenants,
       priority: tenantChangePriority,
@@ -144,6 +146,10 @@ export class TenantReconciler {
         { informer: this.ca.root, map: () => this.tenants.list().map((t) => t.metadata.name) },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
+    });
+    // The broker is no API object to watch: its going down or coming back reaches BrokerReady this way.
+    this.broker.onBrokerStatusChange(() => {
+      for (const tenant of this.tenants.list()) controller.queue.add(tenant.metadata.name);
     });
   }
 

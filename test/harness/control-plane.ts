@@ -27,8 +27,11 @@ export interface ControlPlane {
   /** kube-apiserver's audit log (JSON lines), written with the project's audit policy. */
   readonly auditLogFile: string;
   kubectl(args: readonly string[], stdin?: string): Promise<string>;
-  /** Stops and starts kube-apiserver on the same port and etcd (for watch-resilience tests). */
-  restartApiServer(): Promise<void>;
+  /**
+   * Stops and starts kube-apiserver on the same port and etcd (for watch-resilience tests);
+   * `whileStopped` runs in between, e.g. to write to and compact etcd behind the watchers' backs.
+   */
+  restartApiServer(whileStopped?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -186,9 +189,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       admin,
       auditLogFile,
       kubectl,
-      async restartApiServer() {
+      async restartApiServer(whileStopped) {
         await apiServer.stop();
         processes.splice(processes.indexOf(apiServer), 1);
+        await whileStopped?.();
         apiServer = await startApiServer();
       },
       stop: stopAll,
@@ -209,4 +213,22 @@ async function writeKubeconfig(file: string, server: string, caFile: string, use
     "current-context": "local",
   };
   await writeFile(file, JSON.stringify(config, null, 2), { mode: 0o600 });
+}
+
+/**
+ * Writes a marker key to etcd and compacts its history up to it: every watcher's resourceVersion
+ * is then older than the oldest revision etcd keeps, so resuming a watch answers 410 Gone.
+ */
+export async function compactEtcd(etcdUrl: string): Promise<void> {
+  const call = async (path: string, body: unknown) => {
+    const response = await fetch(`${etcdUrl}${path}`, { method: "POST", body: JSON.stringify(body) });
+    if (!response.ok) throw new Error(`etcd ${path}: ${response.status} ${await response.text()}`);
+    return (await response.json()) as { header?: { revision?: string } };
+  };
+  const base64 = (text: string) => Buffer.from(text).toString("base64");
+  const { header } = await call("/v3/kv/put", {
+    key: base64("/faults/compaction-marker"),
+    value: base64("x"),
+  });
+  await call("/v3/kv/compaction", { revision: header?.revision, physical: true });
 }

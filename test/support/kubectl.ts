@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { inject } from "vitest";
+import type { StackEnv } from "../harness/stack.js";
 import { eventually } from "./kube.js";
 
 const run = promisify(execFile);
@@ -17,11 +18,19 @@ export interface KubectlResult {
  * impersonating a user and groups with `as`. Never throws on a refused request: tests
  * assert on `ok` and the message.
  */
-export async function kubectl(
+export function kubectl(
   args: readonly string[],
   options: { stdin?: string; as?: { user: string; groups?: readonly string[] } } = {},
 ): Promise<KubectlResult> {
-  const stack = inject("stack");
+  return kubectlOn(inject("stack"), args, options);
+}
+
+/** kubectl against a given stack (a test's own instance); otherwise as `kubectl`. */
+export async function kubectlOn(
+  stack: Pick<StackEnv, "binDir" | "kubeconfig">,
+  args: readonly string[],
+  options: { stdin?: string; as?: { user: string; groups?: readonly string[] } } = {},
+): Promise<KubectlResult> {
   const impersonation = options.as
     ? [`--as=${options.as.user}`, ...(options.as.groups ?? []).map((g) => `--as-group=${g}`)]
     : [];

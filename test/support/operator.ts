@@ -1,3 +1,4 @@
+import type { KubeConfig } from "@kubernetes/client-node";
 import { inject } from "vitest";
 import { API_VERSION } from "../../src/api/group.js";
 import { type OperatorConfig, operatorConfigSchema } from "../../src/config.js";
@@ -29,11 +30,10 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
 export async function startTestOperator(
   config: OperatorConfig = stackOperatorConfig(),
-  options: { logLines?: string[]; brokerResyncIntervalMs?: number } = {},
+  options: { logLines?: string[]; brokerResyncIntervalMs?: number; kubeConfig?: KubeConfig } = {},
 ): Promise<RunningOperator> {
-  const kubeConfig = adminKubeConfig();
+  const { logLines, brokerResyncIntervalMs, kubeConfig = adminKubeConfig() } = options;
   await install(new KubeClient(kubeConfig), config);
-  const { logLines, brokerResyncIntervalMs } = options;
   return startOperator({
     kubeConfig,
     config,
