@@ -11,6 +11,8 @@ const run = promisify(execFile);
 
 /** Namespace where cert-manager keeps ClusterIssuer secrets (its cluster resource namespace). */
 export const CERT_MANAGER_NAMESPACE = "cert-manager";
+/** Service ClusterIPs come from here (kube-proxy and the NetworkPolicy enforcer must agree). */
+export const SERVICE_CIDR = "10.0.0.0/24";
 
 export interface ControlPlane {
   readonly kubeconfig: string;
@@ -27,10 +29,30 @@ export interface ControlPlane {
 export interface ControlPlaneOptions {
   readonly binDir: string;
   readonly stateDir: string;
+  /** A node will join: run the controllers that Deployments and Services need, and reach kubelets. */
+  readonly withNode?: boolean;
 }
 
+/** Controllers for what the operator's tests create; a cluster with a node also runs workloads. */
+const CONTROLLERS = [
+  "namespace-controller",
+  "garbage-collector-controller",
+  "serviceaccount-controller",
+  "serviceaccount-token-controller",
+  "resourcequota-controller",
+  "clusterrole-aggregation-controller",
+];
+const WORKLOAD_CONTROLLERS = [
+  "deployment-controller",
+  "replicaset-controller",
+  "endpoints-controller",
+  "endpointslice-controller",
+  // Lifts the node.kubernetes.io/not-ready taint a kubelet registers with, so Pods get scheduled.
+  "node-lifecycle-controller",
+];
+
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
-  const { binDir, stateDir } = options;
+  const { binDir, stateDir, withNode = false } = options;
   const pki = join(stateDir, "pki");
   const logs = join(stateDir, "logs");
   await Promise.all([mkdir(pki, { recursive: true }), mkdir(logs, { recursive: true })]);
@@ -103,12 +125,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       `--service-account-issuer=${server}`,
       `--service-account-key-file=${serviceAccountKey}`,
       `--service-account-signing-key-file=${serviceAccountKey}`,
-      "--service-cluster-ip-range=10.0.0.0/24",
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
       "--authorization-mode=RBAC",
       "--allow-privileged=false",
       "--disable-admission-plugins=ServiceAccount",
       "--endpoint-reconciler-type=none",
       `--cert-dir=${join(stateDir, "apiserver-certs")}`,
+      // exec and logs through kubelet, which trusts the cluster CA and asks the API server who may.
+      ...(withNode
+        ? [`--kubelet-client-certificate=${admin.certFile}`, `--kubelet-client-key=${admin.keyFile}`]
+        : []),
     ];
     const startApiServer = async () => {
       const apiServer = startProcess("kube-apiserver", bin("kube-apiserver"), apiServerArgs, {
@@ -130,7 +156,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       [
         `--kubeconfig=${kubeconfig}`,
         "--leader-elect=false",
-        "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,resourcequota-controller,clusterrole-aggregation-controller",
+        `--controllers=${[...CONTROLLERS, ...(withNode ? WORKLOAD_CONTROLLERS : [])].join(",")}`,
         `--service-account-private-key-file=${serviceAccountKey}`,
         `--root-ca-file=${ca.certFile}`,
         "--bind-address=127.0.0.1",

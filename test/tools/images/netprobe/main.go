@@ -1,0 +1,85 @@
+// Command netprobe is the test node's packet-level probe. "netprobe serve PORT" answers on
+// TCP and UDP PORT with its hostname; "netprobe connect tcp|udp HOST:PORT" exits 0 when that
+// answer arrives within two seconds and 1 when it does not (refused, dropped or timed out),
+// printing what happened, so a test asserts on a real connection outcome for both protocols.
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+const timeout = 2 * time.Second
+
+func main() {
+	switch {
+	case len(os.Args) == 3 && os.Args[1] == "serve":
+		serve(os.Args[2])
+	case len(os.Args) == 4 && os.Args[1] == "connect":
+		if err := connect(os.Args[2], os.Args[3]); err != nil {
+			fmt.Println("FAILED", err)
+			os.Exit(1)
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve PORT | netprobe connect tcp|udp HOST:PORT")
+		os.Exit(2)
+	}
+}
+
+func serve(port string) {
+	name, _ := os.Hostname()
+	answer := []byte(name + "\n")
+	listener, err := net.Listen("tcp", ":"+port)
+	if err != nil {
+		fail(err)
+	}
+	packets, err := net.ListenPacket("udp", ":"+port)
+	if err != nil {
+		fail(err)
+	}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			_, from, err := packets.ReadFrom(buf)
+			if err == nil {
+				_, _ = packets.WriteTo(answer, from)
+			}
+		}
+	}()
+	for {
+		conn, err := listener.Accept()
+		if err != nil {
+			continue
+		}
+		_, _ = conn.Write(answer)
+		_ = conn.Close()
+	}
+}
+
+func connect(network, address string) error {
+	conn, err := net.DialTimeout(network, address, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if network == "udp" {
+		if _, err := conn.Write([]byte("probe\n")); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return err
+	}
+	fmt.Print("OK ", string(buf[:n]))
+	return nil
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
