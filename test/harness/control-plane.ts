@@ -133,7 +133,12 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       `--cert-dir=${join(stateDir, "apiserver-certs")}`,
       // exec and logs through kubelet, which trusts the cluster CA and asks the API server who may.
       ...(withNode
-        ? [`--kubelet-client-certificate=${admin.certFile}`, `--kubelet-client-key=${admin.keyFile}`]
+        ? [
+            `--kubelet-client-certificate=${admin.certFile}`,
+            `--kubelet-client-key=${admin.keyFile}`,
+            // The node's name is no DNS name here.
+            "--kubelet-preferred-address-types=InternalIP",
+          ]
         : []),
     ];
     const startApiServer = async () => {

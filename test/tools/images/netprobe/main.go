@@ -1,5 +1,5 @@
-// Command netprobe is the test node's packet-level probe. "netprobe serve PORT" answers on
-// TCP and UDP PORT with its hostname; "netprobe connect tcp|udp HOST:PORT" exits 0 when that
+// Command netprobe is the test node's packet-level probe. "netprobe serve PORT..." answers on
+// TCP and UDP on each PORT with its hostname; "netprobe connect tcp|udp HOST:PORT" exits 0 when that
 // answer arrives within two seconds and 1 when it does not (refused, dropped or timed out),
 // printing what happened, so a test asserts on a real connection outcome for both protocols.
 package main
@@ -15,15 +15,18 @@ const timeout = 2 * time.Second
 
 func main() {
 	switch {
-	case len(os.Args) == 3 && os.Args[1] == "serve":
-		serve(os.Args[2])
+	case len(os.Args) >= 3 && os.Args[1] == "serve":
+		for _, port := range os.Args[2:] {
+			serve(port)
+		}
+		select {}
 	case len(os.Args) == 4 && os.Args[1] == "connect":
 		if err := connect(os.Args[2], os.Args[3]); err != nil {
 			fmt.Println("FAILED", err)
 			os.Exit(1)
 		}
 	default:
-		fmt.Fprintln(os.Stderr, "usage: netprobe serve PORT | netprobe connect tcp|udp HOST:PORT")
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve PORT... | netprobe connect tcp|udp HOST:PORT")
 		os.Exit(2)
 	}
 }
@@ -39,15 +42,21 @@ func serve(port string) {
 	if err != nil {
 		fail(err)
 	}
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			_, from, err := packets.ReadFrom(buf)
-			if err == nil {
-				_, _ = packets.WriteTo(answer, from)
-			}
+	go answerPackets(packets, answer)
+	go acceptConnections(listener, answer)
+}
+
+func answerPackets(packets net.PacketConn, answer []byte) {
+	buf := make([]byte, 512)
+	for {
+		_, from, err := packets.ReadFrom(buf)
+		if err == nil {
+			_, _ = packets.WriteTo(answer, from)
 		}
-	}()
+	}
+}
+
+func acceptConnections(listener net.Listener, answer []byte) {
 	for {
 		conn, err := listener.Accept()
 		if err != nil {
