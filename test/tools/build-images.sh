@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Builds the test node's OCI images without a registry or a container engine: each image is
-# a root filesystem assembled here, packed as one deterministic layer into an OCI archive that
+# Builds the node's OCI images without a registry or a container engine: each image is a root
+# filesystem assembled here, packed as one deterministic layer into an OCI archive that
 # `ctr images import` loads. pause: the pod sandbox (images/pause). probe: busybox-static
-# (sh, nc, wget) plus images/netprobe for TCP and UDP outcomes. Cached outside the repo,
-# keyed by this script, the Go sources, busybox's version and the Go version.
+# (sh, nc, wget) plus images/netprobe for TCP and UDP outcomes. operator and mosquitto:
+# scripts/image-rootfs.sh (which the Dockerfile uses too). Cached outside the repo, keyed by
+# everything that goes in: these scripts, the Go and app sources, the npm lockfile, the
+# Debian package versions and the Go version.
 # Prints the directory holding <name>.tar and refs (one "name reference" line per image).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
-busybox_version="$(dpkg-query -W -f '${Version}' busybox-static)"
-key="$( { go version; echo "$busybox_version"; cat "$here/build-images.sh" "$here/images/go.mod" "$here"/images/*/main.go; } | sha256sum | cut -c1-16)"
+repo="$(cd "$here/../.." && pwd)"
+inputs() {
+  go version
+  dpkg-query -W -f '${Version}\n' busybox-static mosquitto libc6
+  cat "$here/build-images.sh" "$here/images/go.mod" "$here"/images/*/main.go "$repo/scripts/image-rootfs.sh"
+  (cd "$repo" && find src bin -type f ! -name '*.test.ts' | sort | xargs cat && cat package.json package-lock.json tsconfig.json tsconfig.build.json)
+}
+key="$(inputs | sha256sum | cut -c1-16)"
 cache_root="${IOT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/iot-tenant-operator}"
 out="$cache_root/images-$key"
 if [[ -f "$out/refs" ]]; then echo "$out"; exit 0; fi
@@ -28,7 +36,7 @@ oci_image() {
   mkdir -p "$dir/blobs/sha256"
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$dir/layer.tar" .
   local diff_id; diff_id="$(sha "$dir/layer.tar")"
-  gzip -n -9 "$dir/layer.tar"
+  gzip -n "$dir/layer.tar"
   local layer; layer="$(sha "$dir/layer.tar.gz")"
   mv "$dir/layer.tar.gz" "$dir/blobs/sha256/$layer"
   printf '{"architecture":"amd64","os":"linux","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
@@ -60,6 +68,13 @@ chmod 1777 "$probe/tmp"
 cp /bin/busybox "$work/build/bin/netprobe" "$probe/bin/"
 for applet in sh nc wget sleep cat ls ip nslookup; do ln -s busybox "$probe/bin/$applet"; done
 oci_image probe "$probe" '{"User":"65534:65534","Env":["PATH=/bin"],"Entrypoint":["/bin/netprobe"],"Cmd":["serve","8080"]}'
+
+(cd "$repo" && npm run --silent build >&2)
+bash "$repo/scripts/image-rootfs.sh" operator "$work/build/operator-root"
+oci_image operator "$work/build/operator-root" '{"User":"65532:65532","WorkingDir":"/app","Entrypoint":["/usr/local/bin/node","/app/bin/iot-tenant-operator.js"],"Cmd":["run"]}'
+
+bash "$repo/scripts/image-rootfs.sh" mosquitto "$work/build/mosquitto-root"
+oci_image mosquitto "$work/build/mosquitto-root" '{"User":"1883:1883","Entrypoint":["/usr/sbin/mosquitto"],"Cmd":["-c","/mosquitto/config/mosquitto.conf"]}'
 
 rm -rf "$work/build" "$out" && mv "$work" "$out"
 echo "$out"
