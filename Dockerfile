@@ -8,14 +8,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY package.json package-lock.json ./
-# Installs the pinned Node.js 24 (npm package `node`) and the toolchain; scripts fetch the node binary.
-RUN npm ci --no-audit --no-fund
-COPY tsconfig.json tsconfig.build.json ./
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY src ./src
 COPY scripts/image-rootfs.sh ./scripts/
-RUN npm run build && bash scripts/image-rootfs.sh operator /rootfs
+# Installs the pinned Node.js 24 (npm package `node`, whose install script fetches the binary
+# package) and the toolchain; `prepare` builds dist/.
+RUN npm ci --no-audit --no-fund && bash scripts/image-rootfs.sh operator /rootfs
 
 FROM scratch
 COPY --from=build /rootfs /
