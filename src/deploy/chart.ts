@@ -41,11 +41,13 @@ function documents(objects: readonly KubeObject[]): string {
 
 const env = (name: string, value: string) => ({ name, value });
 
+const operatorLabels = {
+  "app.kubernetes.io/name": "iot-tenant-operator",
+  "app.kubernetes.io/instance": "{{ .Release.Name }}",
+};
+
 function deployment(): KubeObject {
-  const labels = {
-    "app.kubernetes.io/name": "iot-tenant-operator",
-    "app.kubernetes.io/instance": "{{ .Release.Name }}",
-  };
+  const labels = operatorLabels;
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -66,6 +68,7 @@ function deployment(): KubeObject {
             {
               name: "operator",
               image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}",
+              imagePullPolicy: "{{ .Values.image.pullPolicy }}",
               args: ["run"],
               env: [
                 env("OPERATOR_NAMESPACE", RELEASE_NAMESPACE),
@@ -232,6 +235,105 @@ function brokerObjects(): KubeObject[] {
   ];
 }
 
+/** /metrics is served on the probe port; the ServiceMonitor (Prometheus Operator) is optional. */
+function metricsService(): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name: "iot-tenant-operator-metrics", namespace: RELEASE_NAMESPACE, labels: operatorLabels },
+    spec: {
+      selector: operatorLabels,
+      ports: [{ name: "metrics", port: PROBE_PORT, targetPort: "probes", protocol: "TCP" }],
+    },
+  };
+}
+
+function serviceMonitor(): KubeObject {
+  return {
+    apiVersion: "monitoring.coreos.com/v1",
+    kind: "ServiceMonitor",
+    metadata: { name: "iot-tenant-operator", namespace: RELEASE_NAMESPACE, labels: operatorLabels },
+    spec: {
+      selector: { matchLabels: operatorLabels },
+      endpoints: [
+        { port: "metrics", path: "/metrics", interval: "{{ .Values.metrics.serviceMonitor.interval }}" },
+      ],
+    },
+  };
+}
+
+/** Renders `objects` only when the values say `condition`. */
+function when(condition: string, yaml: string): string {
+  const [header, ...body] = yaml.split("\n");
+  return [header, `{{- if ${condition} }}`, ...body.slice(0, -1), "{{- end }}", ""].join("\n");
+}
+
+/**
+ * values.schema.json: helm refuses values that do not fit before rendering anything, naming the
+ * field (e.g. "at '/replicas': got string, want integer").
+ */
+function valuesSchema(): string {
+  const text = (description: string, extra: Record<string, unknown> = {}) => ({
+    type: "string",
+    description,
+    ...extra,
+  });
+  const port = (description: string) => ({ type: "integer", minimum: 1, maximum: 65535, description });
+  const object = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({
+    type: "object",
+    additionalProperties: false,
+    required,
+    properties,
+  });
+  const schema = {
+    $schema: "http://json-schema.org/draft-07/schema#",
+    ...object({
+      replicas: {
+        type: "integer",
+        minimum: 1,
+        description: "Operator replicas; one leads, the others stand by.",
+      },
+      image: object({
+        repository: text("The operator image's repository.", { minLength: 1 }),
+        tag: text("The operator image's tag.", { minLength: 1 }),
+        pullPolicy: { enum: ["Always", "IfNotPresent", "Never"], description: "The image pull policy." },
+      }),
+      logLevel: {
+        enum: ["trace", "debug", "info", "warn", "error", "fatal"],
+        description: "The operator's log level.",
+      },
+      rootCA: object({
+        secretName: text("The device root CA's Secret in the release namespace.", { minLength: 1 }),
+      }),
+      broker: object({
+        namespace: text("Namespace of the broker's pods; empty: the release namespace."),
+        podPorts: text("Comma-separated TCP ports tenant pods may reach on the broker's pods.", {
+          pattern: "^[0-9]+(,[0-9]+)*$",
+        }),
+        host: text("The broker's host name (its Service).", { minLength: 1 }),
+        mtlsPort: port("The broker's device listener (mutual TLS)."),
+        adminPort: port("The broker's admin listener."),
+        adminUsername: text("CN of the operator's broker admin certificate.", { minLength: 1 }),
+      }),
+      tenantPolicy: object({
+        priorityClasses: text("Comma-separated PriorityClass names tenant pods may use."),
+        serviceTypes: text("Comma-separated Service types tenants may create.", {
+          pattern:
+            "^((ClusterIP|NodePort|LoadBalancer|ExternalName)(,(ClusterIP|NodePort|LoadBalancer|ExternalName))*)?$",
+        }),
+        ingressDomain: text("Ingress hosts of namespace N must lie under N.<ingressDomain>."),
+      }),
+      metrics: object({
+        serviceMonitor: object({
+          enabled: { type: "boolean", description: "Create a Prometheus Operator ServiceMonitor." },
+          interval: text("Scrape interval.", { pattern: "^[0-9]+(ms|s|m|h)$" }),
+        }),
+      }),
+    }),
+  };
+  return `${JSON.stringify(schema, null, 2)}\n`;
+}
+
 const CHART_YAML = `${HEADER}apiVersion: v2
 name: iot-tenant-operator
 description: Enforces IoT tenant isolation with namespaces, NetworkPolicies, RBAC, quotas, device certificates and MQTT broker ACLs.
@@ -245,6 +347,7 @@ const VALUES_YAML = `${HEADER}replicas: 2
 image:
   repository: ghcr.io/iot-tenant-operator/iot-tenant-operator
   tag: "0.1.0"
+  pullPolicy: IfNotPresent
 logLevel: info
 # The device root CA: a Secret (tls.crt, tls.key) in the release namespace, created before install.
 # The operator signs every tenant's intermediate CA with it; the broker trusts its certificate.
@@ -269,6 +372,12 @@ tenantPolicy:
   serviceTypes: ClusterIP
   # Ingress hosts of namespace N must lie under N.<ingressDomain>; empty: tenants cannot create Ingresses.
   ingressDomain: ""
+# /metrics is served by every replica through the Service iot-tenant-operator-metrics.
+metrics:
+  serviceMonitor:
+    # Needs the Prometheus Operator's ServiceMonitor CRD.
+    enabled: false
+    interval: 30s
 `;
 
 /** Every file of the chart, by path relative to the chart directory. */
@@ -277,6 +386,7 @@ export function chartFiles(): Map<string, string> {
   const files = new Map<string, string>([
     ["Chart.yaml", CHART_YAML],
     ["values.yaml", VALUES_YAML],
+    ["values.schema.json", valuesSchema()],
     ["templates/operator-rbac.yaml", documents(operatorRbac(RELEASE_NAMESPACE, SERVICE_ACCOUNT))],
     [
       "templates/tenant-guard.yaml",
@@ -291,6 +401,11 @@ export function chartFiles(): Map<string, string> {
       ),
     ],
     ["templates/deployment.yaml", documents([deployment()])],
+    ["templates/metrics.yaml", documents([metricsService()])],
+    [
+      "templates/servicemonitor.yaml",
+      when(".Values.metrics.serviceMonitor.enabled", documents([serviceMonitor()])),
+    ],
     ["templates/broker.yaml", documents(brokerObjects())],
   ]);
   for (const crd of readdirSync(crdDir).filter((f) => f.endsWith(".yaml"))) {

@@ -13,6 +13,8 @@ const run = promisify(execFile);
 export const CERT_MANAGER_NAMESPACE = "cert-manager";
 /** Service ClusterIPs come from here (kube-proxy and the NetworkPolicy enforcer must agree). */
 export const SERVICE_CIDR = "10.0.0.0/24";
+/** The first address of SERVICE_CIDR, which the API server gives the `kubernetes` Service. */
+const KUBERNETES_SERVICE_IP = "10.0.0.1";
 
 export interface ControlPlane {
   readonly kubeconfig: string;
@@ -49,6 +51,8 @@ const WORKLOAD_CONTROLLERS = [
   "endpointslice-controller",
   // Lifts the node.kubernetes.io/not-ready taint a kubelet registers with, so Pods get scheduled.
   "node-lifecycle-controller",
+  // kube-root-ca.crt in every namespace: each Pod's service account token volume projects it.
+  "root-ca-certificate-publisher-controller",
 ];
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
@@ -59,11 +63,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const bin = (name: string) => join(binDir, name);
 
   const ca = await createCA(pki, "kubernetes-ca", "iot-tenant-operator test cluster CA");
+  // Pods reach the API server through the `kubernetes` Service, whose endpoint is this host's address.
+  const hostIp = withNode ? await primaryAddress() : undefined;
   const [serving, admin, serviceAccountKey] = await Promise.all([
     issueCertificate(pki, ca, "apiserver", {
       subject: "/CN=kube-apiserver",
-      dnsNames: ["localhost", "kubernetes", "kubernetes.default.svc"],
-      ips: ["127.0.0.1"],
+      dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+      ips: ["127.0.0.1", ...(hostIp ? [hostIp, KUBERNETES_SERVICE_IP] : [])],
       usages: ["serverAuth"],
     }),
     issueCertificate(pki, ca, "admin", { subject: "/O=system:masters/CN=admin", usages: ["clientAuth"] }),
@@ -116,8 +122,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const apiServerArgs = [
       `--etcd-servers=${etcdUrl}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
+      `--bind-address=${hostIp ? "0.0.0.0" : "127.0.0.1"}`,
+      `--advertise-address=${hostIp ?? "127.0.0.1"}`,
       `--secure-port=${apiPort}`,
       `--tls-cert-file=${serving.certFile}`,
       `--tls-private-key-file=${serving.keyFile}`,
@@ -128,8 +134,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       `--service-cluster-ip-range=${SERVICE_CIDR}`,
       "--authorization-mode=RBAC",
       "--allow-privileged=false",
-      "--disable-admission-plugins=ServiceAccount",
-      "--endpoint-reconciler-type=none",
+      // Without a node nothing runs Pods, so nothing needs their tokens or the `kubernetes` endpoint.
+      ...(withNode
+        ? ["--endpoint-reconciler-type=lease"]
+        : ["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]),
       `--cert-dir=${join(stateDir, "apiserver-certs")}`,
       // exec and logs through kubelet, which trusts the cluster CA and asks the API server who may.
       ...(withNode
@@ -227,4 +235,12 @@ async function writeKubeconfig(file: string, server: string, caFile: string, use
     "current-context": "local",
   };
   await writeFile(file, JSON.stringify(config, null, 2), { mode: 0o600 });
+}
+
+/** This host's address on its default route (the node's InternalIP, which Pods can reach). */
+async function primaryAddress(): Promise<string> {
+  const { stdout } = await run("ip", ["-4", "-o", "route", "get", "1.1.1.1"]);
+  const address = / src (\S+)/.exec(stdout)?.[1];
+  if (!address) throw new Error(`no source address in: ${stdout}`);
+  return address;
 }
