@@ -27,7 +27,7 @@ describe("the Helm chart", () => {
   });
 
   it("refuses values that do not fit its schema, naming the field", async () => {
-    for (const [set, message] of [
+    const cases: Array<[set: string, message: string]> = [
       ["replicas=two", "at '/replicas': got string, want integer"],
       ["replicas=0", "at '/replicas': minimum: got 0, want 1"],
       [
@@ -37,7 +37,8 @@ describe("the Helm chart", () => {
       ["broker.mtlsPort=70000", "at '/broker/mtlsPort': maximum: got 70,000, want 65,535"],
       ["tenantPolicy.serviceTypes=Ingress", "at '/tenantPolicy/serviceTypes'"],
       ["brokr.host=x", "additional properties 'brokr' not allowed"],
-    ]) {
+    ];
+    for (const [set, message] of cases) {
       await expect(helm(["template", "iot", CHART_DIR, "--set", set]), set).rejects.toThrow(message);
     }
     // Twin: the same fields with fitting values render.

@@ -43,6 +43,23 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
 
   beforeAll(async () => {
     operator = await startTestOperator(config);
+    // The admission policy's parameters may have just been re-created (another file's helm
+    // uninstall removes them); the API server admits Tenants once it sees them again.
+    await eventually(
+      "the tenant admission policy has its parameters",
+      async () =>
+        (
+          await kubectl(["create", "--dry-run=server", "-f", "-"], {
+            stdin: JSON.stringify({
+              apiVersion: API_VERSION,
+              kind: "Tenant",
+              metadata: { name: a },
+              spec: {},
+            }),
+          })
+        ).ok || undefined,
+      60_000,
+    );
     await kubectl(["create", "namespace", n]);
     await kubectl(["create", "namespace", m]);
     await applyReadyTenant(a, {

@@ -1,0 +1,138 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { helm } from "../../test/support/helm.js";
+import { eventually, uniqueName } from "../../test/support/kube.js";
+import { kubectl } from "../../test/support/kubectl.js";
+import { applyManifest } from "../../test/support/operator.js";
+import { TenantConditionType } from "../api/conditions.js";
+import { API_VERSION, OPERATOR_NAMESPACE } from "../api/group.js";
+import { TenantObjectName } from "../desired/tenant.js";
+import { CHART_DIR } from "./chart.js";
+
+const RELEASE = "iot";
+const DEPLOYMENT = "iot-tenant-operator";
+const LEASE = "iot-tenant-operator";
+
+/** Pod names of the operator's replicas that are Ready (their /readyz answered). */
+async function readyReplicas(): Promise<string[]> {
+  const { stdout } = await kubectl([
+    "get",
+    "pods",
+    "-n",
+    OPERATOR_NAMESPACE,
+    "-l",
+    `app.kubernetes.io/name=${DEPLOYMENT}`,
+    "-o",
+    "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp} {.status.conditions[?(@.type=='Ready')].status}{'\\n'}{end}",
+  ]);
+  return stdout
+    .split("\n")
+    .map((line) => line.split(" "))
+    .filter(([, deleting, ready]) => deleting === "" && ready === "True")
+    .map(([name]) => name ?? "");
+}
+
+async function leader(): Promise<string> {
+  const { stdout } = await kubectl([
+    "get",
+    "lease",
+    "-n",
+    OPERATOR_NAMESPACE,
+    LEASE,
+    "-o",
+    "jsonpath={.spec.holderIdentity}",
+  ]);
+  return stdout;
+}
+
+/**
+ * `helm install` for real: the chart's Deployment runs the operator image (built by
+ * test/tools/build-images.sh, imported into the node's containerd) as two replicas on a real
+ * node, in a namespace that enforces the restricted Pod Security level.
+ */
+describe("helm install on a real node", () => {
+  const image = inject("stack").node?.images.operator ?? "";
+  const tenant = uniqueName("helm");
+
+  beforeAll(async () => {
+    const labelled = await kubectl([
+      "label",
+      "--overwrite",
+      "namespace",
+      OPERATOR_NAMESPACE,
+      "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    if (!labelled.ok) throw new Error(labelled.stderr);
+    const separator = image.lastIndexOf(":");
+    await helm([
+      "install",
+      RELEASE,
+      CHART_DIR,
+      "--namespace",
+      OPERATOR_NAMESPACE,
+      // Other test files install the same cluster objects with the operator's own `install`.
+      "--take-ownership",
+      "--set",
+      `image.repository=${image.slice(0, separator)},image.tag=${image.slice(separator + 1)},image.pullPolicy=Never`,
+      "--wait",
+      "--timeout=5m",
+    ]);
+  }, 360_000);
+
+  afterAll(async () => {
+    await kubectl(["delete", "tenant", tenant, "--wait=false"]);
+    await helm(["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout=2m"]).catch(
+      () => undefined,
+    );
+    await kubectl(["label", "namespace", OPERATOR_NAMESPACE, "pod-security.kubernetes.io/enforce-"]);
+  }, 180_000);
+
+  it("runs two Ready replicas of the operator image, one of them leading", async () => {
+    const replicas = await eventually(
+      "two Ready replicas",
+      async () => {
+        const ready = await readyReplicas();
+        return ready.length === 2 ? ready : undefined;
+      },
+      120_000,
+    );
+    const holder = await eventually("a leader", async () => (await leader()) || undefined, 60_000);
+    expect(replicas.filter((pod) => holder.startsWith(`${pod}-`))).toHaveLength(1);
+  });
+
+  it("reconciles a Tenant from inside the cluster", async () => {
+    await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} });
+    // No broker runs in this cluster, so the Tenant is not Ready; its namespace and policies are.
+    await eventually(
+      "the in-cluster operator reports the tenant's namespaces ready",
+      async () => {
+        const { stdout } = await kubectl([
+          "get",
+          "tenant",
+          tenant,
+          "-o",
+          `jsonpath={.status.conditions[?(@.type=='${TenantConditionType.NamespacesReady}')].status}`,
+        ]);
+        return stdout === "True" ? true : undefined;
+      },
+      120_000,
+    );
+    const policies = await kubectl(["get", "networkpolicy", "-n", tenant, "-o", "name"]);
+    expect(policies.stdout).toContain(`networkpolicy.networking.k8s.io/${TenantObjectName.defaultDeny}`);
+  });
+
+  it("hands the lease to the standby when the leader's pod goes", async () => {
+    const before = await eventually("a leader", async () => (await leader()) || undefined, 60_000);
+    const pod = (await readyReplicas()).find((name) => before.startsWith(`${name}-`));
+    expect(pod).toBeDefined();
+    await kubectl(["delete", "pod", "-n", OPERATOR_NAMESPACE, pod ?? "", "--wait=false"]);
+    const after = await eventually(
+      "another replica leads",
+      async () => {
+        const holder = await leader();
+        return holder && holder !== before ? holder : undefined;
+      },
+      120_000,
+    );
+    expect(after.startsWith(`${pod}-`)).toBe(false);
+  });
+});
