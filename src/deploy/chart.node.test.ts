@@ -1,11 +1,12 @@
+import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { helm } from "../../test/support/helm.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
-import { applyManifest } from "../../test/support/operator.js";
-import { TenantConditionType } from "../api/conditions.js";
-import { API_VERSION, OPERATOR_NAMESPACE } from "../api/group.js";
+import { applyDevice, applyReadyTenant, deviceTls, readyDevice } from "../../test/support/operator.js";
+import { OPERATOR_NAMESPACE } from "../api/group.js";
 import { TenantObjectName } from "../desired/tenant.js";
+import { probeOptions } from "../verify/mqtt-probe.js";
 import { CHART_DIR } from "./chart.js";
 
 const RELEASE = "iot";
@@ -31,6 +32,12 @@ async function readyReplicas(): Promise<string[]> {
     .map(([name]) => name ?? "");
 }
 
+/** "repository:tag" of an image reference. */
+function splitRef(ref: string): [string, string] {
+  const separator = ref.lastIndexOf(":");
+  return [ref.slice(0, separator), ref.slice(separator + 1)];
+}
+
 async function leader(): Promise<string> {
   const { stdout } = await kubectl([
     "get",
@@ -47,10 +54,11 @@ async function leader(): Promise<string> {
 /**
  * `helm install` for real: the chart's Deployment runs the operator image (built by
  * test/tools/build-images.sh, imported into the node's containerd) as two replicas on a real
- * node, in a namespace that enforces the restricted Pod Security level.
+ * node, in a namespace that enforces the restricted Pod Security level, with the chart's broker.
  */
 describe("helm install on a real node", () => {
   const image = inject("stack").node?.images.operator ?? "";
+  const brokerImage = inject("stack").node?.images.mosquitto ?? "";
   const tenant = uniqueName("helm");
 
   beforeAll(async () => {
@@ -62,7 +70,8 @@ describe("helm install on a real node", () => {
       "pod-security.kubernetes.io/enforce=restricted",
     ]);
     if (!labelled.ok) throw new Error(labelled.stderr);
-    const separator = image.lastIndexOf(":");
+    const [repository, tag] = splitRef(image);
+    const [brokerRepository, brokerTag] = splitRef(brokerImage);
     await helm([
       "install",
       RELEASE,
@@ -72,9 +81,9 @@ describe("helm install on a real node", () => {
       // Other test files install the same cluster objects with the operator's own `install`.
       "--take-ownership",
       "--set",
-      `image.repository=${image.slice(0, separator)},image.tag=${image.slice(separator + 1)},image.pullPolicy=Never`,
-      "--wait",
-      "--timeout=5m",
+      `image.repository=${repository},image.tag=${tag},image.pullPolicy=Never`,
+      "--set",
+      `broker.image.repository=${brokerRepository},broker.image.tag=${brokerTag},broker.image.pullPolicy=Never`,
     ]);
   }, 360_000);
 
@@ -99,25 +108,45 @@ describe("helm install on a real node", () => {
     expect(replicas.filter((pod) => holder.startsWith(`${pod}-`))).toHaveLength(1);
   });
 
-  it("reconciles a Tenant from inside the cluster", async () => {
-    await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} });
-    // No broker runs in this cluster, so the Tenant is not Ready; its namespace and policies are.
-    await eventually(
-      "the in-cluster operator reports the tenant's namespaces ready",
-      async () => {
-        const { stdout } = await kubectl([
-          "get",
-          "tenant",
-          tenant,
-          "-o",
-          `jsonpath={.status.conditions[?(@.type=='${TenantConditionType.NamespacesReady}')].status}`,
-        ]);
-        return stdout === "True" ? true : undefined;
-      },
-      120_000,
-    );
+  it("reconciles a Tenant from inside the cluster with the chart's broker", async () => {
+    // Ready includes the broker: the in-cluster operator reached the chart's Mosquitto by its
+    // Service name (cluster DNS) and gave it the tenant's roles.
+    await applyReadyTenant(tenant);
     const policies = await kubectl(["get", "networkpolicy", "-n", tenant, "-o", "name"]);
     expect(policies.stdout).toContain(`networkpolicy.networking.k8s.io/${TenantObjectName.defaultDeny}`);
+  });
+
+  it("serves a device through the broker's Service, and refuses it once revoked (the CRL reloads)", async () => {
+    await applyDevice(tenant, "sensor");
+    await readyDevice(tenant, "sensor");
+    const tls = await deviceTls(tenant, "sensor");
+    const { stdout: address } = await kubectl([
+      "get",
+      "service",
+      "-n",
+      OPERATOR_NAMESPACE,
+      "mosquitto",
+      "-o",
+      "jsonpath={.spec.clusterIP}",
+    ]);
+    // Through kube-proxy's rules for the Service, verifying the broker's name as a device does.
+    const connectDevice = () =>
+      mqtt.connectAsync(probeOptions(address, 8883, { ...tls, servername: "mosquitto" }));
+    const client = await eventually("the device connects through the Service", () => connectDevice(), 60_000);
+    await client.endAsync(true);
+    expect((await kubectl(["delete", "device", "-n", tenant, "sensor", "--wait=false"])).ok).toBe(true);
+    await eventually(
+      "the broker refuses the revoked certificate in the handshake",
+      () =>
+        connectDevice().then(
+          async (c) => {
+            await c.endAsync(true);
+            return undefined;
+          },
+          (error: Error) => (/revoked/.test(error.message) ? true : undefined),
+        ),
+      90_000,
+    );
   });
 
   it("hands the lease to the standby when the leader's pod goes", async () => {

@@ -4,6 +4,7 @@ import { kubectl } from "../../test/support/kubectl.js";
 import {
   connect,
   enforced,
+  inProbe,
   type Outcome,
   PROBE_PORT,
   type Probe,
@@ -24,6 +25,24 @@ import { TenantObjectName } from "./tenant.js";
  * operator made, enforced by kube-router's policy controller. Every outcome is a real TCP or UDP
  * exchange made inside a Pod; each denial has its allowed twin.
  */
+/** The `kubernetes` Service's ClusterIP, which cluster DNS returns for its name. */
+const KUBERNETES_SERVICE_IP = "10.0.0.1";
+
+async function clusterDnsPod(): Promise<string> {
+  const { stdout } = await kubectl([
+    "get",
+    "pods",
+    "-n",
+    "kube-system",
+    "-l",
+    "k8s-app=kube-dns",
+    "-o",
+    "jsonpath={.items[0].status.podIP}",
+  ]);
+  if (!stdout) throw new Error("no CoreDNS pod in kube-system");
+  return stdout;
+}
+
 describe("I1 with packets: tenant network isolation on a real node", () => {
   const config = stackOperatorConfig();
   let operator: RunningOperator | undefined;
@@ -32,6 +51,8 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
   const b = uniqueName("pb");
   const [a1, a2, n, m] = [`${a}-1`, `${a}-2`, uniqueName("pn"), uniqueName("pm")];
   const probes: Record<string, Probe> = {};
+  /** The address of the CoreDNS pod behind kube-system/kube-dns. */
+  const dns = "";
   const at = (name: string): Probe => {
     const probe = probes[name];
     if (!probe) throw new Error(`no probe ${name}`);
@@ -73,13 +94,7 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
       { namespace: b, name: "b" },
       { namespace: n, name: "n" },
       { namespace: m, name: "m" },
-      // What tenant policies let through besides the tenant's own pods: DNS and the broker.
-      {
-        namespace: config.DNS_NAMESPACE,
-        name: uniqueName("dns"),
-        labels: Object.fromEntries([config.DNS_POD_LABEL.split("=")]),
-        extraPorts: [53],
-      },
+      // What tenant policies let through besides the tenant's own pods and cluster DNS: the broker.
       { namespace: config.BROKER_NAMESPACE, name: uniqueName("broker"), extraPorts: config.BROKER_POD_PORTS },
     ]);
     for (const probe of started)
@@ -93,8 +108,8 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
     await operator?.stop();
     for (const ns of [n, m]) await kubectl(["delete", "namespace", ns, "--wait=false"]);
     for (const tenant of [a, b]) await kubectl(["delete", "tenant", tenant, "--wait=false"]);
-    for (const probe of [probes.dns, probes.broker]) {
-      if (probe) await kubectl(["delete", "pod", "-n", probe.namespace, probe.name, "--wait=false"]);
+    if (probes.broker) {
+      await kubectl(["delete", "pod", "-n", probes.broker.namespace, probes.broker.name, "--wait=false"]);
     }
   });
 
@@ -150,13 +165,17 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
     await applyReadyTenant(a, { namespaces: [a1, a2], network: { allowFromNamespaces: [m] } });
   });
 
-  it("reaches DNS on port 53 and the broker on its ports, and nothing else of theirs", async () => {
-    for (const protocol of ["udp", "tcp"] as const) {
-      expect((await connect(at("a1"), protocol, at("dns").ip, 53)).connected, `dns ${protocol}/53`).toBe(
-        true,
-      );
-      expect((await connect(at("a1"), protocol, at("dns").ip, PROBE_PORT)).connected).toBe(false);
-    }
+  it("resolves names through the cluster's DNS, and reaches nothing else of its pod", async () => {
+    const lookup = ["nslookup", "kubernetes.default.svc.cluster.local"];
+    const health = ["wget", "-q", "-O", "-", "-T", "2", `http://${dns}:8080/health`];
+    expect((await inProbe(at("a1"), lookup)).output).toContain(KUBERNETES_SERVICE_IP);
+    expect((await inProbe(at("b"), lookup)).output).toContain(KUBERNETES_SERVICE_IP);
+    expect((await inProbe(at("a1"), health)).ok).toBe(false);
+    // Twin: CoreDNS's health port answers a pod outside every tenant.
+    expect((await inProbe(at("n"), health)).output).toBe("OK");
+  });
+
+  it("reaches the broker's namespace on the broker's ports only", async () => {
     for (const port of config.BROKER_POD_PORTS) {
       expect((await connect(at("b"), "tcp", at("broker").ip, port)).connected, `broker tcp/${port}`).toBe(
         true,
@@ -164,8 +183,7 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
       expect((await connect(at("b"), "udp", at("broker").ip, port)).connected).toBe(false);
     }
     expect((await connect(at("b"), "tcp", at("broker").ip, PROBE_PORT)).connected).toBe(false);
-    // Twin of the refusals: the same ports answer a pod outside every tenant.
-    expect((await connect(at("n"), "tcp", at("dns").ip, PROBE_PORT)).connected).toBe(true);
+    // Twin: the same port answers a pod outside every tenant.
     expect((await connect(at("n"), "tcp", at("broker").ip, PROBE_PORT)).connected).toBe(true);
   });
 

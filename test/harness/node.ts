@@ -14,6 +14,8 @@ const run = promisify(execFile);
 /** The node's name, its pod range (host-local hands out addresses from it) and its CNI bridge. */
 export const NODE_NAME = "iot-node";
 export const POD_CIDR = "10.244.0.0/24";
+/** The cluster DNS Service's address (kube-system/kube-dns, CoreDNS behind it), in SERVICE_CIDR. */
+export const CLUSTER_DNS_IP = "10.0.0.10";
 const BRIDGE = "iotbr0";
 /**
  * kube-proxy and kube-router own machine-wide iptables chains and ipsets, so one node runs on a
@@ -195,11 +197,116 @@ export async function startNode(options: NodeOptions): Promise<TestNode> {
       async () => (await httpGet(`http://127.0.0.1:${routerHealthPort}/healthz`)).status === 200,
       { timeoutMs: 60_000, process: router },
     );
+    await controlPlane.kubectl(
+      ["apply", "--server-side", "-f", "-"],
+      clusterDns(images.coredns ?? "")
+        .map((o) => JSON.stringify(o))
+        .join("\n"),
+    );
+    await controlPlane.kubectl([
+      "rollout",
+      "status",
+      "-n",
+      "kube-system",
+      "deployment/coredns",
+      "--timeout=120s",
+    ]);
     return { name: NODE_NAME, images, stop };
   } catch (error) {
     await stop();
     throw error;
   }
+}
+
+/**
+ * CoreDNS as the cluster's DNS, the way clusters deploy it: a Deployment in kube-system labelled
+ * k8s-app=kube-dns (the label tenant policies let DNS traffic reach) behind the kube-dns Service.
+ */
+function clusterDns(image: string): object[] {
+  const labels = { "k8s-app": "kube-dns" };
+  const meta = (name: string) => ({ name, namespace: "kube-system", labels });
+  const corefile = `.:53 {
+    errors
+    health :8080
+    ready :8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+}
+`;
+  return [
+    { apiVersion: "v1", kind: "ServiceAccount", metadata: meta("coredns") },
+    {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "ClusterRole",
+      metadata: { name: "system:coredns", labels },
+      rules: [
+        { apiGroups: [""], resources: ["services", "pods", "namespaces"], verbs: ["list", "watch"] },
+        { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
+      ],
+    },
+    {
+      apiVersion: "rbac.authorization.k8s.io/v1",
+      kind: "ClusterRoleBinding",
+      metadata: { name: "system:coredns", labels },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "system:coredns" },
+      subjects: [{ kind: "ServiceAccount", name: "coredns", namespace: "kube-system" }],
+    },
+    { apiVersion: "v1", kind: "ConfigMap", metadata: meta("coredns"), data: { Corefile: corefile } },
+    {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: meta("coredns"),
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: labels },
+        template: {
+          metadata: { labels },
+          spec: {
+            serviceAccountName: "coredns",
+            dnsPolicy: "Default",
+            securityContext: {
+              runAsNonRoot: true,
+              seccompProfile: { type: "RuntimeDefault" },
+              // Port 53 without root or a capability.
+              sysctls: [{ name: "net.ipv4.ip_unprivileged_port_start", value: "53" }],
+            },
+            containers: [
+              {
+                name: "coredns",
+                image,
+                imagePullPolicy: "Never",
+                volumeMounts: [{ name: "config", mountPath: "/etc/coredns", readOnly: true }],
+                readinessProbe: { httpGet: { path: "/ready", port: 8181 } },
+                livenessProbe: { httpGet: { path: "/health", port: 8080 } },
+                securityContext: {
+                  allowPrivilegeEscalation: false,
+                  readOnlyRootFilesystem: true,
+                  capabilities: { drop: ["ALL"] },
+                },
+              },
+            ],
+            volumes: [{ name: "config", configMap: { name: "coredns" } }],
+          },
+        },
+      },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: meta("kube-dns"),
+      spec: {
+        clusterIP: CLUSTER_DNS_IP,
+        selector: labels,
+        ports: [
+          { name: "dns", port: 53, protocol: "UDP" },
+          { name: "dns-tcp", port: 53, protocol: "TCP" },
+        ],
+      },
+    },
+  ];
 }
 
 async function takeNodeLock(): Promise<void> {
@@ -299,6 +406,8 @@ function kubeletConfig(
     healthzPort: settings.healthPort,
     podCIDR: POD_CIDR,
     resolvConf: "/etc/resolv.conf",
+    clusterDNS: [CLUSTER_DNS_IP],
+    clusterDomain: "cluster.local",
     failSwapOn: false,
     protectKernelDefaults: false,
     localStorageCapacityIsolation: false,

@@ -110,6 +110,21 @@ export interface Outcome {
   readonly output: string;
 }
 
+/**
+ * Runs `command` inside the probe Pod; `ok` is its exit status. Throws when kubectl could not run
+ * it at all, so a refusal is only ever the command's own failure.
+ */
+export async function inProbe(
+  from: Probe,
+  command: readonly string[],
+): Promise<{ ok: boolean; output: string }> {
+  const result = await kubectl(["exec", "-n", from.namespace, from.name, "--", ...command]);
+  if (!result.ok && /^(error:|Error from server)/m.test(result.stderr)) {
+    throw new Error(`could not run ${command[0]} in ${from.namespace}/${from.name}: ${result.stderr.trim()}`);
+  }
+  return { ok: result.ok, output: `${result.stdout}${result.stderr}`.trim() };
+}
+
 /** A real connection from `from` to `address` over TCP or UDP, made by netprobe inside the Pod. */
 export async function connect(
   from: Probe,

@@ -2,7 +2,8 @@
 # Builds the node's OCI images without a registry or a container engine: each image is a root
 # filesystem assembled here, packed as one deterministic layer into an OCI archive that
 # `ctr images import` loads. pause: the pod sandbox (images/pause). probe: busybox-static
-# (sh, nc, wget) plus images/netprobe for TCP and UDP outcomes. operator and mosquitto:
+# (sh, nc, wget) plus images/netprobe for TCP and UDP outcomes. coredns: the binary that
+# build-node.sh builds. operator and mosquitto:
 # scripts/image-rootfs.sh (which the Dockerfile uses too). Cached outside the repo, keyed by
 # everything that goes in: these scripts, the Go and app sources, the npm lockfile, the
 # Debian package versions and the Go version.
@@ -12,8 +13,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 repo="$(cd "$here/../.." && pwd)"
+node_bin="$(bash "$here/build-node.sh")"
 inputs() {
   go version
+  echo "$node_bin"
   dpkg-query -W -f '${Version}\n' busybox-static mosquitto libc6
   cat "$here/build-images.sh" "$here/images/go.mod" "$here"/images/*/main.go "$repo/scripts/image-rootfs.sh"
   (cd "$repo" && find src bin -type f ! -name '*.test.ts' | sort | xargs cat && cat package.json package-lock.json tsconfig.json tsconfig.build.json)
@@ -68,6 +71,11 @@ chmod 1777 "$probe/tmp"
 cp /bin/busybox "$work/build/bin/netprobe" "$probe/bin/"
 for applet in sh nc wget sleep cat ls ip nslookup; do ln -s busybox "$probe/bin/$applet"; done
 oci_image probe "$probe" '{"User":"65534:65534","Env":["PATH=/bin"],"Entrypoint":["/bin/netprobe"],"Cmd":["serve","8080"]}'
+
+coredns="$work/build/coredns-root"
+mkdir -p "$coredns"
+cp "$node_bin/coredns" "$coredns/coredns"
+oci_image coredns "$coredns" '{"User":"65532:65532","Entrypoint":["/coredns"],"Cmd":["-conf","/etc/coredns/Corefile"]}'
 
 (cd "$repo" && npm run --silent build >&2)
 bash "$repo/scripts/image-rootfs.sh" operator "$work/build/operator-root"
