@@ -52,7 +52,7 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
   const [a1, a2, n, m] = [`${a}-1`, `${a}-2`, uniqueName("pn"), uniqueName("pm")];
   const probes: Record<string, Probe> = {};
   /** The address of the CoreDNS pod behind kube-system/kube-dns. */
-  const dns = "";
+  let dns = "";
   const at = (name: string): Probe => {
     const probe = probes[name];
     if (!probe) throw new Error(`no probe ${name}`);
@@ -97,10 +97,10 @@ describe("I1 with packets: tenant network isolation on a real node", () => {
       // What tenant policies let through besides the tenant's own pods and cluster DNS: the broker.
       { namespace: config.BROKER_NAMESPACE, name: uniqueName("broker"), extraPorts: config.BROKER_POD_PORTS },
     ]);
-    for (const probe of started)
-      probes[probe.namespace === config.DNS_NAMESPACE ? "dns" : probe.name] = probe;
-    const broker = started.find((p) => p.namespace === config.BROKER_NAMESPACE);
-    if (broker) probes.broker = broker;
+    for (const probe of started) {
+      probes[probe.namespace === config.BROKER_NAMESPACE ? "broker" : probe.name] = probe;
+    }
+    dns = await clusterDnsPod();
     await enforced([at("a1"), at("a2"), at("b")]);
   }, 300_000);
 
