@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { helm } from "../../test/support/helm.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
-import { applyDevice, applyReadyTenant, deviceTls, readyDevice } from "../../test/support/operator.js";
-import { OPERATOR_NAMESPACE } from "../api/group.js";
+import { applyDevice, applyManifest, deviceTls, readyDevice } from "../../test/support/operator.js";
+import { API_VERSION, OPERATOR_NAMESPACE } from "../api/group.js";
 import { TenantObjectName } from "../desired/tenant.js";
 import { probeOptions } from "../verify/mqtt-probe.js";
 import { CHART_DIR } from "./chart.js";
@@ -111,7 +111,22 @@ describe("helm install on a real node", () => {
   it("reconciles a Tenant from inside the cluster with the chart's broker", async () => {
     // Ready includes the broker: the in-cluster operator reached the chart's Mosquitto by its
     // Service name (cluster DNS) and gave it the tenant's roles.
-    await applyReadyTenant(tenant);
+    await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} });
+    // Generous: the broker pod may still be starting, and the operator retries it with backoff.
+    await eventually(
+      `Tenant ${tenant} Ready`,
+      async () =>
+        (
+          await kubectl([
+            "get",
+            "tenant",
+            tenant,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+          ])
+        ).stdout === "True" || undefined,
+      240_000,
+    );
     const policies = await kubectl(["get", "networkpolicy", "-n", tenant, "-o", "name"]);
     expect(policies.stdout).toContain(`networkpolicy.networking.k8s.io/${TenantObjectName.defaultDeny}`);
   });

@@ -125,10 +125,10 @@ export async function inProbe(
   return { ok: result.ok, output: `${result.stdout}${result.stderr}`.trim() };
 }
 
-/** A real connection from `from` to `address` over TCP or UDP, made by netprobe inside the Pod. */
+/** A real connection from `from` to `address` over TCP, UDP or HTTP, made by netprobe inside the Pod. */
 export async function connect(
   from: Probe,
-  protocol: "tcp" | "udp",
+  protocol: "tcp" | "udp" | "http",
   address: string,
   port = PROBE_PORT,
 ): Promise<Outcome> {

@@ -2,11 +2,13 @@
 // TCP and UDP on each PORT with its hostname; "netprobe connect tcp|udp HOST:PORT" exits 0 when that
 // answer arrives within two seconds and 1 when it does not (refused, dropped or timed out),
 // printing what happened, so a test asserts on a real connection outcome for both protocols.
+// "netprobe connect http HOST:PORT" does the same for an HTTP server (any HTTP response counts).
 package main
 
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"time"
 )
@@ -26,7 +28,7 @@ func main() {
 			os.Exit(1)
 		}
 	default:
-		fmt.Fprintln(os.Stderr, "usage: netprobe serve PORT... | netprobe connect tcp|udp HOST:PORT")
+		fmt.Fprintln(os.Stderr, "usage: netprobe serve PORT... | netprobe connect tcp|udp|http HOST:PORT")
 		os.Exit(2)
 	}
 }
@@ -68,6 +70,16 @@ func acceptConnections(listener net.Listener, answer []byte) {
 }
 
 func connect(network, address string) error {
+	if network == "http" {
+		client := http.Client{Timeout: timeout}
+		res, err := client.Get("http://" + address + "/")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		fmt.Println("OK", res.Status)
+		return nil
+	}
 	conn, err := net.DialTimeout(network, address, timeout)
 	if err != nil {
 		return err
