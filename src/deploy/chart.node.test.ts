@@ -2,10 +2,9 @@ import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { helm } from "../../test/support/helm.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
-import { eventuallyNotFound, kubectl } from "../../test/support/kubectl.js";
+import { kubectl } from "../../test/support/kubectl.js";
 import { applyDevice, applyManifest, deviceTls, readyDevice } from "../../test/support/operator.js";
 import { API_VERSION, OPERATOR_NAMESPACE } from "../api/group.js";
-import { TENANT_POLICY_PARAMS } from "../desired/cluster.js";
 import { TenantObjectName } from "../desired/tenant.js";
 import { probeOptions } from "../verify/mqtt-probe.js";
 import { CHART_DIR } from "./chart.js";
@@ -90,10 +89,27 @@ describe("helm install on a real node", () => {
 
   afterAll(async () => {
     await kubectl(["delete", "tenant", tenant, "--wait=false"]);
-    await helm(["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE]);
-    // No deletion may outlive this file: the next one installs the same cluster objects itself.
-    await eventuallyNotFound(["configmap", "-n", OPERATOR_NAMESPACE, TENANT_POLICY_PARAMS]);
-    await eventuallyNotFound(["validatingadmissionpolicybinding", "iot-tenant-guard"]);
+    // The release stays with the stack; its operator stops, so it never competes with another
+    // file's operator. (An uninstall deletes the tenant admission policy's parameters, and the
+    // API server kept refusing Tenants for lack of them after the next file re-created them.)
+    await kubectl(["scale", "deployment", "-n", OPERATOR_NAMESPACE, DEPLOYMENT, "--replicas=0"]);
+    await eventually(
+      "the operator's pods gone",
+      async () =>
+        (
+          await kubectl([
+            "get",
+            "pods",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            `app.kubernetes.io/name=${DEPLOYMENT}`,
+            "-o",
+            "name",
+          ])
+        ).stdout.trim() === "" || undefined,
+      120_000,
+    );
     await kubectl(["label", "namespace", OPERATOR_NAMESPACE, "pod-security.kubernetes.io/enforce-"]);
   }, 180_000);
 
@@ -112,7 +128,8 @@ describe("helm install on a real node", () => {
 
   it("reconciles a Tenant from inside the cluster and serves its device through the chart's broker", async () => {
     await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} });
-    await applyDevice(tenant, "sensor");
+    // Accepted once the operator has made the tenant's namespace.
+    await eventually("the Device accepted", () => applyDevice(tenant, "sensor").then(() => true), 120_000);
     // Ready includes the broker: the in-cluster operator reached the chart's Mosquitto by its
     // Service name (cluster DNS) and gave it the tenant's roles. Generous: the broker pod starts
     // once the operator has published the first CRL (kubelet retries a missing Secret volume with
