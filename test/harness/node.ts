@@ -417,6 +417,8 @@ function kubeletConfig(
     imageGCHighThresholdPercent: 100,
     imageGCLowThresholdPercent: 99,
     serializeImagePulls: false,
+    // Mounted Secrets (the broker's CRL) are refreshed at each pod sync; the default is a minute.
+    syncFrequency: "10s",
   };
 }
 
@@ -430,6 +432,14 @@ async function removePods(
   ctr: (args: readonly string[]) => Promise<{ stdout: string }>,
 ): Promise<void> {
   try {
+    // Workload controllers first, or they would replace the Pods deleted next.
+    await controlPlane.kubectl([
+      "delete",
+      "deployments,replicasets",
+      "--all",
+      "--all-namespaces",
+      "--wait=false",
+    ]);
     await controlPlane.kubectl([
       "delete",
       "pods",
