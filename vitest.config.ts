@@ -27,7 +27,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["src/**/*.test.ts", "test/**/*.test.ts", "bench/**/*.test.ts"],
-          exclude: ["**/*.int.test.ts", "**/node_modules/**"],
+          exclude: ["**/*.int.test.ts", "**/*.node.test.ts", "**/node_modules/**"],
         },
       },
       {
@@ -47,6 +47,17 @@ export default defineConfig({
           include: operatorTests,
           fileParallelism: false,
           sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        // Packet-level tests on a real node (`*.node.test.ts`): a stack of their own, one file at a time.
+        test: {
+          ...integration,
+          name: "node",
+          include: ["src/**/*.node.test.ts", "test/**/*.node.test.ts"],
+          globalSetup: ["test/harness/global-setup-node.ts"],
+          fileParallelism: false,
+          sequence: { groupOrder: 2 },
         },
       },
     ],

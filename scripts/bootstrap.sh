@@ -2,13 +2,23 @@
 # Installs what the tests and the local stack need beyond npm packages:
 # Debian's Mosquitto 2.0.11 (with the dynamic-security plugin) and openssl,
 # then builds (or finds in the cache) the control-plane binaries from Go modules.
+# With --with-node (the node-backed stack and its tests ask for it) also the node's runtime from
+# Debian (containerd, runc, CNI plugins, iptables, ipset, busybox-static for the probe image),
+# its Go binaries (test/tools/build-node.sh) and its images (test/tools/build-images.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+with_node=false
+[[ "${1:-}" == "--with-node" ]] && with_node=true
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
 command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if $with_node; then
+  for pkg in containerd runc containernetworking-plugins busybox-static iptables ipset; do
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+  done
+fi
 
 if ((${#need[@]})); then
   echo "[bootstrap] installing Debian packages: ${need[*]}" >&2
@@ -19,3 +29,7 @@ fi
 
 command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go >= 1.26 is required to build the control plane" >&2; exit 1; }
 bash "$here/test/tools/build.sh" >/dev/null
+if $with_node; then
+  bash "$here/test/tools/build-node.sh" >/dev/null
+  bash "$here/test/tools/build-images.sh" >/dev/null
+fi

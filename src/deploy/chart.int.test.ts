@@ -26,6 +26,39 @@ describe("the Helm chart", () => {
     expect(stdout).toContain("0 chart(s) failed");
   });
 
+  it("refuses values that do not fit its schema, naming the field", async () => {
+    const cases: Array<[set: string, message: string]> = [
+      ["replicas=two", "at '/replicas': got string, want integer"],
+      ["replicas=0", "at '/replicas': minimum: got 0, want 1"],
+      [
+        "image.pullPolicy=Sometimes",
+        "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'",
+      ],
+      ["broker.mtlsPort=70000", "at '/broker/mtlsPort': maximum: got 70,000, want 65,535"],
+      ["tenantPolicy.serviceTypes=Ingress", "at '/tenantPolicy/serviceTypes'"],
+      ["brokr.host=x", "additional properties 'brokr' not allowed"],
+    ];
+    for (const [set, message] of cases) {
+      await expect(helm(["template", "iot", CHART_DIR, "--set", set]), set).rejects.toThrow(message);
+    }
+    // Twin: the same fields with fitting values render.
+    const ok = await helm([
+      "template",
+      "iot",
+      CHART_DIR,
+      "--set",
+      "replicas=3,image.pullPolicy=Never,broker.mtlsPort=8883,tenantPolicy.serviceTypes=ClusterIP\\,NodePort",
+    ]);
+    expect(ok).toContain("replicas: 3");
+  });
+
+  it("renders a ServiceMonitor only when asked", async () => {
+    expect(await helm(["template", "iot", CHART_DIR])).not.toContain("kind: ServiceMonitor");
+    expect(
+      await helm(["template", "iot", CHART_DIR, "--set", "metrics.serviceMonitor.enabled=true"]),
+    ).toContain("kind: ServiceMonitor");
+  });
+
   it("renders objects the real API server accepts", async () => {
     const namespace = uniqueName("chart");
     expect((await kubectl(["create", "namespace", namespace])).ok).toBe(true);
@@ -51,6 +84,7 @@ describe("the Helm chart", () => {
       `configmap/${TENANT_POLICY_PARAMS}`,
       "validatingadmissionpolicy.admissionregistration.k8s.io/iot-tenant-guard",
       "deployment.apps/iot-tenant-operator",
+      "service/iot-tenant-operator-metrics",
       "configmap/iot-mosquitto-config",
       "networkpolicy.networking.k8s.io/iot-mosquitto",
       "certificate.cert-manager.io/iot-broker-tls",

@@ -17,6 +17,10 @@ export const AUDIT_POLICY_FILE = fileURLToPath(
 
 /** Namespace where cert-manager keeps ClusterIssuer secrets (its cluster resource namespace). */
 export const CERT_MANAGER_NAMESPACE = "cert-manager";
+/** Service ClusterIPs come from here (kube-proxy and the NetworkPolicy enforcer must agree). */
+export const SERVICE_CIDR = "10.0.0.0/24";
+/** The first address of SERVICE_CIDR, which the API server gives the `kubernetes` Service. */
+const KUBERNETES_SERVICE_IP = "10.0.0.1";
 
 export interface ControlPlane {
   readonly kubeconfig: string;
@@ -38,10 +42,32 @@ export interface ControlPlane {
 export interface ControlPlaneOptions {
   readonly binDir: string;
   readonly stateDir: string;
+  /** A node will join: run the controllers that Deployments and Services need, and reach kubelets. */
+  readonly withNode?: boolean;
 }
 
+/** Controllers for what the operator's tests create; a cluster with a node also runs workloads. */
+const CONTROLLERS = [
+  "namespace-controller",
+  "garbage-collector-controller",
+  "serviceaccount-controller",
+  "serviceaccount-token-controller",
+  "resourcequota-controller",
+  "clusterrole-aggregation-controller",
+];
+const WORKLOAD_CONTROLLERS = [
+  "deployment-controller",
+  "replicaset-controller",
+  "endpoints-controller",
+  "endpointslice-controller",
+  // Lifts the node.kubernetes.io/not-ready taint a kubelet registers with, so Pods get scheduled.
+  "node-lifecycle-controller",
+  // kube-root-ca.crt in every namespace: each Pod's service account token volume projects it.
+  "root-ca-certificate-publisher-controller",
+];
+
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
-  const { binDir, stateDir } = options;
+  const { binDir, stateDir, withNode = false } = options;
   const pki = join(stateDir, "pki");
   const logs = join(stateDir, "logs");
   const auditLogFile = join(logs, "kube-apiserver-audit.log");
@@ -49,11 +75,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const bin = (name: string) => join(binDir, name);
 
   const ca = await createCA(pki, "kubernetes-ca", "iot-tenant-operator test cluster CA");
+  // Pods reach the API server through the `kubernetes` Service, whose endpoint is this host's address.
+  const hostIp = withNode ? await primaryAddress() : undefined;
   const [serving, admin, serviceAccountKey] = await Promise.all([
     issueCertificate(pki, ca, "apiserver", {
       subject: "/CN=kube-apiserver",
-      dnsNames: ["localhost", "kubernetes", "kubernetes.default.svc"],
-      ips: ["127.0.0.1"],
+      dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+      ips: ["127.0.0.1", ...(hostIp ? [hostIp, KUBERNETES_SERVICE_IP] : [])],
       usages: ["serverAuth"],
     }),
     issueCertificate(pki, ca, "admin", { subject: "/O=system:masters/CN=admin", usages: ["clientAuth"] }),
@@ -106,8 +134,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
     const apiServerArgs = [
       `--etcd-servers=${etcdUrl}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
+      `--bind-address=${hostIp ? "0.0.0.0" : "127.0.0.1"}`,
+      `--advertise-address=${hostIp ?? "127.0.0.1"}`,
       `--secure-port=${apiPort}`,
       `--tls-cert-file=${serving.certFile}`,
       `--tls-private-key-file=${serving.keyFile}`,
@@ -115,15 +143,26 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       `--service-account-issuer=${server}`,
       `--service-account-key-file=${serviceAccountKey}`,
       `--service-account-signing-key-file=${serviceAccountKey}`,
-      "--service-cluster-ip-range=10.0.0.0/24",
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
       "--authorization-mode=RBAC",
       "--allow-privileged=false",
-      "--disable-admission-plugins=ServiceAccount",
-      "--endpoint-reconciler-type=none",
+      // Without a node nothing runs Pods, so nothing needs their tokens or the `kubernetes` endpoint.
+      ...(withNode
+        ? ["--endpoint-reconciler-type=lease"]
+        : ["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]),
       `--cert-dir=${join(stateDir, "apiserver-certs")}`,
       `--audit-policy-file=${AUDIT_POLICY_FILE}`,
       `--audit-log-path=${auditLogFile}`,
       "--audit-log-format=json",
+      // exec and logs through kubelet, which trusts the cluster CA and asks the API server who may.
+      ...(withNode
+        ? [
+            `--kubelet-client-certificate=${admin.certFile}`,
+            `--kubelet-client-key=${admin.keyFile}`,
+            // The node's name is no DNS name here.
+            "--kubelet-preferred-address-types=InternalIP",
+          ]
+        : []),
     ];
     const startApiServer = async () => {
       const apiServer = startProcess("kube-apiserver", bin("kube-apiserver"), apiServerArgs, {
@@ -145,7 +184,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       [
         `--kubeconfig=${kubeconfig}`,
         "--leader-elect=false",
-        "--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,resourcequota-controller,clusterrole-aggregation-controller",
+        `--controllers=${[...CONTROLLERS, ...(withNode ? WORKLOAD_CONTROLLERS : [])].join(",")}`,
         `--service-account-private-key-file=${serviceAccountKey}`,
         `--root-ca-file=${ca.certFile}`,
         "--bind-address=127.0.0.1",
@@ -231,4 +270,12 @@ export async function compactEtcd(etcdUrl: string): Promise<void> {
     value: base64("x"),
   });
   await call("/v3/kv/compaction", { revision: header?.revision, physical: true });
+}
+
+/** This host's address on its default route (the node's InternalIP, which Pods can reach). */
+async function primaryAddress(): Promise<string> {
+  const { stdout } = await run("ip", ["-4", "-o", "route", "get", "1.1.1.1"]);
+  const address = / src (\S+)/.exec(stdout)?.[1];
+  if (!address) throw new Error(`no source address in: ${stdout}`);
+  return address;
 }

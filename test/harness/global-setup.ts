@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { killServersOnSignal } from "./process.js";
-import { type StackEnv, startStack } from "./stack.js";
+import { type StackEnv, type StackOptions, startStack } from "./stack.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -20,10 +20,18 @@ const STACK_PROJECTS = new Set(["integration", "operator"]);
  */
 export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
   if (!project.vitest.projects.some((p) => STACK_PROJECTS.has(p.name))) return undefined;
+  return provideStack(project, {});
+}
+
+/** Starts a stack, provides it to `project`'s tests as `inject("stack")`, returns its teardown. */
+export async function provideStack(
+  project: TestProject,
+  options: StackOptions,
+): Promise<() => Promise<void>> {
   killServersOnSignal();
   const stateDir = await mkdtemp(join(tmpdir(), "iot-stack-"));
   const started = Date.now();
-  const stack = await startStack(stateDir);
+  const stack = await startStack(stateDir, options);
   console.log(`[stack] ready in ${Date.now() - started} ms (state in ${stateDir})`);
   project.provide("stack", stack.env);
   return async () => {

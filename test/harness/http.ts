@@ -23,3 +23,9 @@ export async function httpsGet(
     req.end();
   });
 }
+
+/** GETs a plain HTTP URL on loopback (a component's health endpoint). */
+export async function httpGet(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  return { status: res.status, body: await res.text() };
+}

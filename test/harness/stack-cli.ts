@@ -30,6 +30,9 @@ async function runningPid(): Promise<number | undefined> {
   return Number.isInteger(pid) && alive(pid) ? pid : undefined;
 }
 
+/** `up --with-node` adds a real node (kubelet, containerd, CNI, kube-proxy, kube-router). */
+const withNode = process.argv.includes("--with-node");
+
 async function up(): Promise<void> {
   const pid = await runningPid();
   if (pid !== undefined && existsSync(envFile)) {
@@ -39,7 +42,8 @@ async function up(): Promise<void> {
   await mkdir(stackDir, { recursive: true });
   await rm(envFile, { force: true });
   const log = openSync(logFile, "w");
-  const server = spawn(process.execPath, [...process.execArgv, import.meta.filename, "serve"], {
+  const serveArgs = [import.meta.filename, "serve", ...(withNode ? ["--with-node"] : [])];
+  const server = spawn(process.execPath, [...process.execArgv, ...serveArgs], {
     detached: true,
     stdio: ["ignore", log, log],
     cwd: repoRoot,
@@ -63,7 +67,7 @@ async function serve(): Promise<void> {
   const stateDir = join(stackDir, "state");
   await rm(stateDir, { recursive: true, force: true });
   await mkdir(stateDir, { recursive: true });
-  const stack = await startStack(stateDir);
+  const stack = await startStack(stateDir, { withNode });
   await writeEnvFile(envFile, stack.env);
   await writeFile(pidFile, `${process.pid}\n`);
   console.log(`stack ready; settings in ${envFile}`);
@@ -86,7 +90,8 @@ async function down(): Promise<void> {
     return;
   }
   process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 30_000;
+  // A node first deletes its Pods (kubelet tears down their sandboxes) and restores the host's network.
+  const deadline = Date.now() + 120_000;
   while (alive(pid) && Date.now() < deadline) await sleep(200);
   if (alive(pid)) process.kill(pid, "SIGKILL");
   await rm(envFile, { force: true });
@@ -97,7 +102,7 @@ async function down(): Promise<void> {
 const commands: Record<string, () => Promise<void>> = { up, down, serve };
 const command = commands[process.argv[2] ?? ""];
 if (!command) {
-  console.error("usage: stack-cli up|down");
+  console.error("usage: stack-cli up [--with-node] | down");
   process.exit(2);
 }
 command().catch((error: unknown) => {

@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { OPERATOR_NAMESPACE } from "../../src/api/group.js";
 import { type ControlPlane, startControlPlane } from "./control-plane.js";
 import { type Broker, startMosquitto } from "./mosquitto.js";
+import { startNode, type TestNode } from "./node.js";
 import { createCA, type KeyPair } from "./pki.js";
 
 const run = promisify(execFile);
@@ -26,6 +27,13 @@ export interface StackEnv {
   readonly rootCaSecret: string;
   readonly deviceRootCA: KeyPair;
   readonly broker: Omit<Broker, "stop">;
+  /** Present when the stack runs a node (`--with-node`): its name and the images imported into it. */
+  readonly node?: { readonly name: string; readonly images: Readonly<Record<string, string>> };
+}
+
+export interface StackOptions {
+  /** Adds a real node: kubelet, containerd, CNI, kube-proxy, kube-router, kube-scheduler. */
+  readonly withNode?: boolean;
 }
 
 export interface Stack {
@@ -34,17 +42,30 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Builds (or finds cached) the control-plane binaries; returns their directory. */
-export async function buildTools(): Promise<string> {
-  const { stdout } = await run("bash", [join(repoRoot, "test/tools/build.sh")], { maxBuffer: 16 << 20 });
+/** Runs a cached build script of test/tools; returns the directory it prints. */
+async function buildWith(script: string): Promise<string> {
+  const { stdout } = await run("bash", [join(repoRoot, "test/tools", script)], { maxBuffer: 16 << 20 });
   return stdout.trim();
 }
 
-export async function startStack(stateDir: string): Promise<Stack> {
-  const binDir = await buildTools();
+/** Builds (or finds cached) the control-plane binaries; returns their directory. */
+export function buildTools(): Promise<string> {
+  return buildWith("build.sh");
+}
+
+export async function startStack(stateDir: string, options: StackOptions = {}): Promise<Stack> {
+  const withNode = options.withNode ?? false;
+  // Installs the node's Debian packages on a fresh machine, then every build below is a cache hit.
+  if (withNode)
+    await run("bash", [join(repoRoot, "scripts/bootstrap.sh"), "--with-node"], { maxBuffer: 16 << 20 });
+  const [binDir, nodeBinDir, imagesDir] = await Promise.all([
+    buildTools(),
+    withNode ? buildWith("build-node.sh") : undefined,
+    withNode ? buildWith("build-images.sh") : undefined,
+  ]);
   const deviceRootCA = await createCA(stateDir, "device-root-ca", "iot-tenant-operator device root CA");
   const [controlPlane, broker] = await Promise.allSettled([
-    startControlPlane({ binDir, stateDir }),
+    startControlPlane({ binDir, stateDir, withNode }),
     startMosquitto({ stateDir, deviceRootCA }),
   ]);
   if (controlPlane.status === "rejected" || broker.status === "rejected") {
@@ -52,11 +73,17 @@ export async function startStack(stateDir: string): Promise<Stack> {
     if (broker.status === "fulfilled") await broker.value.stop();
     throw controlPlane.status === "rejected" ? controlPlane.reason : (broker as PromiseRejectedResult).reason;
   }
+  let node: TestNode | undefined;
   const stop = async () => {
+    // The node first: it deletes its Pods through the control plane.
+    await node?.stop();
     await Promise.all([controlPlane.value.stop(), broker.value.stop()]);
   };
   try {
     await installRootCA(controlPlane.value, deviceRootCA);
+    if (nodeBinDir && imagesDir) {
+      node = await startNode({ nodeBinDir, imagesDir, stateDir, controlPlane: controlPlane.value });
+    }
   } catch (error) {
     await stop();
     throw error;
@@ -73,6 +100,7 @@ export async function startStack(stateDir: string): Promise<Stack> {
       rootCaSecret: ROOT_CA_SECRET,
       deviceRootCA,
       broker: brokerEnv,
+      ...(node ? { node: { name: node.name, images: node.images } } : {}),
     },
     controlPlane: controlPlane.value,
     stop,

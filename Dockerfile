@@ -1,0 +1,24 @@
+# The operator image for your own CI. It is assembled by scripts/image-rootfs.sh, the same
+# script test/tools/build-images.sh uses for the image the tests run, so both hold the same
+# files: the built app with its production dependencies, the Node.js 24 binary of the npm
+# `node` package and the shared libraries it loads; nothing else, no shell, user 65532.
+#   docker build -t iot-tenant-operator:0.1.0 .
+FROM debian:bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates npm \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY bin ./bin
+COPY src ./src
+COPY scripts/image-rootfs.sh ./scripts/
+# Installs the pinned Node.js 24 (npm package `node`, whose install script fetches the binary
+# package) and the toolchain; `prepare` builds dist/.
+RUN npm ci --no-audit --no-fund && bash scripts/image-rootfs.sh operator /rootfs
+
+FROM scratch
+COPY --from=build /rootfs /
+USER 65532:65532
+WORKDIR /app
+ENTRYPOINT ["/usr/local/bin/node", "/app/bin/iot-tenant-operator.js"]
+CMD ["run"]
