@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need beyond npm packages:
 # Debian's Mosquitto 2.0.11 (with the dynamic-security plugin) and openssl,
-# then builds (or finds in the cache) the control-plane binaries from Go modules.
+# then builds (or finds in the cache) the control-plane binaries and nats-server from Go modules.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -19,3 +19,4 @@ fi
 
 command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go >= 1.26 is required to build the control plane" >&2; exit 1; }
 bash "$here/test/tools/build.sh" >/dev/null
+nice -n 10 bash "$here/test/tools/build-nats.sh" >/dev/null
