@@ -132,6 +132,25 @@ export interface TenantLimits {
   readonly jetStreamBytes: number;
 }
 
+export interface PerDeviceLimits {
+  readonly subscriptions: number;
+  readonly jetStreamBytes: number;
+  readonly payloadBytes: number;
+}
+
+/**
+ * A tenant's broker limits from its Tenant spec: one connection per device it may have, and a
+ * per-device share of subscriptions and JetStream storage, so one tenant cannot starve the cluster (I6).
+ */
+export function tenantLimits(maxDevices: number, perDevice: PerDeviceLimits): TenantLimits {
+  return {
+    connections: maxDevices,
+    subscriptions: maxDevices * perDevice.subscriptions,
+    payloadBytes: perDevice.payloadBytes,
+    jetStreamBytes: maxDevices * perDevice.jetStreamBytes,
+  };
+}
+
 /**
  * A tenant's account: its limits and nothing else. Bearer users stay allowed (the callout issues
  * them for MQTT devices, which can sign no nonce); no imports or exports, so nothing crosses
