@@ -65,13 +65,14 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     return connectAs(credentials.username, password, node, clientId ?? credentials.username);
   }
 
+  /** Resolves on CONNACK 0; rejects on a refusal and on a connection the server closes without one. */
   function connectAs(
     username: string,
     password: string,
     node: number,
     clientId: string,
   ): Promise<MqttClient> {
-    return mqtt.connectAsync(
+    const client = mqtt.connect(
       probeOptions(cluster.host, cluster.nodes[node]?.mqttPort ?? 0, {
         ca,
         protocolVersion: 4,
@@ -81,6 +82,16 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
         connectTimeout: 10_000,
       }),
     );
+    return new Promise((resolve, reject) => {
+      const fail = (error: Error) => {
+        reject(error);
+        client.end(true);
+      };
+      client.once("connect", () => resolve(client));
+      client.once("error", fail);
+      // Over an account's connection limit the server closes the connection without a CONNACK.
+      client.once("close", () => fail(new Error("closed without CONNACK")));
+    });
   }
 
   beforeAll(async () => {
@@ -216,7 +227,6 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     limits.set(tenant, { ...DEFAULT_LIMITS, connections: 2 });
     const devices = [1, 2, 3].map((n) => device(tenant, `sensor-${n}`));
     await Promise.all(devices.map((d) => adapter.applyDevice(d)));
-    process.stderr.write("DBG start\n");
     const first = await connectDevice(devices[0] as BrokerDevice, 0);
     const second = await connectDevice(devices[1] as BrokerDevice, 1);
     try {
@@ -227,11 +237,9 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
         },
         () => "refused",
       );
-      process.stderr.write(`DBG outcome ${outcome}\n`);
       expect(outcome).toBe("refused");
       // Positive twin: with one connection gone, the third device gets in.
       await first.endAsync(true);
-      process.stderr.write("DBG ended\n");
       const third = await eventuallyConnects(() => connectDevice(devices[2] as BrokerDevice, 2));
       await third.endAsync(true);
     } finally {
@@ -337,7 +345,6 @@ async function eventuallyConnects(
     try {
       return await connect();
     } catch (error) {
-      process.stderr.write(`DBG retry ${(error as Error).message}\n`);
       if (Date.now() > deadline) throw error;
       await new Promise((r) => setTimeout(r, 200));
     }

@@ -81,6 +81,12 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   private system?: NatsConnection;
   private callout?: NatsConnection;
   private readonly ready: Promise<void>;
+  /**
+   * Whether this replica has been given devices (it leads). Every replica's callout receives each
+   * authorization request and the server takes the first answer, so one without the desired set
+   * stays silent instead of refusing devices it has not heard of.
+   */
+  private serving = false;
 
   constructor(private readonly options: NatsAdapterOptions) {
     this.ready = this.connect();
@@ -128,6 +134,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
 
   /** The auth callout: one decision per login, answered to the server that asked. */
   private async answer(msg: Msg): Promise<void> {
+    if (!this.serving) return;
     let request: AuthorizationRequest;
     try {
       // decode verifies the server's signature over the request.
@@ -265,6 +272,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   }
 
   async applyDevice(device: BrokerDevice): Promise<void> {
+    this.serving = true;
     const previous = this.remember(device);
     await this.ensureAccount(device.tenant);
     if (previous && loses(previous, device)) await this.kick(previous);
@@ -281,6 +289,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   async syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport> {
     const started = performance.now();
     const list = typeof devices === "function" ? devices() : devices;
+    this.serving = true;
     const gone = [...this.desired.values()].filter((d) => !list.some((n) => deviceKey(n) === deviceKey(d)));
     for (const device of gone) await this.removeDevice(device);
     for (const device of list) await this.applyDevice(device);
