@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { type ClaimsData, decode, encodeAuthorizationResponse } from "@nats-io/jwt";
-import type { KeyPair } from "@nats-io/nkeys";
+import { type ClaimsData, decode, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
+import { createUser, type KeyPair } from "@nats-io/nkeys";
 import { connect, jwtAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -61,6 +61,14 @@ const connzReply = z.object({
       connections: z.array(z.object({ cid: z.number(), mqtt_client: z.string().optional() })).nullish(),
     })
     .optional(),
+});
+
+/** The streams nats-server creates in an account for its MQTT clients (server/mqtt.go). */
+const MQTT_STREAMS = ["$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs", "$MQTT_qos2in", "$MQTT_out"] as const;
+/** JetStream API error code "stream not found". */
+const STREAM_NOT_FOUND = 10059;
+const jsApiReply = z.object({
+  error: z.object({ err_code: z.number(), description: z.string() }).optional(),
 });
 
 const deviceKey = (ref: DeviceRef) => `${ref.tenant}/${ref.device}`;
@@ -202,7 +210,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     const replies = await nc.requestMany(subject, payload, {
       strategy: "count",
       maxMessages: clusterSize,
-      maxWait: this.options.requestTimeoutMs ?? 5_000,
+      maxWait: this.requestTimeout,
     });
     const answers = new Map<string, T>();
     for await (const reply of replies) {
@@ -239,6 +247,40 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     return key.getPublicKey();
   }
 
+  /**
+   * Deletes the streams in which the tenant's account keeps MQTT sessions, retained and in-flight
+   * messages, as a user the operator mints in that account for this purpose only (the account's
+   * JetStream is disabled afterwards, and a server does not come up healthy with streams of an
+   * account whose JetStream is off).
+   */
+  private async deleteMqttStreams(tenant: string): Promise<void> {
+    const account = await this.accountKey(tenant);
+    const user = createUser();
+    const jwt = await encodeUser("iot-tenant-operator-purge", user, account, {
+      allowed_connection_types: ["STANDARD"],
+    });
+    const nc = await connect({
+      servers: [...this.options.servers],
+      name: "iot-tenant-operator-purge",
+      authenticator: jwtAuthenticator(jwt, user.getSeed()),
+    });
+    try {
+      for (const stream of MQTT_STREAMS) {
+        const reply = jsApiReply.parse(
+          (await nc.request(`$JS.API.STREAM.DELETE.${stream}`, "", { timeout: this.requestTimeout })).json(),
+        );
+        if (reply.error && reply.error.err_code !== STREAM_NOT_FOUND)
+          throw new Error(`deleting ${stream} of ${tenant}: ${reply.error.description}`);
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  private get requestTimeout(): number {
+    return this.options.requestTimeoutMs ?? 5_000;
+  }
+
   /** Drops every live connection of the device on every server. */
   private async kick(device: BrokerDevice): Promise<void> {
     const account = await this.ensureAccount(device.tenant);
@@ -255,7 +297,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
           .filter((c) => c.mqtt_client === clientId)
           .map((c) =>
             nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
-              timeout: this.options.requestTimeoutMs ?? 5_000,
+              timeout: this.requestTimeout,
             }),
           ),
       ),
@@ -306,6 +348,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
    * and its key forgotten, so a later tenant of the same name gets a new account and sees nothing.
    */
   async purgeTenant(ref: TenantRef): Promise<void> {
+    await this.deleteMqttStreams(ref.tenant);
     await this.pushAccount(ref.tenant, CLOSED_ACCOUNT);
     this.accounts.delete(ref.tenant);
     await this.options.accountKeys.deleteAccount(ref.tenant);
