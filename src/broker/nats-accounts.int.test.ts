@@ -204,6 +204,31 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     );
   });
 
+  it("gives a device that may only publish no subscription at all, not the whole account (I2)", async () => {
+    const tenant = `j${run}`;
+    const meter = device(tenant, "meter", { topics: { publish: ["devices/meter/readings"], subscribe: [] } });
+    await adapter.applyDevice(meter);
+    const client = await connectDevice(meter, 1);
+    try {
+      for (const filter of ["#", `tenants/${tenant}/#`, `tenants/${tenant}/devices/meter/readings`])
+        expect(await subscribeCodes(client, filter), filter).toEqual([REFUSED]);
+    } finally {
+      await client.endAsync(true);
+    }
+    // Positive twin: a device granted that subscription gets it.
+    const reader = device(tenant, "reader", {
+      topics: { publish: [], subscribe: ["devices/meter/readings"] },
+    });
+    await adapter.applyDevice(reader);
+    const readerClient = await connectDevice(reader, 2);
+    try {
+      expect(await subscribeCodes(readerClient, `tenants/${tenant}/devices/meter/readings`)).toEqual([1]);
+      expect(await subscribeCodes(readerClient, `tenants/${tenant}/#`)).toEqual([REFUSED]);
+    } finally {
+      await readerClient.endAsync(true);
+    }
+  });
+
   it("drops a device whose grant narrows, so an old subscription stops delivering", async () => {
     const tenant = `e${run}`;
     const wide = device(tenant, "app", { topics: { publish: ["data/#"], subscribe: ["data/#"] } });

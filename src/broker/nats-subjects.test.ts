@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { devicePermissions, filterSubjects, mqttToSubject, permissionsNarrow } from "./nats-subjects.js";
+import {
+  devicePermissions,
+  filterSubjects,
+  mqttToSubject,
+  NOTHING,
+  permissionsNarrow,
+} from "./nats-subjects.js";
 
 describe("mqttToSubject", () => {
   it.each([
@@ -33,6 +39,16 @@ describe("devicePermissions", () => {
         topics: { publish: ["cmd/s1"], subscribe: ["+/readings"] },
       }),
     ).toEqual({ pub: ["tenants.acme.cmd.s1"], sub: ["tenants.acme.*.readings"] });
+  });
+
+  it("allows nothing in a direction with no grant: NATS reads an empty allow-list as everything", () => {
+    expect(
+      devicePermissions({
+        topicRoot: "tenants/acme",
+        device: "meter",
+        topics: { publish: ["devices/meter/readings"], subscribe: [] },
+      }),
+    ).toEqual({ pub: ["tenants.acme.devices.meter.readings"], sub: [NOTHING] });
   });
 });
 

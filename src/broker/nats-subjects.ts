@@ -25,6 +25,13 @@ export function filterSubjects(filter: string): string[] {
   return subject.endsWith(".>") ? [subject, subject.slice(0, -2)] : [subject];
 }
 
+/**
+ * The allow-list entry of a direction the Device grants nothing in. NATS reads an empty allow-list
+ * as "no restriction", and a deny rule would also block the MQTT client's own `$MQTT.` subjects, so
+ * an empty grant allows only this subject, which no grant under a tenant root can reach.
+ */
+export const NOTHING = "$IOT.nothing";
+
 export interface DevicePermissions {
   readonly pub: readonly string[];
   readonly sub: readonly string[];
@@ -41,11 +48,11 @@ export function devicePermissions(
     publish: [ownSubtree(device.device)],
     subscribe: [ownSubtree(device.device)],
   };
-  const under = (filter: string) => `${device.topicRoot}/${filter}`;
-  return {
-    pub: [...new Set(granted.publish.flatMap((f) => filterSubjects(under(f))))].sort(),
-    sub: [...new Set(granted.subscribe.flatMap((f) => filterSubjects(under(f))))].sort(),
+  const subjects = (filters: readonly string[]) => {
+    const allowed = new Set(filters.flatMap((f) => filterSubjects(`${device.topicRoot}/${f}`)));
+    return allowed.size === 0 ? [NOTHING] : [...allowed].sort();
   };
+  return { pub: subjects(granted.publish), sub: subjects(granted.subscribe) };
 }
 
 /** True when `next` drops a subject `current` allowed: live connections must then reconnect. */
