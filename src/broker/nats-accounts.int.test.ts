@@ -309,6 +309,50 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     }
   });
 
+  it("keeps serving and provisioning on the survivors while a node is killed, reports a cut-off unconfirmed until it is back, then confirms it", async () => {
+    const tenant = `k${run}`;
+    const [first, onKilled, later] = ["sensor-1", "sensor-2", "sensor-3"].map((n) => device(tenant, n)) as [
+      BrokerDevice,
+      BrokerDevice,
+      BrokerDevice,
+    ];
+    await Promise.all([first, onKilled].map((d) => adapter.applyDevice(d)));
+    const survivor = await connectDevice(first, 0);
+    const victim = await connectDevice(onKilled, 2);
+    const victimGone = closed(victim);
+    try {
+      await cluster.stopNode("n3", { kill: true });
+      await victimGone;
+      // The survivors serve: the connected device works, a new device of the tenant is provisioned
+      // and logs in, and the killed node's device logs in again on another node.
+      // A SUBSCRIBE needs the account's R3 JetStream streams, which elect new leaders after the
+      // kill: until then the server answers 0x80; measured here.
+      const killed = performance.now();
+      await eventuallyResolves(async () => {
+        expect(await subscribeCodes(survivor, `tenants/${tenant}/devices/sensor-1/#`)).toEqual([1]);
+      }, 60_000);
+      console.log(
+        `[nats] subscriptions served again ${(performance.now() - killed).toFixed(0)} ms after a node kill`,
+      );
+      await adapter.applyDevice(later);
+      const [laterClient, moved] = await Promise.all([connectDevice(later, 1), connectDevice(onKilled, 1)]);
+      // A cut-off during the outage drops the connection on the servers that answer, refuses the
+      // next login, and is reported unconfirmed (the reconciler retries) until every server answers.
+      const laterGone = closed(laterClient);
+      await expect(adapter.applyDevice({ ...later, enabled: false })).rejects.toBeInstanceOf(
+        BrokerUnconfirmedError,
+      );
+      await laterGone;
+      await expect(connectDevice(later, 0)).rejects.toThrow(/Not authorized|Bad username or password/i);
+      await moved.endAsync(true);
+    } finally {
+      await cluster.startNode("n3");
+    }
+    await eventuallyResolves(() => adapter.applyDevice({ ...later, enabled: false }));
+    const back = await connectDevice(onKilled, 2);
+    await Promise.all([back.endAsync(true), survivor.endAsync(true)]);
+  });
+
   it("keeps connected devices while the auth callout is away, refuses new logins then, and serves them once it is back", async () => {
     const tenant = `i${run}`;
     const d = device(tenant, "sensor-1");

@@ -200,28 +200,42 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     return this.system;
   }
 
-  /**
-   * Sends a request every server answers and returns once `clusterSize` distinct servers have;
-   * fewer within the timeout is an error, never a partial success.
-   */
-  private async askEveryServer<T>(subject: string, payload: string, schema: z.ZodType<T>): Promise<T[]> {
+  /** Sends a request every server answers; returns the answers of the servers that did within the timeout. */
+  private async askServers<T extends { server: { id: string } }>(
+    subject: string,
+    payload: string,
+    schema: z.ZodType<T>,
+  ): Promise<T[]> {
     const nc = await this.connection();
-    const { clusterSize } = this.options;
     const replies = await nc.requestMany(subject, payload, {
       strategy: "count",
-      maxMessages: clusterSize,
+      maxMessages: this.options.clusterSize,
       maxWait: this.requestTimeout,
     });
     const answers = new Map<string, T>();
     for await (const reply of replies) {
       const parsed = schema.parse(reply.json());
-      answers.set((parsed as { server: { id: string } }).server.id, parsed);
+      answers.set(parsed.server.id, parsed);
     }
-    if (answers.size < clusterSize)
-      throw new BrokerUnconfirmedError(
-        `${subject}: ${answers.size} of ${clusterSize} servers answered within the timeout`,
-      );
     return [...answers.values()];
+  }
+
+  private assertEveryServer(subject: string, answers: readonly unknown[]): void {
+    if (answers.length < this.options.clusterSize)
+      throw new BrokerUnconfirmedError(
+        `${subject}: ${answers.length} of ${this.options.clusterSize} servers answered within the timeout`,
+      );
+  }
+
+  /** As askServers, but fewer answers than `clusterSize` is an error, never a partial success. */
+  private async askEveryServer<T extends { server: { id: string } }>(
+    subject: string,
+    payload: string,
+    schema: z.ZodType<T>,
+  ): Promise<T[]> {
+    const answers = await this.askServers(subject, payload, schema);
+    this.assertEveryServer(subject, answers);
+    return answers;
   }
 
   /** Pushes the tenant's account JWT if it changed, and returns once every server has applied it. */
@@ -281,15 +295,16 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     return this.options.requestTimeoutMs ?? 5_000;
   }
 
-  /** Drops every live connection of the device on every server. */
+  /**
+   * Drops every live connection of the device on every server. The servers that answer are
+   * served at once; if one did not answer, the call fails afterwards so the caller retries (the
+   * callout already refuses the device's next login everywhere).
+   */
   private async kick(device: BrokerDevice): Promise<void> {
     const account = await this.ensureAccount(device.tenant);
     const clientId = device.credentials.username;
-    const replies = await this.askEveryServer(
-      `$SYS.REQ.ACCOUNT.${account}.CONNZ`,
-      JSON.stringify({ mqtt_client: clientId }),
-      connzReply,
-    );
+    const subject = `$SYS.REQ.ACCOUNT.${account}.CONNZ`;
+    const replies = await this.askServers(subject, JSON.stringify({ mqtt_client: clientId }), connzReply);
     const nc = await this.connection();
     await Promise.all(
       replies.flatMap((reply) =>
@@ -302,6 +317,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
           ),
       ),
     );
+    this.assertEveryServer(subject, replies);
   }
 
   private remember(device: BrokerDevice): BrokerDevice | undefined {
