@@ -38,6 +38,38 @@ export const operatorConfigSchema = z.object({
     .string()
     .regex(/^[^=]+=[^=]+$/, "must be key=value")
     .default("k8s-app=kube-dns"),
+  /**
+   * Which broker the operator drives: `mosquitto` (one broker, dynamic security, up to about 10,000
+   * devices) or `nats` (a NATS cluster in operator mode; tenants are accounts, logins go through the
+   * operator's auth callout). The NATS_* settings below apply to `nats` only.
+   */
+  BROKER_KIND: z.enum(["mosquitto", "nats"]).default("mosquitto"),
+  /** Client URLs of the NATS servers, comma-separated, e.g. nats://nats-0:4222,nats://nats-1:4222. */
+  NATS_URLS: nameList.default([]),
+  /** Servers that must confirm an account update before the operator calls it applied. */
+  NATS_CLUSTER_SIZE: z.coerce.number().int().min(1).default(3),
+  /**
+   * Secret in the operator's namespace holding the deployment's NATS keys: operator, systemAccount,
+   * systemUser, authAccount, calloutUser (nkey seeds). Tenants' account keys go into Secrets
+   * `nats-account-<tenant>` beside it.
+   */
+  NATS_KEYS_SECRET: z.string().min(1).default("iot-nats-keys"),
+  /** Lifetime of the user a login gets; the server drops the connection then and the device logs in again. */
+  NATS_USER_LIFETIME_SECONDS: z.coerce.number().int().min(60).default(86_400),
+  /** Per device of a tenant's maxDevices: subscriptions (an MQTT `a/#` costs two). */
+  NATS_SUBSCRIPTIONS_PER_DEVICE: z.coerce.number().int().min(1).default(20),
+  /** Per device of a tenant's maxDevices: JetStream bytes for sessions, retained and QoS 1/2 messages. */
+  NATS_JETSTREAM_BYTES_PER_DEVICE: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(1 << 20),
+  /** Largest MQTT message a device may publish, in bytes. */
+  NATS_MAX_PAYLOAD_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(256 * 1024),
   BROKER_HOST: z.string().min(1).default("127.0.0.1"),
   BROKER_MTLS_PORT: port.default(8883),
   BROKER_ADMIN_PORT: port.default(1883),

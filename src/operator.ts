@@ -5,8 +5,13 @@ import { AuditTrail } from "./audit/trail.js";
 import type { BrokerAdapter } from "./broker/adapter.js";
 import type { DynsecConnection } from "./broker/dynsec-client.js";
 import { MosquittoDynsecAdapter } from "./broker/mosquitto-dynsec.js";
+import { NatsAccountsAdapter } from "./broker/nats-accounts.js";
+import { bootstrapKeys, tenantLimits } from "./broker/nats-claims.js";
 import type { OperatorConfig } from "./config.js";
 import { DeviceReconciler } from "./controllers/device.js";
+import { readBootstrapSeeds, SecretAccountKeyStore } from "./controllers/nats-keys.js";
+import { parseTenantObject } from "./controllers/parse.js";
+import { Resource } from "./controllers/resources.js";
 import { RevocationReconciler } from "./controllers/revocation.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import type { Logger } from "./observability/logger.js";
@@ -51,10 +56,43 @@ export function brokerAdminConnection(config: OperatorConfig): DynsecConnection 
   };
 }
 
+/** The backend BROKER_KIND names, behind the one adapter interface. */
+async function brokerAdapter(options: OperatorOptions, manager: Manager): Promise<BrokerAdapter> {
+  const { config } = options;
+  const logger = options.logger.child({ component: "broker" });
+  if (config.BROKER_KIND === "mosquitto")
+    return new MosquittoDynsecAdapter({
+      connection: brokerAdminConnection(config),
+      logger,
+      onCommand: (event) => manager.metrics.brokerCommand(event),
+      ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
+    });
+  if (config.NATS_URLS.length === 0) throw new Error("NATS_URLS is required with BROKER_KIND=nats");
+  const seeds = await readBootstrapSeeds(manager.client, config.OPERATOR_NAMESPACE, config.NATS_KEYS_SECRET);
+  const tenants = manager.informer(Resource.tenant);
+  const perDevice = {
+    subscriptions: config.NATS_SUBSCRIPTIONS_PER_DEVICE,
+    jetStreamBytes: config.NATS_JETSTREAM_BYTES_PER_DEVICE,
+    payloadBytes: config.NATS_MAX_PAYLOAD_BYTES,
+  };
+  return new NatsAccountsAdapter({
+    servers: config.NATS_URLS,
+    clusterSize: config.NATS_CLUSTER_SIZE,
+    keys: bootstrapKeys(seeds),
+    accountKeys: new SecretAccountKeyStore(manager.client, config.OPERATOR_NAMESPACE),
+    tenantLimits: (tenant) => {
+      const object = tenants.get(tenant);
+      // A device is applied only once its tenant is cached; a tenant gone meanwhile gets no connections.
+      return tenantLimits(object ? parseTenantObject(object).spec.devices.maxDevices : 0, perDevice);
+    },
+    userLifetimeSeconds: config.NATS_USER_LIFETIME_SECONDS,
+    logger,
+  });
+}
+
 /** Wires the broker adapter, the Device and Tenant reconcilers and the manager, and starts them. */
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const { config, logger } = options;
-  const connection = brokerAdminConnection(config);
   const identity = options.identity ?? `${hostname()}-${process.pid}`;
   const manager = new Manager({
     kubeConfig: options.kubeConfig,
@@ -74,12 +112,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
           },
         }),
   });
-  const broker = new MosquittoDynsecAdapter({
-    connection,
-    logger: logger.child({ component: "broker" }),
-    onCommand: (event) => manager.metrics.brokerCommand(event),
-    ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
-  });
+  const broker = await brokerAdapter(options, manager);
   new RevocationReconciler(manager, config).register();
   broker.onStatusChange((status) => manager.metrics.brokerSynced.set(status.synced ? 1 : 0));
   const devices = new DeviceReconciler(manager, config, broker);
@@ -95,7 +128,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
       clock: manager.clock,
       logger: logger.child({ component: "audit" }),
     }),
-    connection,
+    config.BROKER_KIND === "mosquitto" ? brokerAdminConnection(config) : undefined,
     config.OPERATOR_NAMESPACE,
   );
   security.register();

@@ -57,7 +57,8 @@ export class SecurityMonitor {
   constructor(
     private readonly manager: Manager,
     private readonly trail: AuditTrail,
-    private readonly broker: DynsecConnection,
+    /** Mosquitto's admin connection, for its $SYS log; absent: no broker events (NATS's are not read yet). */
+    private readonly broker: DynsecConnection | undefined,
     operatorNamespace: string,
   ) {
     this.devices = manager.informer(Resource.device);
@@ -109,11 +110,13 @@ export class SecurityMonitor {
     const { logger, clock } = this.manager;
     await this.trail.start();
     for (const device of this.devices.list()) this.indexUsername(undefined, device);
-    const log = await watchBrokerLog(
-      this.broker,
-      (payload) => this.onBrokerLog(payload),
-      (error) => logger.warn({ err: error }, "broker log subscription"),
-    );
+    const log =
+      this.broker &&
+      (await watchBrokerLog(
+        this.broker,
+        (payload) => this.onBrokerLog(payload),
+        (error) => logger.warn({ err: error }, "broker log subscription"),
+      ));
     this.running = true;
     try {
       while (!signal.aborted) {
@@ -122,7 +125,7 @@ export class SecurityMonitor {
       }
     } finally {
       this.running = false;
-      await log.close();
+      await log?.close();
       for (const { value, count } of this.brokerAudit.drain()) this.trail.append({ ...value, count });
       await this.trail.stop();
     }

@@ -53,4 +53,38 @@ describe("the stack CLI", () => {
     );
     expect(stopped).toMatch(/connection to the server .* was refused|Unable to connect/);
   });
+
+  it("starts a 3-node NATS cluster instead of Mosquitto with --broker nats and describes it in env", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "stack-cli-nats-"));
+    const env = { ...process.env, IOT_STACK_DIR: dir };
+    const cli = join(repoRoot, "test/harness/stack-cli.ts");
+    const tsx = join(repoRoot, "node_modules/.bin/tsx");
+    try {
+      await run(tsx, [cli, "up", "--broker", "nats"], { env, cwd: repoRoot });
+      const lines = await readFile(join(dir, "env"), "utf8");
+      expect(lines).toMatch(/^export BROKER_KIND='nats'$/m);
+      expect(lines).toMatch(
+        /^export NATS_URLS='nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+,nats:\/\/127\.0\.0\.1:\d+'$/m,
+      );
+      for (const name of [
+        "KUBECONFIG",
+        "NATS_MQTT_PORTS",
+        "NATS_CLUSTER_SIZE",
+        "NATS_KEYS_SECRET",
+        "BROKER_CA_FILE",
+      ])
+        expect(lines).toMatch(new RegExp(`^export ${name}='[^']+'$`, "m"));
+      // The operator's keys are where BROKER_KIND=nats reads them: a Secret in its namespace.
+      const { stdout } = await run("bash", [
+        "-c",
+        `source '${join(dir, "env")}' && kubectl get secret -n iot-system "$NATS_KEYS_SECRET" -o jsonpath='{.data}'`,
+      ]);
+      expect(Object.keys(JSON.parse(stdout)).sort()).toEqual(
+        ["authAccount", "calloutUser", "operator", "systemAccount", "systemUser"].sort(),
+      );
+    } finally {
+      await run(tsx, [cli, "down"], { env, cwd: repoRoot });
+    }
+    expect(existsSync(join(dir, "env"))).toBe(false);
+  });
 });

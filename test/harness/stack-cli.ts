@@ -7,13 +7,25 @@ import { existsSync, openSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { repoRoot, startStack, writeEnvFile } from "./stack.js";
+import { repoRoot, stackVariables, startNatsStack, startStack, writeEnvFile } from "./stack.js";
 
 /** `.stack/` in the repository; IOT_STACK_DIR moves it (the stack CLI's own test does). */
 const stackDir = process.env.IOT_STACK_DIR ?? join(repoRoot, ".stack");
 const envFile = join(stackDir, "env");
 const pidFile = join(stackDir, "pid");
 const logFile = join(stackDir, "stack.log");
+
+/** `--broker nats` starts a 3-node NATS cluster instead of Mosquitto. */
+function brokerKind(args: readonly string[]): "mosquitto" | "nats" {
+  const index = args.indexOf("--broker");
+  if (index === -1) return "mosquitto";
+  const kind = args[index + 1];
+  if (kind !== "mosquitto" && kind !== "nats")
+    throw new Error(`--broker must be mosquitto or nats, not ${kind}`);
+  // The node-backed stack runs the chart's Mosquitto; NATS on the node is not built yet.
+  if (kind === "nats" && args.includes("--with-node")) throw new Error("--with-node runs Mosquitto only");
+  return kind;
+}
 
 function alive(pid: number): boolean {
   try {
@@ -42,7 +54,8 @@ async function up(): Promise<void> {
   await mkdir(stackDir, { recursive: true });
   await rm(envFile, { force: true });
   const log = openSync(logFile, "w");
-  const serveArgs = [import.meta.filename, "serve", ...(withNode ? ["--with-node"] : [])];
+  const broker = brokerKind(process.argv.slice(3));
+  const serveArgs = [import.meta.filename, "serve", "--broker", broker, ...(withNode ? ["--with-node"] : [])];
   const server = spawn(process.execPath, [...process.execArgv, ...serveArgs], {
     detached: true,
     stdio: ["ignore", log, log],
@@ -67,8 +80,15 @@ async function serve(): Promise<void> {
   const stateDir = join(stackDir, "state");
   await rm(stateDir, { recursive: true, force: true });
   await mkdir(stateDir, { recursive: true });
-  const stack = await startStack(stateDir, { withNode });
-  await writeEnvFile(envFile, stack.env);
+  const stack =
+    brokerKind(process.argv.slice(3)) === "nats"
+      ? await startNatsStack(stateDir)
+      : await startStack(stateDir, { withNode }).then((s) => ({
+          variables: stackVariables(s.env),
+          binDir: s.env.binDir,
+          stop: s.stop,
+        }));
+  await writeEnvFile(envFile, stack.variables, stack.binDir);
   await writeFile(pidFile, `${process.pid}\n`);
   console.log(`stack ready; settings in ${envFile}`);
   const shutdown = async () => {
@@ -102,7 +122,7 @@ async function down(): Promise<void> {
 const commands: Record<string, () => Promise<void>> = { up, down, serve };
 const command = commands[process.argv[2] ?? ""];
 if (!command) {
-  console.error("usage: stack-cli up [--with-node] | down");
+  console.error("usage: stack-cli up [--with-node] [--broker mosquitto|nats] | down");
   process.exit(2);
 }
 command().catch((error: unknown) => {

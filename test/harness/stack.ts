@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { OPERATOR_NAMESPACE } from "../../src/api/group.js";
 import { type ControlPlane, startControlPlane } from "./control-plane.js";
 import { type Broker, startMosquitto } from "./mosquitto.js";
+import { type NatsCluster, startNatsCluster } from "./nats.js";
 import { startNode, type TestNode } from "./node.js";
 import { createCA, type KeyPair } from "./pki.js";
 
@@ -107,6 +108,77 @@ export async function startStack(stateDir: string, options: StackOptions = {}): 
   };
 }
 
+/** The stack with a 3-node NATS cluster instead of Mosquitto (`npm run stack:up -- --broker nats`). */
+export interface NatsStack {
+  readonly variables: Record<string, string>;
+  readonly binDir: string;
+  readonly cluster: NatsCluster;
+  stop(): Promise<void>;
+}
+
+export async function startNatsStack(stateDir: string): Promise<NatsStack> {
+  const binDir = await buildTools();
+  const deviceRootCA = await createCA(stateDir, "device-root-ca", "iot-tenant-operator device root CA");
+  const [controlPlane, cluster] = await Promise.allSettled([
+    startControlPlane({ binDir, stateDir }),
+    startNatsCluster({ stateDir, deviceRootCA }),
+  ]);
+  if (controlPlane.status === "rejected" || cluster.status === "rejected") {
+    if (controlPlane.status === "fulfilled") await controlPlane.value.stop();
+    if (cluster.status === "fulfilled") await cluster.value.stop();
+    throw controlPlane.status === "rejected"
+      ? controlPlane.reason
+      : (cluster as PromiseRejectedResult).reason;
+  }
+  const stop = async () => {
+    await Promise.all([controlPlane.value.stop(), cluster.value.stop()]);
+  };
+  try {
+    await installRootCA(controlPlane.value, deviceRootCA);
+    await installNatsKeys(controlPlane.value, cluster.value);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const [first] = cluster.value.nodes;
+  return {
+    binDir,
+    cluster: cluster.value,
+    variables: {
+      KUBECONFIG: controlPlane.value.kubeconfig,
+      BROKER_KIND: "nats",
+      BROKER_HOST: cluster.value.host,
+      // Devices may use any node's MQTT listener; these name the first, NATS_MQTT_PORTS all of them.
+      BROKER_MTLS_PORT: String(first?.mqttPort),
+      BROKER_PASSWORD_PORT: String(first?.mqttPort),
+      NATS_MQTT_PORTS: cluster.value.nodes.map((n) => n.mqttPort).join(","),
+      NATS_URLS: cluster.value.urls.join(","),
+      NATS_CLUSTER_SIZE: String(cluster.value.nodes.length),
+      NATS_KEYS_SECRET,
+      BROKER_CA_FILE: cluster.value.caFile,
+      ROOT_CA_SECRET,
+      IOT_STACK_BIN: binDir,
+    },
+    stop,
+  };
+}
+
+/** The Secret in the operator's namespace with the NATS deployment's keys (config NATS_KEYS_SECRET). */
+export const NATS_KEYS_SECRET = "iot-nats-keys";
+
+async function installNatsKeys(controlPlane: ControlPlane, cluster: NatsCluster): Promise<void> {
+  const secret = {
+    apiVersion: "v1",
+    kind: "Secret",
+    type: "Opaque",
+    metadata: { name: NATS_KEYS_SECRET, namespace: OPERATOR_NAMESPACE },
+    data: Object.fromEntries(
+      Object.entries(cluster.seeds).map(([key, seed]) => [key, Buffer.from(seed).toString("base64")]),
+    ),
+  };
+  await controlPlane.kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify(secret));
+}
+
 /**
  * Puts the device root CA into the operator's namespace as a Secret, where only the operator reads
  * it: it is deliberately no cert-manager (Cluster)Issuer, which every namespace could use (I3).
@@ -136,6 +208,7 @@ async function installRootCA(controlPlane: ControlPlane, ca: KeyPair): Promise<v
 export function stackVariables(env: StackEnv): Record<string, string> {
   return {
     KUBECONFIG: env.kubeconfig,
+    BROKER_KIND: "mosquitto",
     BROKER_HOST: env.broker.host,
     BROKER_MTLS_PORT: String(env.broker.mtlsPort),
     BROKER_PASSWORD_PORT: String(env.broker.passwordPort),
@@ -155,13 +228,17 @@ export function stackVariables(env: StackEnv): Record<string, string> {
 }
 
 /** The `.stack/env` contract (DESIGN §8): shell `export` lines, with the stack's kubectl and helm first on PATH. */
-export function envFileLines(env: StackEnv): string {
+export function envFileLines(variables: Record<string, string>, binDir: string): string {
   const quote = (v: string) => `'${v.replaceAll("'", `'\\''`)}'`;
-  return `${Object.entries(stackVariables(env))
+  return `${Object.entries(variables)
     .map(([k, v]) => `export ${k}=${quote(v)}`)
-    .join("\n")}\nexport PATH=${quote(env.binDir)}:"$PATH"\n`;
+    .join("\n")}\nexport PATH=${quote(binDir)}:"$PATH"\n`;
 }
 
-export async function writeEnvFile(file: string, env: StackEnv): Promise<void> {
-  await writeFile(file, envFileLines(env), { mode: 0o600 });
+export async function writeEnvFile(
+  file: string,
+  variables: Record<string, string>,
+  binDir: string,
+): Promise<void> {
+  await writeFile(file, envFileLines(variables, binDir), { mode: 0o600 });
 }

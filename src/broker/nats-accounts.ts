@@ -1,0 +1,403 @@
+import { createHash } from "node:crypto";
+import { type ClaimsData, decode, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
+import { createUser, type KeyPair } from "@nats-io/nkeys";
+import { connect, jwtAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "pino";
+import { z } from "zod";
+import type {
+  BrokerAdapter,
+  BrokerDevice,
+  BrokerStatus,
+  DeviceRef,
+  SyncReport,
+  TenantRef,
+} from "./adapter.js";
+import {
+  bootstrapUserJwt,
+  encodeDeviceUser,
+  encodeTenantAccount,
+  keyFromSeed,
+  type NatsBootstrapKeys,
+  type TenantLimits,
+} from "./nats-claims.js";
+import { type AuthorizationRequest, authorizationRequestSchema, decideLogin } from "./nats-login.js";
+import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
+
+/** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
+export interface AccountKeyStore {
+  accountSeed(tenant: string): Promise<string>;
+  /** Forgets the tenant's key, so a later tenant of that name gets a new, empty account. Idempotent. */
+  deleteAccount(tenant: string): Promise<void>;
+}
+
+export interface NatsAdapterOptions {
+  readonly servers: readonly string[];
+  /** Servers that must confirm an account update before it counts as applied. */
+  readonly clusterSize: number;
+  readonly keys: NatsBootstrapKeys;
+  readonly accountKeys: AccountKeyStore;
+  readonly tenantLimits: (tenant: string) => TenantLimits;
+  /** How long one login's user stays valid; the server drops the connection then and the device logs in again. */
+  readonly userLifetimeSeconds?: number;
+  /** How long to wait for every server's answer. */
+  readonly requestTimeoutMs?: number;
+  readonly logger?: Logger;
+}
+
+export class BrokerUnconfirmedError extends Error {
+  override name = "BrokerUnconfirmedError";
+}
+
+const claimUpdateReply = z.object({
+  server: z.object({ id: z.string(), name: z.string() }),
+  data: z.object({ code: z.number() }).optional(),
+  error: z.object({ code: z.number().optional(), description: z.string().optional() }).optional(),
+});
+
+const connzReply = z.object({
+  server: z.object({ id: z.string(), name: z.string() }),
+  data: z
+    .object({
+      connections: z.array(z.object({ cid: z.number(), mqtt_client: z.string().optional() })).nullish(),
+    })
+    .optional(),
+});
+
+/** The streams nats-server creates in an account for its MQTT clients (server/mqtt.go). */
+const MQTT_STREAMS = ["$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs", "$MQTT_qos2in", "$MQTT_out"] as const;
+/** JetStream API error code "stream not found". */
+const STREAM_NOT_FOUND = 10059;
+const jsApiReply = z.object({
+  error: z.object({ err_code: z.number(), description: z.string() }).optional(),
+});
+
+const deviceKey = (ref: DeviceRef) => `${ref.tenant}/${ref.device}`;
+
+/**
+ * NATS in operator mode: a tenant is an account signed with the operator key (its key kept by
+ * `accountKeys`), a device login is decided by this adapter's auth callout, which issues a user
+ * signed by the tenant's account key for that one connection. The broker holds no per-device state;
+ * an account update counts only when every server has confirmed it, and a cut-off kicks the
+ * device's connections on every server.
+ */
+export class NatsAccountsAdapter implements BrokerAdapter {
+  private readonly desired = new Map<string, BrokerDevice>();
+  private readonly byUsername = new Map<string, string>();
+  private readonly accounts = new Map<string, { key: KeyPair; pushed?: string }>();
+  private readonly listeners = new Set<(status: BrokerStatus) => void>();
+  private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
+  private system?: NatsConnection;
+  private callout?: NatsConnection;
+  private readonly ready: Promise<void>;
+  /**
+   * Whether this replica has been given devices (it leads). Every replica's callout receives each
+   * authorization request and the server takes the first answer, so one without the desired set
+   * stays silent instead of refusing devices it has not heard of.
+   */
+  private serving = false;
+
+  constructor(private readonly options: NatsAdapterOptions) {
+    this.ready = this.connect();
+    this.ready.catch((error: unknown) => this.setStatus(outage(error)));
+  }
+
+  private async connect(): Promise<void> {
+    const { keys } = this.options;
+    const common = { servers: [...this.options.servers], maxReconnectAttempts: -1, reconnectTimeWait: 200 };
+    const login = async (user: "systemUser" | "calloutUser") =>
+      connect({
+        ...common,
+        name: `iot-tenant-operator-${user}`,
+        authenticator: jwtAuthenticator(await bootstrapUserJwt(keys, user), keys[user].getSeed()),
+      });
+    this.system = await login("systemUser");
+    this.callout = await login("calloutUser");
+    this.callout.subscribe("$SYS.REQ.USER.AUTH", {
+      callback: (error, msg) => {
+        if (!error)
+          this.answer(msg).catch((err: unknown) =>
+            this.options.logger?.error({ err }, "auth callout failed"),
+          );
+      },
+    });
+    for (const nc of [this.system, this.callout]) this.watch(nc);
+    await this.callout.flush();
+    this.setStatus({ synced: true });
+  }
+
+  private watch(nc: NatsConnection): void {
+    void (async () => {
+      for await (const status of nc.status()) {
+        if (status.type === "disconnect") this.setStatus(outage(new Error("lost the connection to NATS")));
+        if (status.type === "reconnect") this.setStatus({ synced: true });
+      }
+    })();
+  }
+
+  private setStatus(status: BrokerStatus): void {
+    if (JSON.stringify(status) === JSON.stringify(this.current)) return;
+    this.current = status;
+    for (const listener of this.listeners) listener(status);
+  }
+
+  /** The auth callout: one decision per login, answered to the server that asked. */
+  private async answer(msg: Msg): Promise<void> {
+    if (!this.serving) return;
+    let request: AuthorizationRequest;
+    try {
+      // decode verifies the server's signature over the request.
+      request = authorizationRequestSchema.parse((decode(msg.string()) as ClaimsData<unknown>).nats);
+    } catch (error) {
+      this.options.logger?.warn({ err: error }, "malformed authorization request");
+      return;
+    }
+    const decision = decideLogin(request, (username) => {
+      const key = this.byUsername.get(username);
+      return key === undefined ? undefined : this.desired.get(key);
+    });
+    const { keys } = this.options;
+    let response: { jwt?: string; error?: string };
+    if (decision.allow) {
+      const account = await this.accountKey(decision.device.tenant);
+      const jwt = await encodeDeviceUser({
+        userPublicKey: request.user_nkey,
+        device: decision.device.device,
+        account,
+        permissions: decision.permissions,
+        expiresAt: Math.floor(Date.now() / 1000) + (this.options.userLifetimeSeconds ?? 86_400),
+      });
+      response = { jwt };
+    } else {
+      this.options.logger?.info(
+        { username: request.connect_opts.user, reason: decision.reason, server: request.server_id.name },
+        "login refused",
+      );
+      response = { error: decision.reason };
+    }
+    msg.respond(
+      await encodeAuthorizationResponse(
+        request.user_nkey,
+        request.server_id.id,
+        keys.authAccount,
+        response,
+        {},
+      ),
+    );
+  }
+
+  private async accountKey(tenant: string): Promise<KeyPair> {
+    const known = this.accounts.get(tenant);
+    if (known) return known.key;
+    const key = keyFromSeed(await this.options.accountKeys.accountSeed(tenant));
+    const entry = this.accounts.get(tenant) ?? { key };
+    this.accounts.set(tenant, entry);
+    return entry.key;
+  }
+
+  private async connection(): Promise<NatsConnection> {
+    await this.ready;
+    if (!this.system) throw new Error("not connected to NATS");
+    return this.system;
+  }
+
+  /** Sends a request every server answers; returns the answers of the servers that did within the timeout. */
+  private async askServers<T extends { server: { id: string } }>(
+    subject: string,
+    payload: string,
+    schema: z.ZodType<T>,
+  ): Promise<T[]> {
+    const nc = await this.connection();
+    const replies = await nc.requestMany(subject, payload, {
+      strategy: "count",
+      maxMessages: this.options.clusterSize,
+      maxWait: this.requestTimeout,
+    });
+    const answers = new Map<string, T>();
+    for await (const reply of replies) {
+      const parsed = schema.parse(reply.json());
+      answers.set(parsed.server.id, parsed);
+    }
+    return [...answers.values()];
+  }
+
+  private assertEveryServer(subject: string, answers: readonly unknown[]): void {
+    if (answers.length < this.options.clusterSize)
+      throw new BrokerUnconfirmedError(
+        `${subject}: ${answers.length} of ${this.options.clusterSize} servers answered within the timeout`,
+      );
+  }
+
+  /** As askServers, but fewer answers than `clusterSize` is an error, never a partial success. */
+  private async askEveryServer<T extends { server: { id: string } }>(
+    subject: string,
+    payload: string,
+    schema: z.ZodType<T>,
+  ): Promise<T[]> {
+    const answers = await this.askServers(subject, payload, schema);
+    this.assertEveryServer(subject, answers);
+    return answers;
+  }
+
+  /** Pushes the tenant's account JWT if it changed, and returns once every server has applied it. */
+  private ensureAccount(tenant: string): Promise<string> {
+    return this.pushAccount(tenant, this.options.tenantLimits(tenant));
+  }
+
+  private async pushAccount(tenant: string, limits: TenantLimits): Promise<string> {
+    const key = await this.accountKey(tenant);
+    const entry = this.accounts.get(tenant) ?? { key };
+    const digest = createHash("sha256").update(JSON.stringify(limits)).digest("hex");
+    if (entry.pushed !== digest) {
+      const jwt = await encodeTenantAccount(tenant, key, this.options.keys.operator, limits);
+      const replies = await this.askEveryServer("$SYS.REQ.CLAIMS.UPDATE", jwt, claimUpdateReply);
+      const refused = replies.filter((r) => r.error || r.data?.code !== 200);
+      if (refused.length > 0)
+        throw new BrokerUnconfirmedError(
+          `account update for ${tenant} refused by ${refused.map((r) => `${r.server.name}: ${r.error?.description ?? "no 200"}`).join(", ")}`,
+        );
+      entry.pushed = digest;
+      this.accounts.set(tenant, entry);
+    }
+    return key.getPublicKey();
+  }
+
+  /**
+   * Deletes the streams in which the tenant's account keeps MQTT sessions, retained and in-flight
+   * messages, as a user the operator mints in that account for this purpose only (the account's
+   * JetStream is disabled afterwards, and a server does not come up healthy with streams of an
+   * account whose JetStream is off).
+   */
+  private async deleteMqttStreams(tenant: string): Promise<void> {
+    const account = await this.accountKey(tenant);
+    const user = createUser();
+    const jwt = await encodeUser("iot-tenant-operator-purge", user, account, {
+      allowed_connection_types: ["STANDARD"],
+    });
+    const nc = await connect({
+      servers: [...this.options.servers],
+      name: "iot-tenant-operator-purge",
+      authenticator: jwtAuthenticator(jwt, user.getSeed()),
+    });
+    try {
+      for (const stream of MQTT_STREAMS) {
+        const reply = jsApiReply.parse(
+          (await nc.request(`$JS.API.STREAM.DELETE.${stream}`, "", { timeout: this.requestTimeout })).json(),
+        );
+        if (reply.error && reply.error.err_code !== STREAM_NOT_FOUND)
+          throw new Error(`deleting ${stream} of ${tenant}: ${reply.error.description}`);
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  private get requestTimeout(): number {
+    return this.options.requestTimeoutMs ?? 5_000;
+  }
+
+  /**
+   * Drops every live connection of the device on every server. The servers that answer are
+   * served at once; if one did not answer, the call fails afterwards so the caller retries (the
+   * callout already refuses the device's next login everywhere).
+   */
+  private async kick(device: BrokerDevice): Promise<void> {
+    const account = await this.ensureAccount(device.tenant);
+    const clientId = device.credentials.username;
+    const subject = `$SYS.REQ.ACCOUNT.${account}.CONNZ`;
+    const replies = await this.askServers(subject, JSON.stringify({ mqtt_client: clientId }), connzReply);
+    const nc = await this.connection();
+    await Promise.all(
+      replies.flatMap((reply) =>
+        (reply.data?.connections ?? [])
+          .filter((c) => c.mqtt_client === clientId)
+          .map((c) =>
+            nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
+              timeout: this.requestTimeout,
+            }),
+          ),
+      ),
+    );
+    this.assertEveryServer(subject, replies);
+  }
+
+  private remember(device: BrokerDevice): BrokerDevice | undefined {
+    const key = deviceKey(device);
+    const previous = this.desired.get(key);
+    if (previous) this.byUsername.delete(previous.credentials.username);
+    this.desired.set(key, device);
+    this.byUsername.set(device.credentials.username, key);
+    return previous;
+  }
+
+  async applyDevice(device: BrokerDevice): Promise<void> {
+    this.serving = true;
+    const previous = this.remember(device);
+    await this.ensureAccount(device.tenant);
+    if (previous && loses(previous, device)) await this.kick(previous);
+  }
+
+  async removeDevice(ref: DeviceRef): Promise<void> {
+    const previous = this.desired.get(deviceKey(ref));
+    if (!previous) return;
+    this.desired.delete(deviceKey(ref));
+    this.byUsername.delete(previous.credentials.username);
+    await this.kick(previous);
+  }
+
+  async syncAll(devices: readonly BrokerDevice[] | (() => readonly BrokerDevice[])): Promise<SyncReport> {
+    const started = performance.now();
+    const list = typeof devices === "function" ? devices() : devices;
+    this.serving = true;
+    const gone = [...this.desired.values()].filter((d) => !list.some((n) => deviceKey(n) === deviceKey(d)));
+    for (const device of gone) await this.removeDevice(device);
+    for (const device of list) await this.applyDevice(device);
+    return {
+      commands: this.accounts.size,
+      orphansDeleted: gone.length,
+      durationMs: performance.now() - started,
+    };
+  }
+
+  /**
+   * What outlives a tenant's devices is its account (retained messages and sessions live in the
+   * account's own streams): the account is closed (no connection allowed, every server confirms)
+   * and its key forgotten, so a later tenant of the same name gets a new account and sees nothing.
+   */
+  async purgeTenant(ref: TenantRef): Promise<void> {
+    await this.deleteMqttStreams(ref.tenant);
+    await this.pushAccount(ref.tenant, CLOSED_ACCOUNT);
+    this.accounts.delete(ref.tenant);
+    await this.options.accountKeys.deleteAccount(ref.tenant);
+  }
+
+  status(): BrokerStatus {
+    return this.current;
+  }
+
+  onStatusChange(listener: (status: BrokerStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    await this.ready.catch(() => undefined);
+    await Promise.all([this.system?.close(), this.callout?.close()]);
+  }
+}
+
+const CLOSED_ACCOUNT: TenantLimits = { connections: 0, subscriptions: 0, payloadBytes: 0, jetStreamBytes: 0 };
+
+/** True when the device may do less than before: its live connections must log in again. */
+function loses(previous: BrokerDevice, next: BrokerDevice): boolean {
+  if (!next.enabled || next.suspended) return true;
+  if (JSON.stringify(previous.credentials) !== JSON.stringify(next.credentials)) return true;
+  return permissionsNarrow(devicePermissions(previous), devicePermissions(next));
+}
+
+function outage(error: unknown): BrokerStatus {
+  return {
+    synced: false,
+    reason: "BrokerError",
+    message: error instanceof Error ? error.message : String(error),
+  };
+}
