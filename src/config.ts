@@ -17,63 +17,106 @@ const nameList = z.string().transform((text) =>
 );
 
 /**
- * The operator's configuration, read from the environment (`.stack/env` exports the broker part).
- * Everything has a default that suits a cluster with the project's Helm chart installed.
+ * The operator's configuration: the one definition of every setting. The CLI derives a flag from each
+ * (BROKER_HOST: --broker-host) and reads the environment variable of the same name (`.stack/env`
+ * exports the broker part). Everything has a default that suits a cluster with the project's Helm chart.
  */
 export const operatorConfigSchema = z.object({
-  OPERATOR_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
-  /** Identity the operator runs as; its own writes are exempt from the admission policy. */
-  OPERATOR_SERVICE_ACCOUNT: z.string().min(1).default("iot-tenant-operator"),
-  /**
-   * Secret in the operator's namespace holding the device root CA (`tls.crt`, `tls.key`). The operator
-   * signs every tenant's intermediate CA with it; it is no cert-manager issuer, so nothing outside
-   * this namespace can have it sign anything. The broker trusts its certificate.
-   */
-  ROOT_CA_SECRET: z.string().min(1).default("iot-root-ca"),
-  /** Where the MQTT broker's pods run, for the tenant egress policy. */
-  BROKER_NAMESPACE: z.string().min(1).default(OPERATOR_NAMESPACE),
-  BROKER_POD_PORTS: portList.default([8883]),
-  DNS_NAMESPACE: z.string().min(1).default("kube-system"),
+  OPERATOR_NAMESPACE: z
+    .string()
+    .min(1)
+    .default(OPERATOR_NAMESPACE)
+    .describe("Namespace the operator runs in; device Certificates and tenant CAs live there."),
+  OPERATOR_SERVICE_ACCOUNT: z
+    .string()
+    .min(1)
+    .default("iot-tenant-operator")
+    .describe("Identity the operator runs as; its own writes are exempt from the admission policy."),
+  ROOT_CA_SECRET: z.string().min(1).default("iot-root-ca").describe(
+    // No cert-manager issuer holds it, so nothing outside the operator's namespace can have it sign anything.
+    "Secret in the operator's namespace with the device root CA (tls.crt, tls.key) that signs every tenant's CA; the broker trusts it.",
+  ),
+  BROKER_NAMESPACE: z
+    .string()
+    .min(1)
+    .default(OPERATOR_NAMESPACE)
+    .describe("Where the MQTT broker's pods run, for the tenant egress policy."),
+  BROKER_POD_PORTS: portList.default([8883]).describe("Broker pod ports tenants may reach, comma-separated."),
+  DNS_NAMESPACE: z.string().min(1).default("kube-system").describe("Namespace of the cluster DNS pods."),
   DNS_POD_LABEL: z
     .string()
     .regex(/^[^=]+=[^=]+$/, "must be key=value")
-    .default("k8s-app=kube-dns"),
-  BROKER_HOST: z.string().min(1).default("127.0.0.1"),
-  BROKER_MTLS_PORT: port.default(8883),
-  BROKER_ADMIN_PORT: port.default(1883),
-  /** CN of the admin certificate: the broker's dynsec admin client, which has no password. */
-  BROKER_ADMIN_USERNAME: z.string().min(1).default("operator-admin"),
-  /** The admin's client certificate and key for the broker's mTLS-only admin listener. */
-  BROKER_ADMIN_CERT_FILE: z.string().min(1).optional(),
-  BROKER_ADMIN_KEY_FILE: z.string().min(1).optional(),
-  /** Passphrase of BROKER_ADMIN_KEY_FILE when the key is encrypted (the local stack's is). */
-  BROKER_ADMIN_PASSWORD: z.string().min(1).optional(),
-  /** Verifies the broker's server certificate. */
-  BROKER_CA_FILE: z.string().min(1).optional(),
-  /** A broker on this host: the operator writes the combined CRL here and SIGHUPs the PID in BROKER_PID_FILE. */
-  BROKER_CRL_FILE: z.string().min(1).optional(),
-  BROKER_PID_FILE: z.string().min(1).optional(),
-  /** CRLs of other issuers the broker checks (e.g. the root CA's), prepended to the tenants' CRLs. */
-  BROKER_CRL_INCLUDE_FILE: z.string().min(1).optional(),
-  /** Priority classes pods in tenant namespaces may use (none: only the cluster's default priority). */
-  TENANT_PRIORITY_CLASSES: nameList.default([]),
-  /** Service types tenants may create; ExternalName and NodePort/LoadBalancer reach past NetworkPolicies. */
+    .default("k8s-app=kube-dns")
+    .describe("Label (key=value) of the cluster DNS pods."),
+  BROKER_HOST: z.string().min(1).default("127.0.0.1").describe("Host name of the MQTT broker."),
+  BROKER_MTLS_PORT: port.default(8883).describe("The broker's device listener (mTLS or password over TLS)."),
+  BROKER_ADMIN_PORT: port.default(1883).describe("The broker's mTLS-only admin listener."),
+  BROKER_ADMIN_USERNAME: z
+    .string()
+    .min(1)
+    .default("operator-admin")
+    .describe("CN of the admin certificate: the broker's dynsec admin client, which has no password."),
+  BROKER_ADMIN_CERT_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("The admin's client certificate for the broker's admin listener."),
+  BROKER_ADMIN_KEY_FILE: z.string().min(1).optional().describe("The admin's private key."),
+  BROKER_ADMIN_PASSWORD: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("Passphrase of BROKER_ADMIN_KEY_FILE when the key is encrypted (the local stack's is)."),
+  BROKER_CA_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("CA bundle that verifies the broker's server certificate."),
+  BROKER_CRL_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "For a broker on this host: the operator writes the combined CRL here and SIGHUPs the PID in BROKER_PID_FILE.",
+    ),
+  BROKER_PID_FILE: z.string().min(1).optional().describe("PID file of a broker on this host."),
+  BROKER_CRL_INCLUDE_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "CRLs of other issuers the broker checks (e.g. the root CA's), prepended to the tenants' CRLs.",
+    ),
+  TENANT_PRIORITY_CLASSES: nameList
+    .default([])
+    .describe(
+      "Priority classes pods in tenant namespaces may use, comma-separated (none: the default only).",
+    ),
   TENANT_SERVICE_TYPES: nameList
     .pipe(z.array(z.enum(["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])))
-    .default(["ClusterIP"]),
-  /**
-   * Ingress hosts of a tenant namespace must lie under `<namespace>.<this domain>`, so no tenant can
-   * take over another's host. Unset: tenants cannot create Ingresses.
-   */
+    .default(["ClusterIP"])
+    .describe(
+      // ExternalName and NodePort/LoadBalancer reach past NetworkPolicies.
+      "Service types tenants may create, comma-separated.",
+    ),
   TENANT_INGRESS_DOMAIN: z
     .string()
     .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, "must be a DNS name")
-    .optional(),
-  PROBE_BIND_ADDRESS: z.string().default("127.0.0.1:8081"),
-  LEASE_DURATION_SECONDS: seconds.default(15),
-  LEASE_RENEW_DEADLINE_SECONDS: seconds.default(10),
-  LEASE_RETRY_PERIOD_SECONDS: seconds.default(2),
-  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+    .optional()
+    .describe(
+      // So that no tenant can take over another's host.
+      "Ingress hosts of a tenant namespace must lie under <namespace>.<this domain>; unset: tenants cannot create Ingresses.",
+    ),
+  PROBE_BIND_ADDRESS: z
+    .string()
+    .default("127.0.0.1:8081")
+    .describe("Address of the health and metrics server."),
+  LEASE_DURATION_SECONDS: seconds.default(15).describe("Leader election: how long a lease lasts."),
+  LEASE_RENEW_DEADLINE_SECONDS: seconds
+    .default(10)
+    .describe("Leader election: how long the leader tries to renew."),
+  LEASE_RETRY_PERIOD_SECONDS: seconds.default(2).describe("Leader election: how often candidates retry."),
+  LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info").describe("Log level."),
 });
 export type OperatorConfig = z.infer<typeof operatorConfigSchema>;
 

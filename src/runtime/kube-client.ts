@@ -12,11 +12,12 @@ export class KubeApiError extends Error {
   constructor(
     readonly code: number,
     readonly reason: string,
-    message: string,
+    /** The API server's own message, e.g. why admission refused the object. */
+    readonly detail: string,
     readonly verb: ApiVerb,
     readonly path: string,
   ) {
-    super(`${verb} ${path}: ${code} ${reason}: ${message}`);
+    super(`${verb} ${path}: ${code} ${reason}: ${detail}`);
     this.name = "KubeApiError";
   }
 }
@@ -131,10 +132,15 @@ export class KubeClient {
 
   /**
    * Server-side apply of `intent` (apiVersion, kind, metadata.name[/namespace] and only the fields
-   * we own), forcing ownership of those fields from other managers.
+   * we own), by default as the operator, forcing ownership of those fields from other managers.
    */
-  async apply(resource: ResourceType, intent: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
-    return this.sendApply(resource, intent, undefined, signal);
+  async apply(
+    resource: ResourceType,
+    intent: ApplyIntent,
+    signal?: AbortSignal,
+    options: ApplyOptions = {},
+  ): Promise<KubeObject> {
+    return this.sendApply(resource, intent, undefined, signal, options);
   }
 
   /** Server-side apply through the status subresource: `intent` carries `status` and identity only. */
@@ -209,12 +215,13 @@ export class KubeClient {
     intent: ApplyIntent,
     subresource: "status" | undefined,
     signal: AbortSignal | undefined,
+    { fieldManager = FIELD_MANAGER, force = true, dryRun = false }: ApplyOptions = {},
   ): Promise<KubeObject> {
     const body = await this.request({
       verb: "apply",
       method: "PATCH",
       path: resourcePath(resource, { ...intent.metadata, subresource }),
-      query: { fieldManager: FIELD_MANAGER, force: true },
+      query: { fieldManager, force, ...(dryRun ? { dryRun: "All" } : {}) },
       // JSON is YAML, and apply-patch+yaml is the content type server-side apply is selected by.
       body: intent,
       contentType: "application/apply-patch+yaml",
@@ -263,6 +270,14 @@ export class KubeClient {
       request.end(payload);
     });
   }
+}
+
+/** Server-side apply as another manager (a CLI writing for a person), or as a dry run the API server checks but does not store. */
+export interface ApplyOptions {
+  readonly fieldManager?: string;
+  /** Take over fields another manager owns instead of failing with 409 Conflict. */
+  readonly force?: boolean;
+  readonly dryRun?: boolean;
 }
 
 /** What server-side apply needs: identity plus the fields we own. */
