@@ -7,6 +7,7 @@ import { defineConfig } from "vitest/config";
 const operatorTests = [
   "src/controllers/**/*.int.test.ts",
   "src/verify/**/*.int.test.ts",
+  "src/cli/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",
   "src/operator.int.test.ts",
   "src/converged.int.test.ts",

@@ -1,32 +1,10 @@
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import type { CliIo } from "./io.js";
-import { main } from "./main.js";
+import { cli } from "../../test/support/cli.js";
 
 const repoRoot = join(import.meta.dirname, "../..");
 const example = (path: string) => join(repoRoot, "examples", path);
-
-/** Runs the CLI in this process with its own streams and environment (no cluster anywhere). */
-async function cli(
-  args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; stdin?: string } = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const stdin = Object.assign(Readable.from(options.stdin === undefined ? [] : [options.stdin]), {
-    isTTY: options.stdin === undefined,
-  });
-  const io: CliIo = {
-    stdout: { write: (text: string) => (stdout += text) },
-    stderr: { write: (text: string) => (stderr += text) },
-    stdin,
-    env: options.env ?? { HOME: "/nonexistent" },
-  };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
 
 const kinds = (yaml: string) => parseAllDocuments(yaml).map((d) => (d.toJS() as { kind: string }).kind);
 
@@ -85,7 +63,7 @@ describe("the iot-tenant-operator command line", () => {
   });
 
   it("reads a setting from the environment when no flag names it, and a flag wins", async () => {
-    const env = { HOME: "/nonexistent", BROKER_MTLS_PORT: "not-a-port" };
+    const env = { BROKER_MTLS_PORT: "not-a-port" };
     expect((await cli(["verify"], { env })).stderr).toMatch(/BROKER_MTLS_PORT\) "not-a-port"/);
     // With a valid flag the bad environment value is not read; the next problem is the missing cluster.
     expect((await cli(["verify", "--broker-mtls-port", "8883"], { env })).stderr).toMatch(

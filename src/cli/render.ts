@@ -105,6 +105,11 @@ const ACL_VERBS: Readonly<Record<string, string>> = {
   publishClientReceive: "receive",
 };
 
+/** One dynamic-security ACL as a line: what it lets the device do, on which topic. */
+export function grantLine(acl: Acl): string {
+  return `  ${(ACL_VERBS[acl.acltype] ?? acl.acltype).padEnd(9)} ${acl.topic}${acl.allow ? "" : "  (denied)"}`;
+}
+
 /** The device's dynamic-security entries, one grant a line. */
 export function brokerGrants(device: Device, tenant: Tenant): string[] {
   const { name } = device.metadata;
@@ -112,14 +117,12 @@ export function brokerGrants(device: Device, tenant: Tenant): string[] {
     ? { type: "password", username: passwordBrokerUsername(tenant.metadata.name, name), password: ISSUED }
     : { type: "x509", username: x509BrokerUsername(tenant.metadata.name, name) };
   const desired = desiredDevice(DEFAULT_OWNER_PREFIX, brokerDevice(device, tenant, credentials));
-  const grant = (acl: Acl) =>
-    `  ${(ACL_VERBS[acl.acltype] ?? acl.acltype).padEnd(9)} ${acl.topic}${acl.allow ? "" : "  (denied)"}`;
   return [
     `broker grants of ${desired.owner} (Mosquitto dynamic security role and client):`,
     desired.client
       ? `  client    ${desired.client.username} (${credentials.type === "x509" ? "client certificate" : "password"})`
       : `  client    none: the device is ${device.spec.enabled ? "in a suspended tenant" : "disabled"}; the role stays`,
-    ...desired.acls.map(grant),
+    ...desired.acls.map(grantLine),
     "  anything else is denied",
   ];
 }
