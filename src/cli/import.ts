@@ -40,7 +40,7 @@ export async function applyDeviceRows(
   const worker = async () => {
     for (let row = rows[next++]; row; row = rows[next++]) {
       try {
-        await client.apply(Resource.device, row.device, undefined, {
+        await client.applyAs(Resource.device, row.device, {
           fieldManager: IMPORT_FIELD_MANAGER,
           force: options.forceConflicts,
           dryRun: options.dryRun,

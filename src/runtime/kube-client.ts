@@ -134,18 +134,21 @@ export class KubeClient {
    * Server-side apply of `intent` (apiVersion, kind, metadata.name[/namespace] and only the fields
    * we own), by default as the operator, forcing ownership of those fields from other managers.
    */
-  async apply(
-    resource: ResourceType,
-    intent: ApplyIntent,
-    signal?: AbortSignal,
-    options: ApplyOptions = {},
-  ): Promise<KubeObject> {
-    return this.sendApply(resource, intent, undefined, signal, options);
+  async apply(resource: ResourceType, intent: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
+    return kubeObjectSchema.parse(await this.sendApply(resource, intent, undefined, signal));
+  }
+
+  /**
+   * Server-side apply for a person, under their own field manager. With `dryRun` the API server
+   * validates and admits the object but stores nothing, so there is no stored object to return.
+   */
+  async applyAs(resource: ResourceType, intent: ApplyIntent, options: ApplyOptions): Promise<void> {
+    await this.sendApply(resource, intent, undefined, undefined, options);
   }
 
   /** Server-side apply through the status subresource: `intent` carries `status` and identity only. */
   async applyStatus(resource: ResourceType, intent: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
-    return this.sendApply(resource, intent, "status", signal);
+    return kubeObjectSchema.parse(await this.sendApply(resource, intent, "status", signal));
   }
 
   async create(resource: ResourceType, object: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
@@ -215,9 +218,9 @@ export class KubeClient {
     intent: ApplyIntent,
     subresource: "status" | undefined,
     signal: AbortSignal | undefined,
-    { fieldManager = FIELD_MANAGER, force = true, dryRun = false }: ApplyOptions = {},
-  ): Promise<KubeObject> {
-    const body = await this.request({
+    { fieldManager = FIELD_MANAGER, force = true, dryRun = false }: Partial<ApplyOptions> = {},
+  ): Promise<unknown> {
+    return this.request({
       verb: "apply",
       method: "PATCH",
       path: resourcePath(resource, { ...intent.metadata, subresource }),
@@ -227,7 +230,6 @@ export class KubeClient {
       contentType: "application/apply-patch+yaml",
       signal,
     });
-    return kubeObjectSchema.parse(body);
   }
 
   private count(req: KubeRequest, status: number | undefined): void {
@@ -274,10 +276,10 @@ export class KubeClient {
 
 /** Server-side apply as another manager (a CLI writing for a person), or as a dry run the API server checks but does not store. */
 export interface ApplyOptions {
-  readonly fieldManager?: string;
+  readonly fieldManager: string;
   /** Take over fields another manager owns instead of failing with 409 Conflict. */
-  readonly force?: boolean;
-  readonly dryRun?: boolean;
+  readonly force: boolean;
+  readonly dryRun: boolean;
 }
 
 /** What server-side apply needs: identity plus the fields we own. */
