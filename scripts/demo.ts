@@ -14,7 +14,6 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import type { MqttClient } from "mqtt";
 import { connectWithPem, publishCode, subscribeCodes } from "../bench/support/mqtt-device.js";
-import { progress } from "../src/cli/progress.js";
 import { freePort } from "../test/harness/ports.js";
 import { killServersOnSignal, startProcess } from "../test/harness/process.js";
 import { repoRoot, type StackEnv, stackVariables, startStack } from "../test/harness/stack.js";
@@ -53,27 +52,49 @@ function kubectlOf(env: StackEnv): Kubectl {
   };
 }
 
-/** Polls until every Tenant and Device is Ready, with a progress line on stderr while it waits. */
-async function untilReady(kubectl: Kubectl, expected: number): Promise<void> {
-  const bar = progress(process.stderr, "Ready", expected);
-  let ready = 0;
+interface Condition {
+  readonly type: string;
+  readonly status: string;
+  readonly reason?: string;
+  readonly message?: string;
+}
+interface Listed {
+  readonly kind: string;
+  readonly metadata: { readonly name: string; readonly namespace?: string };
+  readonly status?: { readonly conditions?: readonly Condition[] };
+}
+
+/**
+ * Polls until `expected` Tenants and Devices are Ready: names each as it gets there and, every few
+ * seconds, what the others are waiting for (their Ready condition's reason and message).
+ */
+async function untilReady(kubectl: Kubectl, expected: number, started: number): Promise<void> {
+  const seen = new Set<string>();
+  let reportedAt = Date.now();
   const deadline = Date.now() + 180_000;
-  while (ready < expected) {
-    if (Date.now() > deadline)
-      throw new Error(`only ${ready} of ${expected} Tenants and Devices Ready after 180 s`);
+  for (;;) {
     const { stdout } = await kubectl("get", "tenants,devices", "-A", "-o", "json");
-    const items = (
-      JSON.parse(stdout || '{"items":[]}') as {
-        items: Array<{ status?: { conditions?: Array<{ type: string; status: string }> } }>;
+    const items = (JSON.parse(stdout || '{"items":[]}') as { items: Listed[] }).items;
+    const name = (i: Listed) =>
+      `${i.kind} ${i.metadata.namespace ? `${i.metadata.namespace}/` : ""}${i.metadata.name}`;
+    const ready = (i: Listed) => i.status?.conditions?.find((c) => c.type === "Ready");
+    for (const item of items.filter((i) => ready(i)?.status === "True" && !seen.has(name(i)))) {
+      seen.add(name(item));
+      console.log(`  [${seconds(started)}] ${name(item)} Ready (${seen.size}/${expected})`);
+    }
+    if (seen.size >= expected) return;
+    if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected} Ready after 180 s`);
+    if (Date.now() - reportedAt > 3_000) {
+      for (const item of items.filter((i) => !seen.has(name(i)))) {
+        const condition = ready(item);
+        console.log(
+          `  [${seconds(started)}] ${name(item)} waiting: ${condition ? `${condition.reason}: ${condition.message}` : "not yet reconciled"}`,
+        );
       }
-    ).items;
-    const now = items.filter((i) =>
-      i.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
-    ).length;
-    for (; ready < Math.min(now, expected); ready++) bar.advance(false);
+      reportedAt = Date.now();
+    }
     await sleep(250);
   }
-  bar.finish();
 }
 
 interface DeviceTls {
@@ -241,6 +262,7 @@ async function main(): Promise<void> {
     );
   try {
     await run(process.execPath, [cli, "install"], { env: operatorEnv });
+    console.log(`CRDs, tenant-admin role and admission policy installed after ${seconds(started)}`);
     const operatorLog = join(stateDir, "operator.log");
     const operator = startProcess("iot-tenant-operator", process.execPath, [cli, "run"], {
       logFile: operatorLog,
@@ -251,11 +273,11 @@ async function main(): Promise<void> {
     // Tenants first: the API server admits a tenant's Devices once its namespaces exist.
     const examples = ["acme", "globex"].map((t) => join(repoRoot, "examples", t));
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", join(dir, "tenant.yaml"));
-    await untilReady(kubectl, 2);
-    console.log(`Tenants Ready ${seconds(started)} after the start`);
+    console.log(`Tenants acme and globex applied after ${seconds(started)}`);
+    await untilReady(kubectl, 2, started);
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", dir);
     const { stdout: all } = await kubectl("get", "tenants,devices", "-A", "-o", "name");
-    await untilReady(kubectl, all.split("\n").filter(Boolean).length);
+    await untilReady(kubectl, all.split("\n").filter(Boolean).length, started);
     console.log(`\neverything Ready ${seconds(started)} after the start\n`);
     console.log((await kubectl("get", "tenants", "-o", "wide")).stdout);
     console.log((await kubectl("get", "devices", "-A")).stdout);
