@@ -68,8 +68,12 @@ interface Listed {
  * Polls until `expected` Tenants and Devices are Ready: names each as it gets there and, every few
  * seconds, what the others are waiting for (their Ready condition's reason and message).
  */
-async function untilReady(kubectl: Kubectl, expected: number, started: number): Promise<void> {
-  const seen = new Set<string>();
+async function untilReady(
+  kubectl: Kubectl,
+  expected: number,
+  started: number,
+  seen: Set<string>,
+): Promise<void> {
   let reportedAt = Date.now();
   const deadline = Date.now() + 180_000;
   for (;;) {
@@ -86,10 +90,14 @@ async function untilReady(kubectl: Kubectl, expected: number, started: number): 
     if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected} Ready after 180 s`);
     if (Date.now() - reportedAt > 3_000) {
       for (const item of items.filter((i) => !seen.has(name(i)))) {
-        const condition = ready(item);
-        console.log(
-          `  [${seconds(started)}] ${name(item)} waiting: ${condition ? `${condition.reason}: ${condition.message}` : "not yet reconciled"}`,
+        // The Ready condition names the conditions it waits for; theirs say why.
+        const waiting = (item.status?.conditions ?? []).filter(
+          (c) => c.type !== "Ready" && c.status !== "True",
         );
+        const why = waiting.length
+          ? waiting.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ")
+          : (ready(item)?.message ?? "not reconciled yet");
+        console.log(`  [${seconds(started)}] ${name(item)} waiting: ${why}`);
       }
       reportedAt = Date.now();
     }
@@ -274,10 +282,11 @@ async function main(): Promise<void> {
     const examples = ["acme", "globex"].map((t) => join(repoRoot, "examples", t));
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", join(dir, "tenant.yaml"));
     console.log(`Tenants acme and globex applied after ${seconds(started)}`);
-    await untilReady(kubectl, 2, started);
+    const seen = new Set<string>();
+    await untilReady(kubectl, 2, started, seen);
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", dir);
     const { stdout: all } = await kubectl("get", "tenants,devices", "-A", "-o", "name");
-    await untilReady(kubectl, all.split("\n").filter(Boolean).length, started);
+    await untilReady(kubectl, all.split("\n").filter(Boolean).length, started, seen);
     console.log(`\neverything Ready ${seconds(started)} after the start\n`);
     console.log((await kubectl("get", "tenants", "-o", "wide")).stdout);
     console.log((await kubectl("get", "devices", "-A")).stdout);
