@@ -119,12 +119,3 @@ export const operatorConfigSchema = z.object({
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error"]).default("info").describe("Log level."),
 });
 export type OperatorConfig = z.infer<typeof operatorConfigSchema>;
-
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
-  const parsed = operatorConfigSchema.safeParse(env);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new Error(`invalid operator configuration: ${problems}`);
-  }
-  return parsed.data;
-}
