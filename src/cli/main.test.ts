@@ -27,6 +27,10 @@ describe("the iot-tenant-operator command line", () => {
     const { stdout } = await cli(["run", "--help"]);
     expect(stdout).toMatch(/--broker-mtls-port <value>[\s\S]*\[env BROKER_MTLS_PORT, default 8883\]/);
     expect(stdout).toMatch(/--kubeconfig <value>[\s\S]*\[env KUBECONFIG\]/);
+    expect(stdout).not.toContain("--broker-admin-password");
+    expect(stdout).toMatch(
+      /Environment only \(a flag would show it in the process list\):\n {2}BROKER_ADMIN_PASSWORD/,
+    );
   });
 
   it.each([

@@ -1,11 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { UsageError } from "./io.js";
-import { ALL_SETTINGS, flagOf, resolveSettings, settingsSchema } from "./settings.js";
+import { ALL_SETTINGS, flagOf, resolveSettings, settingOptions, settingsSchema } from "./settings.js";
 
 describe("CLI settings from one definition", () => {
-  it.each(ALL_SETTINGS)("%s has a description and a flag of the same name", (name) => {
+  it.each(ALL_SETTINGS)("%s has a description, and a flag of the same name unless it is a secret", (name) => {
     expect(settingsSchema.shape[name].description).toBeTruthy();
-    expect(flagOf(name)).toBe(name.toLowerCase().replaceAll("_", "-"));
+    const flags = settingOptions([name]).map((o) => o.long);
+    expect(flags).toEqual(name === "BROKER_ADMIN_PASSWORD" ? [] : [`--${flagOf(name)}`]);
   });
 
   it.each([
@@ -21,6 +22,15 @@ describe("CLI settings from one definition", () => {
     { flags: { kubeconfig: "/k" }, env: { KUBECONFIG: "/e" }, expected: { KUBECONFIG: "/k" } },
   ])("flags $flags over environment $env give $expected", ({ flags, env, expected }) => {
     expect(resolveSettings(ALL_SETTINGS, flags, env)).toMatchObject(expected);
+  });
+
+  it("takes the broker admin key's passphrase from the environment only", () => {
+    expect(
+      resolveSettings(ALL_SETTINGS, { brokerAdminPassword: "flag" }, {}).BROKER_ADMIN_PASSWORD,
+    ).toBeUndefined();
+    expect(resolveSettings(ALL_SETTINGS, {}, { BROKER_ADMIN_PASSWORD: "env" }).BROKER_ADMIN_PASSWORD).toBe(
+      "env",
+    );
   });
 
   it("reads only the settings a command declares", () => {

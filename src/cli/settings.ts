@@ -25,6 +25,9 @@ export type Settings = z.infer<typeof settingsSchema>;
 /** Every setting: what `run`, `install` and `verify` read. */
 export const ALL_SETTINGS = Object.keys(settingsSchema.shape) as SettingName[];
 
+/** Secrets come from the environment only: a flag would show them to everyone who can list processes. */
+const ENVIRONMENT_ONLY: ReadonlySet<SettingName> = new Set(["BROKER_ADMIN_PASSWORD"]);
+
 /** BROKER_HOST → broker-host. */
 export function flagOf(name: SettingName): string {
   return name.toLowerCase().replaceAll("_", "-");
@@ -43,14 +46,27 @@ function defaultText(name: SettingName): string | undefined {
 
 /** The flags of `names`, each documented with its environment variable and default. */
 export function settingOptions(names: readonly SettingName[]): Option[] {
-  return names.map((name) => {
-    const fallback = defaultText(name);
-    const description = settingsSchema.shape[name].description ?? "";
-    return new Option(
-      `--${flagOf(name)} <value>`,
-      `${description} [env ${name}${fallback === undefined ? "" : `, default ${fallback || '""'}`}]`,
-    );
-  });
+  return names
+    .filter((name) => !ENVIRONMENT_ONLY.has(name))
+    .map((name) => {
+      const fallback = defaultText(name);
+      const description = settingsSchema.shape[name].description ?? "";
+      return new Option(
+        `--${flagOf(name)} <value>`,
+        `${description} [env ${name}${fallback === undefined ? "" : `, default ${fallback || '""'}`}]`,
+      );
+    });
+}
+
+/** Help text for the settings of `names` that have no flag. */
+export function environmentOnlyHelp(names: readonly SettingName[]): string {
+  return names
+    .filter((name) => ENVIRONMENT_ONLY.has(name))
+    .map(
+      (name) =>
+        `\nEnvironment only (a flag would show it in the process list):\n  ${name}  ${settingsSchema.shape[name].description}`,
+    )
+    .join("");
 }
 
 /**
@@ -64,7 +80,7 @@ export function resolveSettings(
 ): Settings {
   const raw = Object.fromEntries(
     names.flatMap((name) => {
-      const value = flags[attributeOf(name)] ?? env[name];
+      const value = (ENVIRONMENT_ONLY.has(name) ? undefined : flags[attributeOf(name)]) ?? env[name];
       return value === undefined || value === "" ? [] : [[name, value]];
     }),
   );

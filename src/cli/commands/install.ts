@@ -2,7 +2,14 @@ import { Command } from "commander";
 import { install } from "../../install.js";
 import { KubeClient } from "../../runtime/kube-client.js";
 import type { CommandFactory } from "../io.js";
-import { ALL_SETTINGS, clusterConfig, operatorConfig, resolveSettings, settingOptions } from "../settings.js";
+import {
+  ALL_SETTINGS,
+  clusterConfig,
+  environmentOnlyHelp,
+  operatorConfig,
+  resolveSettings,
+  settingOptions,
+} from "../settings.js";
 
 export const installCommand: CommandFactory = (io) => {
   const command = new Command("install")
@@ -16,5 +23,5 @@ export const installCommand: CommandFactory = (io) => {
       );
     });
   for (const option of settingOptions(ALL_SETTINGS)) command.addOption(option);
-  return command;
+  return command.addHelpText("after", environmentOnlyHelp(ALL_SETTINGS));
 };

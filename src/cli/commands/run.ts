@@ -2,7 +2,14 @@ import { Command } from "commander";
 import { createLogger } from "../../observability/logger.js";
 import { startOperator } from "../../operator.js";
 import type { CommandFactory } from "../io.js";
-import { ALL_SETTINGS, clusterConfig, operatorConfig, resolveSettings, settingOptions } from "../settings.js";
+import {
+  ALL_SETTINGS,
+  clusterConfig,
+  environmentOnlyHelp,
+  operatorConfig,
+  resolveSettings,
+  settingOptions,
+} from "../settings.js";
 
 export const runCommand: CommandFactory = (io) => {
   const command = new Command("run")
@@ -20,5 +27,5 @@ export const runCommand: CommandFactory = (io) => {
       await operator.done;
     });
   for (const option of settingOptions(ALL_SETTINGS)) command.addOption(option);
-  return command;
+  return command.addHelpText("after", environmentOnlyHelp(ALL_SETTINGS));
 };

@@ -4,7 +4,14 @@ import { KubeClient } from "../../runtime/kube-client.js";
 import { PROBE_LABEL } from "../../verify/broker-checks.js";
 import { formatChecks, verifyIsolation } from "../../verify/isolation.js";
 import { CheckFailed, type CommandFactory } from "../io.js";
-import { ALL_SETTINGS, clusterConfig, operatorConfig, resolveSettings, settingOptions } from "../settings.js";
+import {
+  ALL_SETTINGS,
+  clusterConfig,
+  environmentOnlyHelp,
+  operatorConfig,
+  resolveSettings,
+  settingOptions,
+} from "../settings.js";
 
 export const verifyCommand: CommandFactory = (io) => {
   const command = new Command("verify")
@@ -33,5 +40,5 @@ export const verifyCommand: CommandFactory = (io) => {
       if (failed) throw new CheckFailed(`${failed} isolation check(s) failed; see the FAIL rows above`);
     });
   for (const option of settingOptions(ALL_SETTINGS)) command.addOption(option);
-  return command;
+  return command.addHelpText("after", environmentOnlyHelp(ALL_SETTINGS));
 };
