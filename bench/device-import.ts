@@ -94,6 +94,12 @@ async function baselinePhase(client: KubeClient, text: string, namespace: string
   });
 }
 
+/** A count as the API server writes it: 10000 is "10k". */
+function count(quantity: string): number {
+  const [, digits = "NaN", suffix = ""] = /^(\d+)(k|M)?$/.exec(quantity) ?? [];
+  return Number(digits) * ({ "": 1, k: 1e3, M: 1e6 }[suffix] ?? Number.NaN);
+}
+
 /**
  * Waits until the namespace's quota counts `devices` Devices: kube-controller-manager has caught up
  * with a phase's writes, so that the next phase does not pay for them. Before the first run it also
@@ -106,7 +112,8 @@ async function quotaCounts(client: KubeClient, namespace: string, devices: numbe
       method: "GET",
       path: `/api/v1/namespaces/${namespace}/resourcequotas`,
     })) as { items: Array<{ status?: { used?: Record<string, string> } }> };
-    if (quotas.items.some((q) => q.status?.used?.[DEVICES_QUOTA_RESOURCE] === String(devices))) return;
+    const used = quotas.items.map((q) => q.status?.used?.[DEVICES_QUOTA_RESOURCE]);
+    if (used.some((quantity) => quantity !== undefined && count(quantity) === devices)) return;
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
