@@ -8,6 +8,7 @@ const operatorTests = [
   "src/audit/security-events.int.test.ts",
   "src/controllers/**/*.int.test.ts",
   "src/verify/**/*.int.test.ts",
+  "src/cli/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",
   "src/operator.int.test.ts",
   "src/converged.int.test.ts",

@@ -65,7 +65,13 @@ describe("the committed results", () => {
   it("each carry the machine, the exact command and at least three runs", async () => {
     const files = await readResults(repoRoot);
     expect(files.map((file) => file.benchmark).sort()).toEqual(
-      ["acl-file-alternative", "broker-provisioning", "cutoff-under-load", "tenant-provisioning"].sort(),
+      [
+        "acl-file-alternative",
+        "broker-provisioning",
+        "cutoff-under-load",
+        "device-import",
+        "tenant-provisioning",
+      ].sort(),
     );
   });
 });

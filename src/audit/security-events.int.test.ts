@@ -19,12 +19,12 @@ import {
   startTestOperator,
 } from "../../test/support/operator.js";
 import { API_VERSION } from "../api/group.js";
+import { main, processIo } from "../cli/main.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
 import { type RunningOperator, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import { type AuditRecord, auditRecordSchema, verifyAuditLog } from "./chain.js";
-import { auditVerifyCommand } from "./verify-file.js";
 
 /**
  * Security events end to end: the real operator, cert-manager and Mosquitto 2.0.11. What the broker
@@ -289,8 +289,9 @@ describe("security events, the audit trail and presence", () => {
       const file = join(await mkdtemp(join(tmpdir(), "tampered-")), "audit.log");
       await writeFile(file, content.map((l) => `${l}\n`).join(""));
       const out: string[] = [];
-      const code = await auditVerifyCommand(["verify", file, "--public-key", publicKey], (t) => out.push(t));
-      return { code, out: out.join("\n") };
+      const io = { ...processIo(), stdout: { write: (t: string) => out.push(t) } };
+      const code = await main(["audit", "verify", file, "--public-key", publicKey], io);
+      return { code, out: out.join("") };
     };
     expect(await verify(lines)).toMatchObject({ code: 0, out: expect.stringMatching(/^OK /) });
     expect(await verify(lines.toSpliced(2, 1))).toMatchObject({

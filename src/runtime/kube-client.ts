@@ -12,11 +12,12 @@ export class KubeApiError extends Error {
   constructor(
     readonly code: number,
     readonly reason: string,
-    message: string,
+    /** The API server's own message, e.g. why admission refused the object. */
+    readonly detail: string,
     readonly verb: ApiVerb,
     readonly path: string,
   ) {
-    super(`${verb} ${path}: ${code} ${reason}: ${message}`);
+    super(`${verb} ${path}: ${code} ${reason}: ${detail}`);
     this.name = "KubeApiError";
   }
 }
@@ -131,15 +132,23 @@ export class KubeClient {
 
   /**
    * Server-side apply of `intent` (apiVersion, kind, metadata.name[/namespace] and only the fields
-   * we own), forcing ownership of those fields from other managers.
+   * we own), by default as the operator, forcing ownership of those fields from other managers.
    */
   async apply(resource: ResourceType, intent: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
-    return this.sendApply(resource, intent, undefined, signal);
+    return kubeObjectSchema.parse(await this.sendApply(resource, intent, undefined, signal));
+  }
+
+  /**
+   * Server-side apply for a person, under their own field manager. With `dryRun` the API server
+   * validates and admits the object but stores nothing, so there is no stored object to return.
+   */
+  async applyAs(resource: ResourceType, intent: ApplyIntent, options: ApplyOptions): Promise<void> {
+    await this.sendApply(resource, intent, undefined, undefined, options);
   }
 
   /** Server-side apply through the status subresource: `intent` carries `status` and identity only. */
   async applyStatus(resource: ResourceType, intent: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
-    return this.sendApply(resource, intent, "status", signal);
+    return kubeObjectSchema.parse(await this.sendApply(resource, intent, "status", signal));
   }
 
   async create(resource: ResourceType, object: ApplyIntent, signal?: AbortSignal): Promise<KubeObject> {
@@ -209,18 +218,18 @@ export class KubeClient {
     intent: ApplyIntent,
     subresource: "status" | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<KubeObject> {
-    const body = await this.request({
+    { fieldManager = FIELD_MANAGER, force = true, dryRun = false }: Partial<ApplyOptions> = {},
+  ): Promise<unknown> {
+    return this.request({
       verb: "apply",
       method: "PATCH",
       path: resourcePath(resource, { ...intent.metadata, subresource }),
-      query: { fieldManager: FIELD_MANAGER, force: true },
+      query: { fieldManager, force, ...(dryRun ? { dryRun: "All" } : {}) },
       // JSON is YAML, and apply-patch+yaml is the content type server-side apply is selected by.
       body: intent,
       contentType: "application/apply-patch+yaml",
       signal,
     });
-    return kubeObjectSchema.parse(body);
   }
 
   private count(req: KubeRequest, status: number | undefined): void {
@@ -263,6 +272,14 @@ export class KubeClient {
       request.end(payload);
     });
   }
+}
+
+/** Server-side apply as another manager (a CLI writing for a person), or as a dry run the API server checks but does not store. */
+export interface ApplyOptions {
+  readonly fieldManager: string;
+  /** Take over fields another manager owns instead of failing with 409 Conflict. */
+  readonly force: boolean;
+  readonly dryRun: boolean;
 }
 
 /** What server-side apply needs: identity plus the fields we own. */
