@@ -27,7 +27,7 @@ import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../
 import type { Manager } from "../runtime/manager.js";
 import { tenantChangePriority } from "./cut-off.js";
 import { parseTenantObject, tenantPlacement } from "./parse.js";
-import { Resource, resourceOf } from "./resources.js";
+import { indexedByTenant, Resource, resourceOf, TENANT_INDEX } from "./resources.js";
 import { TenantCA } from "./tenant-ca.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
@@ -93,10 +93,13 @@ export class TenantReconciler {
     private readonly retained: Pick<BrokerAdapter, "purgeTenant">,
   ) {
     this.tenants = manager.informer(Resource.tenant);
-    this.namespaces = manager.informer(Resource.namespace);
+    this.namespaces = indexedByTenant(manager.informer(Resource.namespace));
     this.devices = manager.informer(Resource.device);
     this.children = new Map(
-      namespacedKinds.map((kind) => [kind, manager.informer(kind, { labelSelector: managedSelector })]),
+      namespacedKinds.map((kind) => [
+        kind,
+        indexedByTenant(manager.informer(kind, { labelSelector: managedSelector })),
+      ]),
     );
     this.pki = new Map(
       pkiKinds.map((kind) => [
@@ -224,7 +227,7 @@ export class TenantReconciler {
       observed,
       {
         namespaces: ready,
-        deviceCount: ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
+        deviceCount: ready.reduce((sum, ns) => sum + this.devices.count(ns), 0),
         topicRoot: tenantTopicRoot(tenant),
         conditions,
       },
@@ -263,13 +266,11 @@ export class TenantReconciler {
     const wanted = new Set(desired.map((o) => `${o.kind}/${objectKey(o.metadata)}`));
     const candidates: Array<[ResourceType, KubeObject]> = [
       ...this.namespaces
-        .list()
-        .filter((ns) => ns.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+        .byIndex(TENANT_INDEX, tenant.metadata.name)
         .map((ns): [ResourceType, KubeObject] => [Resource.namespace, ns]),
       ...[...this.children].flatMap(([kind, informer]) =>
         informer
-          .list()
-          .filter((o) => o.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+          .byIndex(TENANT_INDEX, tenant.metadata.name)
           .map((o): [ResourceType, KubeObject] => [kind, o]),
       ),
     ];

@@ -37,6 +37,8 @@ export interface KubeClientOptions {
   readonly metrics?: OperatorMetrics;
   /** Per request, watches excluded. */
   readonly requestTimeoutMs?: number;
+  /** Who owns the fields written (defaults to the operator); a user's tool names itself. */
+  readonly fieldManager?: string;
 }
 
 /**
@@ -46,12 +48,14 @@ export interface KubeClientOptions {
  */
 export class KubeClient {
   private readonly requestTimeoutMs: number;
+  private readonly fieldManager: string;
 
   constructor(
     readonly kubeConfig: KubeConfig,
     private readonly options: KubeClientOptions = {},
   ) {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.fieldManager = options.fieldManager ?? FIELD_MANAGER;
   }
 
   /** Sends a request and returns the parsed JSON body; throws KubeApiError on non-2xx. */
@@ -147,7 +151,7 @@ export class KubeClient {
       verb: "create",
       method: "POST",
       path: resourcePath(resource, { namespace: object.metadata.namespace }),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: object,
       signal,
     });
@@ -160,7 +164,7 @@ export class KubeClient {
       verb: "update",
       method: "PUT",
       path: resourcePath(resource, object.metadata),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: object,
       signal,
     });
@@ -177,7 +181,7 @@ export class KubeClient {
       verb: "patch",
       method: "PATCH",
       path: resourcePath(resource, target),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: patch,
       contentType: "application/merge-patch+json",
       signal,
@@ -214,7 +218,7 @@ export class KubeClient {
       verb: "apply",
       method: "PATCH",
       path: resourcePath(resource, { ...intent.metadata, subresource }),
-      query: { fieldManager: FIELD_MANAGER, force: true },
+      query: { fieldManager: this.fieldManager, force: true },
       // JSON is YAML, and apply-patch+yaml is the content type server-side apply is selected by.
       body: intent,
       contentType: "application/apply-patch+yaml",
