@@ -30,6 +30,7 @@ import { DEVICES_QUOTA_RESOURCE, desiredTenant, type KubeObject } from "../src/d
 import { install } from "../src/install.js";
 import { createLogger } from "../src/observability/logger.js";
 import { startOperator } from "../src/operator.js";
+import { newCaKey, signTenantCa } from "../src/pki/tenant-ca.js";
 import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
 import { type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
@@ -337,6 +338,13 @@ async function baselinePhase(
     metadata: { name, uid: "00000000-0000-0000-0000-000000000000" },
   }));
 
+  const rootSecret = (await client.get(Resource.secret, {
+    namespace: config.OPERATOR_NAMESPACE,
+    name: config.ROOT_CA_SECRET,
+  })) as { data?: Record<string, string> } | undefined;
+  const text = (key: string) => Buffer.from(rootSecret?.data?.[key] ?? "", "base64").toString("utf8");
+  const root = { certificatePem: text("tls.crt"), keyPem: text("tls.key") };
+
   const tenantsStart = performance.now();
   for (const tenant of tenants) {
     const { name } = tenant.metadata;
@@ -348,10 +356,21 @@ async function baselinePhase(
     for (const object of [...desired.namespaces, ...desired.namespaced, ...desired.pki]) {
       await client.apply(resourceOf(object), marked(object));
     }
+    // The tenant CA the operator signs itself, for cert-manager's CA Issuer to issue from.
+    await client.apply(
+      Resource.secret,
+      marked({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { namespace: config.OPERATOR_NAMESPACE, name: tenantCAName(name) },
+        type: "kubernetes.io/tls",
+        data: await tenantCaData(name, root),
+      } as KubeObject),
+    );
   }
   await timesToReady(
     client,
-    Resource.certificate,
+    Resource.issuer,
     tenants.map((t) => ({ namespace: config.OPERATOR_NAMESPACE, name: tenantCAName(t.metadata.name) })),
     tenantsStart,
   );
@@ -428,6 +447,17 @@ async function baselinePhase(
     }
   }
   return { devices: summarize(readyAfter), tenantsMs, devicesMs };
+}
+
+/** A tenant CA Secret's data, signed with the root as the operator signs it. */
+async function tenantCaData(
+  tenant: string,
+  root: { certificatePem: string; keyPem: string },
+): Promise<Record<string, string>> {
+  const keyPem = newCaKey();
+  const certificatePem = await signTenantCa({ tenant, keyPem, root, nowMs: Date.now() });
+  const b64 = (text: string) => Buffer.from(text).toString("base64");
+  return { "tls.crt": b64(certificatePem), "tls.key": b64(keyPem), "ca.crt": b64(root.certificatePem) };
 }
 
 /** The status write the operator makes once an object is Ready. */
