@@ -4,7 +4,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { OPERATOR_NAMESPACE } from "../../src/api/group.js";
-import { type ControlPlane, startControlPlane } from "./control-plane.js";
+import { type ControlPlane, type ControlPlaneOptions, startControlPlane } from "./control-plane.js";
 import { type Broker, startMosquitto } from "./mosquitto.js";
 import { createCA, type KeyPair } from "./pki.js";
 
@@ -38,11 +38,14 @@ export async function buildTools(): Promise<string> {
   return stdout.trim();
 }
 
-export async function startStack(stateDir: string): Promise<Stack> {
+export async function startStack(
+  stateDir: string,
+  options: Pick<ControlPlaneOptions, "certManagerArgs"> = {},
+): Promise<Stack> {
   const binDir = await buildTools();
   const deviceRootCA = await createCA(stateDir, "device-root-ca", "iot-tenant-operator device root CA");
   const [controlPlane, broker] = await Promise.allSettled([
-    startControlPlane({ binDir, stateDir }),
+    startControlPlane({ binDir, stateDir, ...options }),
     startMosquitto({ stateDir, deviceRootCA }),
   ]);
   if (controlPlane.status === "rejected" || broker.status === "rejected") {
