@@ -19,7 +19,12 @@ import { DEVICE_FINALIZER, DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, TENANT_LABEL } 
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyStatusIfChanged } from "../runtime/apply.js";
 import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
-import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
+import {
+  beyondStatus,
+  type ReconcileContext,
+  type ReconcileRequest,
+  type ReconcileResult,
+} from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
@@ -146,7 +151,8 @@ export class DeviceReconciler implements TenantBroker {
           informer: this.devices,
           map: (device) => this.namesakes(device.metadata.namespace ?? "", device.metadata.name),
         },
-        { informer: certificates, map: byDeviceLabels },
+        // cert-manager updates a Certificate's status several times per issuance; the issued Secret is what counts.
+        { informer: certificates, map: byDeviceLabels, when: beyondStatus },
         { informer: secrets as Informer, map: byDeviceLabels },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
