@@ -9,7 +9,8 @@
  *   (apiserver_request_total by verb and resource; leader-election lease renewals shown apart);
  * - restart: the operator stopped (SIGTERM) and started again: seconds until /readyz, until its
  *   queues are empty (caught up), the writes it made meanwhile, and how long a Device disabled right
- *   after that takes to show Ready=False (ready to react); the catch-up against the same-run
+ *   after that takes to show Ready=False (ready to react), the broker commands it sent meanwhile;
+ *   the catch-up against the same-run
  *   baseline of listing what its caches hold.
  *
  *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30]
@@ -60,6 +61,7 @@ interface Run {
     caughtUpMs: number;
     writes: Record<string, number>;
     leaseWrites: number;
+    brokerCommands: number;
     reactMs: number;
     rssMb: number;
     listBaselineMs: number;
@@ -340,6 +342,7 @@ async function oneRun(r: number): Promise<Run> {
     await untilCaughtUp(operator, 10 * 60_000);
     const caughtUpMs = performance.now() - restartedAt;
     const restartWrites = writesBetween(beforeRestart, await apiServerWrites(client));
+    const brokerCommands = sample(await operator.metrics(), "iot_broker_commands_total");
     const rssMb = await operator.rssMb();
     const probe = names[0] as string;
     const disabledAt = performance.now();
@@ -353,7 +356,7 @@ async function oneRun(r: number): Promise<Run> {
       await new Promise((resolve) => setTimeout(resolve, 20));
     const reactMs = performance.now() - disabledAt;
     console.log(
-      `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, reacts in ${reactMs.toFixed(0)} ms`,
+      `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, broker commands ${brokerCommands}, reacts in ${reactMs.toFixed(0)} ms`,
     );
     return {
       devices: summarize(times),
@@ -362,7 +365,7 @@ async function oneRun(r: number): Promise<Run> {
       rssConvergedMb,
       heapConvergedMb,
       idle,
-      restart: { readyMs, caughtUpMs, ...restartWrites, reactMs, rssMb, listBaselineMs },
+      restart: { readyMs, caughtUpMs, ...restartWrites, brokerCommands, reactMs, rssMb, listBaselineMs },
       loadAverage: loadavg()[0] ?? 0,
     };
   } finally {
@@ -432,6 +435,11 @@ async function main(): Promise<void> {
       "restart: API writes until caught up, lease renewals apart",
       "writes",
       runs.map((run) => total(run.restart.writes)),
+    ),
+    spread(
+      "restart: broker commands until caught up",
+      "commands",
+      runs.map((run) => run.restart.brokerCommands),
     ),
     spread(
       "restart: a Device disabled right after catch-up shows Ready=False",

@@ -84,6 +84,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   devices.register();
   new TenantReconciler(manager, config, devices, broker).register();
 
+  // Reconcilers that start before the broker answered would report it unreachable, then reachable:
+  // two status writes per tenant on every restart.
+  await broker.firstStatus();
   const done = manager.run().finally(() => broker.close());
   void resyncBrokerWhenLeading(manager, devices, logger, done);
   return {

@@ -90,6 +90,12 @@ export interface BrokerAdapter {
    */
   purgeTenant(ref: TenantRef): Promise<void>;
   status(): BrokerStatus;
+  /**
+   * Resolves once the adapter has first reached the broker and read its state, or failed to;
+   * status() then says which. An operator starts its reconcilers after it, so a restart does not
+   * report every tenant's broker as unreachable for the moment it takes to connect.
+   */
+  firstStatus(): Promise<BrokerStatus>;
   /** Called on every change of status(); returns the unsubscribe function. */
   onStatusChange(listener: (status: BrokerStatus) => void): () => void;
   close(): Promise<void>;

@@ -203,6 +203,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
   private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
   private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
+  private reportFirstStatus: (status: BrokerStatus) => void = () => undefined;
+  private readonly first = new Promise<BrokerStatus>((resolve) => {
+    this.reportFirstStatus = resolve;
+  });
   private client: DynsecClient | undefined;
   private observeAllNeeded = true;
   /** The last connection attempt or exchange failed; requests fail fast until the adapter is back. */
@@ -274,6 +278,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     return this.current;
   }
 
+  firstStatus(): Promise<BrokerStatus> {
+    return this.first;
+  }
+
   onStatusChange(listener: (status: BrokerStatus) => void): () => void {
     this.statusListeners.add(listener);
     return () => this.statusListeners.delete(listener);
@@ -316,6 +324,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private setStatus(status: BrokerStatus): void {
     const flipped = status.synced !== this.current.synced;
     this.current = status;
+    this.reportFirstStatus(status);
     if (flipped) for (const listener of this.statusListeners) listener(status);
   }
 
@@ -441,8 +450,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   /** Whether the adapter may decide about a device or gate: it is desired, removed, or the desired set is complete. */
-  private decides(name: string): boolean {
-    return this.desired.has(name) || this.gates.has(name) || this.complete;
+  private decides(name: string, complete = this.complete): boolean {
+    return this.desired.has(name) || this.gates.has(name) || complete;
   }
 
   /** Requests still waiting for the broker keep what they asked for; the rest becomes `devices`. */
@@ -475,6 +484,11 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   private async observeAll(client: DynsecClient): Promise<void> {
+    // A syncAll that arrives while this reads (paged and paced: seconds at fleet size) asks for
+    // another read and counts only from it: had this one decided with it, every device not yet
+    // named by applyDevice would have been deleted as an orphan on each restart.
+    this.observeAllNeeded = false;
+    const complete = this.complete;
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     if (this.everyDevice) this.replaceDesired(this.everyDevice());
     await this.ensureDefaultAccess(client);
@@ -507,10 +521,9 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.observed = observed;
     this.observedGates = gates;
     for (const name of new Set([...this.gates.keys(), ...gates.keys()]))
-      if (this.decides(name)) this.markDirty(name);
+      if (this.decides(name, complete)) this.markDirty(name);
     for (const owner of new Set([...this.desired.keys(), ...observed.keys()]))
-      if (this.decides(owner)) this.markDirty(owner);
-    this.observeAllNeeded = false;
+      if (this.decides(owner, complete)) this.markDirty(owner);
     this.nextResyncAt = performance.now() + this.resyncIntervalMs;
   }
 
