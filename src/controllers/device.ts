@@ -38,6 +38,8 @@ import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
 /** Reconciles waiting on the paced broker or the API server must not hold up a cut-off. */
 const DEVICE_WORKERS = 16;
+/** Kept for disable, delete, suspend and revocation: a cut-off never waits for a free worker. */
+const CUT_OFF_WORKERS = 4;
 
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
@@ -136,6 +138,7 @@ export class DeviceReconciler implements TenantBroker {
       fairnessGroup: (key) =>
         this.namespaces.get(parseObjectKey(key).namespace ?? "")?.metadata.labels?.[TENANT_LABEL] ?? key,
       maxConcurrentReconciles: DEVICE_WORKERS,
+      cutOffWorkers: CUT_OFF_WORKERS,
       watches: [
         {
           informer: this.tenants,

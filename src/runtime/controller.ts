@@ -97,6 +97,11 @@ export interface ControllerOptions<T extends KubeObject = KubeObject> {
   readonly fairnessGroup?: (key: string) => string;
   /** Workers; a key is still never reconciled twice at once. */
   readonly maxConcurrentReconciles?: number;
+  /**
+   * Workers on top that take only keys at Priority.cutOff or above: the priority queue orders keys,
+   * but a cut-off would still wait for a worker while every one is busy provisioning.
+   */
+  readonly cutOffWorkers?: number;
   readonly rateLimiter?: RateLimiter;
   /**
    * Called after a terminal error (an Event is already recorded): the place to set a
@@ -194,8 +199,12 @@ export class Controller<T extends KubeObject = KubeObject> {
   /** Starts the workers; `leadership` aborts in-flight reconciles when this replica must stop at once. */
   start(leadership: AbortSignal): void {
     const workers = this.options.maxConcurrentReconciles ?? 1;
-    this.logger.info({ workers }, "starting workers");
-    this.workers = Array.from({ length: workers }, () => this.work(leadership));
+    const cutOffWorkers = this.options.cutOffWorkers ?? 0;
+    this.logger.info({ workers, cutOffWorkers }, "starting workers");
+    this.workers = [
+      ...Array.from({ length: workers }, () => this.work(leadership)),
+      ...Array.from({ length: cutOffWorkers }, () => this.work(leadership, Priority.cutOff)),
+    ];
   }
 
   /** Stops taking new keys and waits (up to `timeoutMs`) for queued and in-flight ones to finish. */
@@ -217,9 +226,9 @@ export class Controller<T extends KubeObject = KubeObject> {
     return !timedOut;
   }
 
-  private async work(leadership: AbortSignal): Promise<void> {
+  private async work(leadership: AbortSignal, minPriority?: number): Promise<void> {
     for (;;) {
-      const next = await this.queue.get();
+      const next = await this.queue.get(minPriority);
       if (next === undefined) return;
       try {
         if (!leadership.aborted) await this.process(next.key, next.priority, leadership);
