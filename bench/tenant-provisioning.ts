@@ -3,15 +3,18 @@
  * baselines that do the same work without the operator, in the same stack, `--runs` times:
  * - tenants: the API server takes the namespaces, policies, RBAC, quotas and the tenant CA
  *   Certificate and Issuer straight from desiredTenant, and cert-manager issues each CA;
- * - devices: the API server takes, one device after the other, the objects a Ready device has
- *   (Device, Certificate, CertificateRequest, issued and mirrored Secrets) and the broker its role
- *   and client (unpaced), as fast as they are accepted.
+ * - devices: the API server takes the objects a Ready device has (Device, Certificate,
+ *   CertificateRequest, issued and mirrored Secrets, Ready status) and the broker its role and
+ *   client (unpaced), as fast as they are accepted: as many devices in flight as the operator has
+ *   device workers.
+ * Each phase reports every device's time to Ready (p50/p99) and the total. Tenants and Devices are
+ * applied under a field manager of their own, as a user's kubectl would.
  * The operator runs only in its own phase and starts each run converged on the earlier runs.
  *
  *   npx tsx bench/tenant-provisioning.ts [--tenants 5] [--devices 20] [--runs 3]
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -27,6 +30,7 @@ import { DEVICES_QUOTA_RESOURCE, desiredTenant, type KubeObject } from "../src/d
 import { install } from "../src/install.js";
 import { createLogger } from "../src/observability/logger.js";
 import { startOperator } from "../src/operator.js";
+import { newCaKey, signTenantCa } from "../src/pki/tenant-ca.js";
 import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
 import { type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
@@ -56,7 +60,15 @@ const CERTIFICATE_REQUEST: ResourceType = {
   plural: "certificaterequests",
   namespaced: true,
 };
-const spec = { admins: [{ kind: "Group", name: "admins" }], quota: { hard: { pods: "20" } } };
+const spec = {
+  admins: [{ kind: "Group", name: "admins" }],
+  quota: { hard: { pods: "20" } },
+  devices: { maxDevices: Math.max(100, devicesPerTenant) },
+};
+/** Devices written at once by the user and by the baseline; the operator has as many device workers. */
+const IN_FLIGHT = 16;
+/** A user's kubectl, not the operator: the operator must not own the fields of what users write. */
+const USER_FIELD_MANAGER = "bench-user";
 
 const tenantNames = (prefix: string) => Array.from({ length: tenantCount }, (_, i) => `${prefix}-${i}`);
 const deviceTargets = (prefix: string) =>
@@ -64,6 +76,15 @@ const deviceTargets = (prefix: string) =>
     namespace: `${prefix}-${i % tenantCount}`,
     name: `sensor-${Math.floor(i / tenantCount)}`,
   }));
+
+/** Runs `work` for every item, at most `limit` at once. */
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
 
 /** Lists until every target is Ready; each one's time to Ready in ms after `start`. */
 async function timesToReady(
@@ -92,7 +113,9 @@ async function timesToReady(
 
 interface Run {
   readonly operator: { tenants: Summary; devices: Summary; tenantsMs: number; devicesMs: number };
-  readonly baseline: { tenantsMs: number; devicesMs: number };
+  readonly baseline: { devices: Summary; tenantsMs: number; devicesMs: number };
+  /** `uptime`'s one-minute load average when the run ended: other work on the machine shows here. */
+  readonly loadAverage: number;
 }
 
 async function main(): Promise<void> {
@@ -102,7 +125,7 @@ async function main(): Promise<void> {
   try {
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(stack.env.kubeconfig);
-    const client = new KubeClient(kubeConfig);
+    const client = new KubeClient(kubeConfig, { fieldManager: USER_FIELD_MANAGER });
     const config = operatorConfigSchema.parse({
       ...stackVariables(stack.env),
       PROBE_BIND_ADDRESS: "127.0.0.1:0",
@@ -134,9 +157,9 @@ async function main(): Promise<void> {
         const operator = await operatorPhase(kubeConfig, client, config, `op${r}`);
         console.log(`run ${r + 1}/${runCount}: baseline…`);
         const baseline = await baselinePhase(client, config, broker, pem, `base${r}`);
-        runs.push({ operator, baseline });
+        runs.push({ operator, baseline, loadAverage: loadavg()[0] ?? 0 });
         console.log(
-          `  tenants ${(operator.tenantsMs / 1000).toFixed(1)} s (baseline ${(baseline.tenantsMs / 1000).toFixed(1)} s), devices ${(operator.devicesMs / 1000).toFixed(1)} s (baseline ${(baseline.devicesMs / 1000).toFixed(1)} s)`,
+          `  tenants ${(operator.tenantsMs / 1000).toFixed(1)} s (baseline ${(baseline.tenantsMs / 1000).toFixed(1)} s), devices ${(operator.devicesMs / 1000).toFixed(1)} s, p50 ${(operator.devices.p50 / 1000).toFixed(1)} s, p99 ${(operator.devices.p99 / 1000).toFixed(1)} s (baseline ${(baseline.devicesMs / 1000).toFixed(1)} s, p50 ${(baseline.devices.p50 / 1000).toFixed(1)} s, p99 ${(baseline.devices.p99 / 1000).toFixed(1)} s), load ${loadavg()[0]?.toFixed(2)}`,
         );
       }
     } finally {
@@ -166,9 +189,29 @@ async function main(): Promise<void> {
         seconds((run) => run.operator.devicesMs),
       ),
       spread(
+        "a Device's time to Ready, p50, operator",
+        "s",
+        seconds((run) => run.operator.devices.p50),
+      ),
+      spread(
+        "a Device's time to Ready, p99, operator",
+        "s",
+        seconds((run) => run.operator.devices.p99),
+      ),
+      spread(
         "the same device objects written, API server + broker alone",
         "s",
         seconds((run) => run.baseline.devicesMs),
+      ),
+      spread(
+        "a device's objects written, p50, baseline",
+        "s",
+        seconds((run) => run.baseline.devices.p50),
+      ),
+      spread(
+        "a device's objects written, p99, baseline",
+        "s",
+        seconds((run) => run.baseline.devices.p99),
       ),
       spread(
         "devices: operator ÷ baseline",
@@ -258,14 +301,14 @@ async function operatorPhase(
     );
     const devices = deviceTargets(prefix);
     const devicesStart = performance.now();
-    for (const device of devices) {
+    await inParallel(devices, IN_FLIGHT, async (device) => {
       await client.apply(Resource.device, {
         apiVersion: API_VERSION,
         kind: "Device",
         metadata: device,
         spec: {},
       });
-    }
+    });
     const deviceTimes = await timesToReady(client, Resource.device, devices, devicesStart);
     return {
       tenants: summarize(tenantTimes),
@@ -295,6 +338,13 @@ async function baselinePhase(
     metadata: { name, uid: "00000000-0000-0000-0000-000000000000" },
   }));
 
+  const rootSecret = (await client.get(Resource.secret, {
+    namespace: config.OPERATOR_NAMESPACE,
+    name: config.ROOT_CA_SECRET,
+  })) as { data?: Record<string, string> } | undefined;
+  const text = (key: string) => Buffer.from(rootSecret?.data?.[key] ?? "", "base64").toString("utf8");
+  const root = { certificatePem: text("tls.crt"), keyPem: text("tls.key") };
+
   const tenantsStart = performance.now();
   for (const tenant of tenants) {
     const { name } = tenant.metadata;
@@ -306,10 +356,21 @@ async function baselinePhase(
     for (const object of [...desired.namespaces, ...desired.namespaced, ...desired.pki]) {
       await client.apply(resourceOf(object), marked(object));
     }
+    // The tenant CA the operator signs itself, for cert-manager's CA Issuer to issue from.
+    await client.apply(
+      Resource.secret,
+      marked({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { namespace: config.OPERATOR_NAMESPACE, name: tenantCAName(name) },
+        type: "kubernetes.io/tls",
+        data: await tenantCaData(name, root),
+      } as KubeObject),
+    );
   }
   await timesToReady(
     client,
-    Resource.certificate,
+    Resource.issuer,
     tenants.map((t) => ({ namespace: config.OPERATOR_NAMESPACE, name: tenantCAName(t.metadata.name) })),
     tenantsStart,
   );
@@ -317,7 +378,8 @@ async function baselinePhase(
   const tenantsMs = performance.now() - tenantsStart;
 
   const devicesStart = performance.now();
-  for (const target of deviceTargets(prefix)) {
+  const readyAfter: number[] = [];
+  await inParallel(deviceTargets(prefix), IN_FLIGHT, async (target) => {
     const tenant = tenants.find((t) => t.metadata.name === target.namespace) ?? tenants[0];
     if (!tenant) throw new Error("no tenant");
     const device = {
@@ -361,7 +423,8 @@ async function baselinePhase(
       brokerDevice(device, tenant, { type: "x509", username: `CN=${target.name},O=${tenant.metadata.name}` }),
     );
     await writeReady(client, Resource.device, target);
-  }
+    readyAfter.push(performance.now() - devicesStart);
+  });
   const devicesMs = performance.now() - devicesStart;
 
   // Leave nothing for the next run's operator to see.
@@ -383,7 +446,18 @@ async function baselinePhase(
       await new Promise((r) => setTimeout(r, 500));
     }
   }
-  return { tenantsMs, devicesMs };
+  return { devices: summarize(readyAfter), tenantsMs, devicesMs };
+}
+
+/** A tenant CA Secret's data, signed with the root as the operator signs it. */
+async function tenantCaData(
+  tenant: string,
+  root: { certificatePem: string; keyPem: string },
+): Promise<Record<string, string>> {
+  const keyPem = newCaKey();
+  const certificatePem = await signTenantCa({ tenant, keyPem, root, nowMs: Date.now() });
+  const b64 = (text: string) => Buffer.from(text).toString("base64");
+  return { "tls.crt": b64(certificatePem), "tls.key": b64(keyPem), "ca.crt": b64(root.certificatePem) };
 }
 
 /** The status write the operator makes once an object is Ready. */

@@ -134,6 +134,9 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   security.register();
   manager.addLeaderRunnable((signal) => security.run(signal));
 
+  // Reconcilers that start before the broker answered would report it unreachable, then reachable:
+  // two status writes per tenant on every restart.
+  await broker.firstStatus();
   const done = manager.run().finally(() => broker.close());
   void resyncBrokerWhenLeading(manager, devices, logger, done);
   return {

@@ -26,7 +26,10 @@ export interface BrokerDevice {
   readonly topics?: DeviceTopics;
   /** Device `spec.enabled`. */
   readonly enabled: boolean;
-  /** Tenant `spec.suspended`. */
+  /**
+   * Tenant `spec.suspended`. A backend may cut a whole tenant off at once (Mosquitto: the tenant's
+   * gate), so the first device that reports a change of it may change every device of the tenant.
+   */
   readonly suspended: boolean;
 }
 
@@ -75,12 +78,24 @@ export interface BrokerAdapter {
    */
   removeDevice(ref: DeviceRef): Promise<void>;
   /**
+   * A tenant is being deleted: cuts every one of its devices off at once (a bounded number of broker
+   * changes, whatever the tenant's size), then removes each device and the tenant's own broker state.
+   * Resolves when the broker holds nothing of the tenant's devices. Idempotent.
+   */
+  removeTenant(ref: Pick<TenantRef, "tenant">): Promise<void>;
+  /**
    * Deletes what the broker keeps under a deleted tenant's topic root beyond its devices (retained
    * messages), so nothing of it reaches a later tenant given the same root. Call after every device
    * of the tenant is removed. Idempotent.
    */
   purgeTenant(ref: TenantRef): Promise<void>;
   status(): BrokerStatus;
+  /**
+   * Resolves once the adapter has first reached the broker and read its state, or failed to;
+   * status() then says which. An operator starts its reconcilers after it, so a restart does not
+   * report every tenant's broker as unreachable for the moment it takes to connect.
+   */
+  firstStatus(): Promise<BrokerStatus>;
   /** Called on every change of status(); returns the unsubscribe function. */
   onStatusChange(listener: (status: BrokerStatus) => void): () => void;
   close(): Promise<void>;

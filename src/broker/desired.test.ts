@@ -1,6 +1,14 @@
 import { describe, expect, it } from "vitest";
 import type { BrokerDevice } from "./adapter.js";
-import { type Acl, desiredDevice, narrows, ownerRef, passwordFingerprint } from "./desired.js";
+import {
+  type Acl,
+  desiredDevice,
+  gateName,
+  gateTenant,
+  narrows,
+  ownerRef,
+  passwordFingerprint,
+} from "./desired.js";
 
 const base: BrokerDevice = {
   tenant: "acme",
@@ -66,7 +74,8 @@ describe("desiredDevice", () => {
   it.each([
     { name: "enabled", enabled: true, suspended: false, client: { username: "CN=sensor-1,O=acme" } },
     { name: "disabled", enabled: false, suspended: false, client: undefined },
-    { name: "suspended", enabled: true, suspended: true, client: undefined },
+    // The tenant's gate cuts a suspended tenant off; the device keeps its client.
+    { name: "suspended", enabled: true, suspended: true, client: { username: "CN=sensor-1,O=acme" } },
     { name: "disabled and suspended", enabled: false, suspended: true, client: undefined },
   ])("client when $name", ({ enabled, suspended, client }) => {
     expect(desiredDevice("iot:", { ...base, enabled, suspended }).client).toEqual(client);
@@ -106,5 +115,17 @@ describe("ownerRef", () => {
     { owner: "iot:a:b:c", expected: undefined },
   ])("$owner", ({ owner, expected }) => {
     expect(ownerRef("iot:", owner)).toEqual(expected);
+  });
+});
+
+describe("gateTenant", () => {
+  it.each([
+    { name: "iot:acme", expected: "acme" },
+    { name: "iot:acme:sensor-1", expected: undefined },
+    { name: "other:acme", expected: undefined },
+    { name: "iot:", expected: undefined },
+  ])("$name", ({ name, expected }) => {
+    expect(gateTenant("iot:", name)).toEqual(expected);
+    if (expected) expect(gateName("iot:", expected)).toBe(name);
   });
 });

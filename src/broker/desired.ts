@@ -21,9 +21,36 @@ export interface DesiredClient {
 export interface DesiredDevice {
   /** Role name, also the textname of the device's client; starts with the owner prefix. */
   readonly owner: string;
+  /** The tenant's gate (role and group) that the client holds above its own role. */
+  readonly gate: string;
   readonly acls: readonly Acl[];
   readonly client?: DesiredClient;
 }
+
+/**
+ * A tenant's gate: one role that every device client of the tenant holds above its own role, and
+ * one group they are all in. Suspending the tenant fills the role with denials and adds it to the
+ * group, which kicks every member: a whole tenant is cut off by two commands, whatever its size.
+ */
+export interface DesiredGate {
+  /** Role and group name: the owner prefix and the tenant. */
+  readonly name: string;
+  readonly suspended: boolean;
+}
+
+/**
+ * Above every device role: dynsec checks a client's roles by priority and the first matching ACL
+ * decides, so a suspended gate's denials win over any grant.
+ */
+export const GATE_PRIORITY = 1000;
+
+/** What a suspended tenant's devices may do: nothing, shared subscriptions included. */
+export const SUSPENDED_ACLS: readonly Acl[] = canonicalAcls([
+  { acltype: "publishClientSend", topic: "#", priority: 0, allow: false },
+  { acltype: "publishClientReceive", topic: "#", priority: 0, allow: false },
+  { acltype: "subscribePattern", topic: "#", priority: 0, allow: false },
+  { acltype: "subscribePattern", topic: "$share/#", priority: 0, allow: false },
+]);
 
 /** Own subtree of every device, relative to the tenant root. */
 export function ownSubtree(device: string): string {
@@ -33,6 +60,18 @@ export function ownSubtree(device: string): string {
 /** Role name and client textname of a device; tenant and device names are DNS labels, so ':' cannot occur in them. */
 export function ownerName(prefix: string, tenant: string, device: string): string {
   return `${prefix}${tenant}:${device}`;
+}
+
+/** Role and group name of a tenant's gate; unlike a device's owner name it has no second ':'. */
+export function gateName(prefix: string, tenant: string): string {
+  return `${prefix}${tenant}`;
+}
+
+/** The tenant of a gate name, or undefined for any other name. */
+export function gateTenant(prefix: string, name: string): string | undefined {
+  if (!name.startsWith(prefix)) return undefined;
+  const tenant = name.slice(prefix.length);
+  return tenant && !tenant.includes(":") ? tenant : undefined;
 }
 
 /** Tenant and device of an owner name, or undefined for a name the operator did not make. */
@@ -107,11 +146,15 @@ export function passwordFingerprint(password: string): string {
   return `sha256:${createHash("sha256").update(password, "utf8").digest("hex")}`;
 }
 
-/** The broker state one device should have; a disabled or suspended device keeps its role but has no client. */
+/**
+ * The broker state one device should have; a disabled device keeps its role but has no client. A
+ * suspended tenant's device keeps its client: the tenant's gate (desiredGate) cuts them all off.
+ */
 export function desiredDevice(prefix: string, device: BrokerDevice): DesiredDevice {
   const owner = ownerName(prefix, device.tenant, device.device);
+  const gate = gateName(prefix, device.tenant);
   const acls = deviceAcls(device.topicRoot, device.device, device.topics);
-  if (!device.enabled || device.suspended) return { owner, acls };
+  if (!device.enabled) return { owner, gate, acls };
   const { credentials } = device;
   const client: DesiredClient =
     credentials.type === "password"
@@ -121,5 +164,10 @@ export function desiredDevice(prefix: string, device: BrokerDevice): DesiredDevi
           passwordFingerprint: passwordFingerprint(credentials.password),
         }
       : { username: credentials.username };
-  return { owner, acls, client };
+  return { owner, gate, acls, client };
+}
+
+/** The gate of the device's tenant as the device says it should be. */
+export function desiredGate(prefix: string, device: BrokerDevice): DesiredGate {
+  return { name: gateName(prefix, device.tenant), suspended: device.suspended };
 }

@@ -200,13 +200,13 @@ function parseJson(text: string): unknown {
 const PAGE_SIZE = 500;
 
 /**
- * Reads a whole dynsec list (`listClients` or `listRoles`, verbose) in pages: one verbose list of
+ * Reads a whole dynsec list (`listClients`, `listRoles` or `listGroups`, verbose) in pages: one verbose list of
  * 6,000 devices stalled the broker for about 160 ms, a page of 500 for a fraction of that.
  * `afterPage` gets each page's duration, e.g. to pause as long (pacing).
  */
 export async function readPaged<T>(
   client: DynsecClient,
-  command: "listClients" | "listRoles",
+  command: "listClients" | "listRoles" | "listGroups",
   page: (data: unknown) => { readonly totalCount: number; readonly items: readonly T[] },
   afterPage: (durationMs: number) => Promise<void> = async () => undefined,
 ): Promise<T[]> {

@@ -17,10 +17,10 @@ import {
   receivedBeforeSentinel,
 } from "../../test/support/mqtt.js";
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
-import { type Acl, canonicalAcls, desiredDevice } from "./desired.js";
+import { type Acl, canonicalAcls, desiredDevice, desiredGate } from "./desired.js";
 import { DynsecClient } from "./dynsec-client.js";
 import { BrokerUnavailableError, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
-import { observationOf } from "./plan.js";
+import { gateObservationOf, observationOf } from "./plan.js";
 import { deviceSubject, subjectUsername } from "./subject.js";
 
 const stack = inject("stack");
@@ -45,33 +45,62 @@ function closed(client: MqttClient): Promise<number> {
   return new Promise((resolve) => client.once("close", () => resolve(performance.now() - started)));
 }
 
-/** The operator's entries in the broker, as the adapter's observation of them should look. */
+/** The operator's entries in the broker (device and gate roles, gate groups, clients), sorted. */
 async function brokerStateOf(admin: DynsecClient, prefix: string) {
   const roles = (await admin.run({ command: "listRoles", verbose: true })) as {
     roles: Array<{ rolename: string; acls: unknown[] }>;
   };
+  const groups = (await admin.run({ command: "listGroups", verbose: true })) as {
+    groups: Array<{ groupname: string; roles: Array<{ rolename: string }> }>;
+  };
   const clients = (await admin.run({ command: "listClients", verbose: true })) as {
-    clients: Array<{ username: string; textname?: string; roles: Array<{ rolename: string }> }>;
+    clients: Array<{
+      username: string;
+      textname?: string;
+      roles: Array<{ rolename: string }>;
+      groups: Array<{ groupname: string }>;
+    }>;
   };
   return {
     roles: roles.roles
       .filter((r) => r.rolename.startsWith(prefix))
-      .map((r) => ({ ...r, acls: canonicalAcls(r.acls as Acl[]) }))
+      .map((r) => ({ rolename: r.rolename, acls: canonicalAcls(r.acls as Acl[]) }))
       .sort((a, b) => a.rolename.localeCompare(b.rolename)),
+    groups: groups.groups
+      .filter((g) => g.groupname.startsWith(prefix))
+      .map((g) => ({ groupname: g.groupname, roles: g.roles.map((r) => r.rolename).sort() }))
+      .sort((a, b) => a.groupname.localeCompare(b.groupname)),
     clients: clients.clients
       .filter((c) => c.textname?.startsWith(prefix))
-      .map((c) => ({ username: c.username, textname: c.textname, roles: c.roles.map((r) => r.rolename) }))
+      .map((c) => ({
+        username: c.username,
+        textname: c.textname,
+        roles: c.roles.map((r) => r.rolename).sort(),
+        groups: c.groups.map((g) => g.groupname).sort(),
+      }))
       .sort((a, b) => a.username.localeCompare(b.username)),
   };
 }
 
+/** What brokerStateOf should read once the adapter converged on `devices`. */
 function expectedStateOf(prefix: string, devices: readonly BrokerDevice[]) {
   const observed = devices.map((d) => observationOf(desiredDevice(prefix, d)));
+  const gates = [...new Map(devices.map((d) => [d.tenant, desiredGate(prefix, d)])).values()];
   return {
-    roles: observed
-      .flatMap((o) => (o.role ? [o.role] : []))
-      .sort((a, b) => a.rolename.localeCompare(b.rolename)),
-    clients: observed.flatMap((o) => o.clients).sort((a, b) => a.username.localeCompare(b.username)),
+    roles: [
+      ...observed.flatMap((o) => (o.role ? [o.role] : [])),
+      ...gates.map((gate) => ({
+        rolename: gate.name,
+        acls: canonicalAcls(gateObservationOf(gate).acls ?? []),
+      })),
+    ].sort((a, b) => a.rolename.localeCompare(b.rolename)),
+    groups: gates
+      .map((gate) => ({ groupname: gate.name, roles: [...(gateObservationOf(gate).groupRoles ?? [])] }))
+      .sort((a, b) => a.groupname.localeCompare(b.groupname)),
+    clients: observed
+      .flatMap((o) => o.clients)
+      .map((c) => ({ ...c, roles: [...c.roles].sort(), groups: [...c.groups].sort() }))
+      .sort((a, b) => a.username.localeCompare(b.username)),
   };
 }
 
@@ -221,6 +250,83 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
     await back.endAsync();
   });
 
+  it("suspends a whole tenant with two broker commands, whatever its size: every device dropped and powerless on reconnect, all served again on resume", async () => {
+    const tenant = `w${run}`;
+    const own = `w${run}:`;
+    const commands: string[] = [];
+    const counted = new MosquittoDynsecAdapter({
+      connection,
+      ownerPrefix: own,
+      onCommand: (event) => commands.push(event.command),
+    });
+    const fleet = Array.from({ length: 12 }, (_, i) => device(tenant, `w${i}`));
+    const connectAll = () =>
+      Promise.all(
+        fleet.map(async (d) => connectWithCertificate(endpoint, await certificate(tenant, d.device))),
+      );
+    const subtree = (d: BrokerDevice) => `tenants/${tenant}/devices/${d.device}`;
+    try {
+      await Promise.all(fleet.map((d) => counted.applyDevice(d)));
+      const clients = await connectAll();
+      const drops = clients.map(closed);
+
+      commands.length = 0;
+      await Promise.all(fleet.map((d) => counted.applyDevice({ ...d, suspended: true })));
+      expect(commands).toEqual(["modifyRole", "addGroupRole"]);
+      for (const ms of await Promise.all(drops)) expect(ms).toBeLessThan(10_000);
+      const probes = await connectAll();
+      for (const [i, probe] of probes.entries()) {
+        const d = fleet[i] as BrokerDevice;
+        expect(await subscribeCodes(probe, `${subtree(d)}/#`)).toEqual([REFUSED]);
+        expect(await subscribeCodes(probe, `$share/g/${subtree(d)}/#`)).toEqual([REFUSED]);
+        expect(await publishCode(probe, `${subtree(d)}/telemetry`, "x")).toBe(REFUSED);
+      }
+      await Promise.all(probes.map((probe) => probe.endAsync()));
+
+      // Positive twin: resumed, each device is served again, also two commands.
+      commands.length = 0;
+      await Promise.all(fleet.map((d) => counted.applyDevice(d)));
+      expect(commands).toEqual(["modifyRole", "removeGroupRole"]);
+      const back = await connectAll();
+      for (const [i, client] of back.entries()) {
+        const d = fleet[i] as BrokerDevice;
+        expect(await subscribeCodes(client, `${subtree(d)}/#`)).toEqual([1]);
+        expect(await publishCode(client, `${subtree(d)}/telemetry`, "x")).toBe(0);
+      }
+      await Promise.all(back.map((client) => client.endAsync()));
+    } finally {
+      await counted.syncAll([]);
+      await counted.close();
+    }
+  });
+
+  it("deletes a tenant by cutting every device off first, in two commands, then removing each", async () => {
+    const tenant = `x${run}`;
+    const own = `x${run}:`;
+    const commands: string[] = [];
+    const counted = new MosquittoDynsecAdapter({
+      connection,
+      ownerPrefix: own,
+      onCommand: (event) => commands.push(event.command),
+    });
+    const fleet = Array.from({ length: 6 }, (_, i) => device(tenant, `x${i}`));
+    try {
+      await Promise.all(fleet.map((d) => counted.applyDevice(d)));
+      const clients = await Promise.all(
+        fleet.map(async (d) => connectWithCertificate(endpoint, await certificate(tenant, d.device))),
+      );
+      const drops = clients.map(closed);
+      commands.length = 0;
+      await counted.removeTenant({ tenant });
+      expect(commands.slice(0, 2)).toEqual(["modifyRole", "addGroupRole"]);
+      expect(commands.slice(-2)).toEqual(["deleteGroup", "deleteRole"]);
+      for (const ms of await Promise.all(drops)) expect(ms).toBeLessThan(10_000);
+      expect(await brokerStateOf(admin, own)).toEqual({ roles: [], groups: [], clients: [] });
+    } finally {
+      await counted.close();
+    }
+  });
+
   it("kicks a device whose grants narrow, so an old subscription stops delivering", async () => {
     const tenant = `n${run}`;
     const wide = device(tenant, "gw", { topics: { publish: [], subscribe: ["shared/#"] } });
@@ -343,7 +449,7 @@ describe("MosquittoDynsecAdapter on the real broker", () => {
       await restarted.syncAll(desired);
       expect(await brokerStateOf(admin, own)).toEqual(expectedStateOf(own, desired));
       await restarted.syncAll([]);
-      expect(await brokerStateOf(admin, own)).toEqual({ roles: [], clients: [] });
+      expect(await brokerStateOf(admin, own)).toEqual({ roles: [], groups: [], clients: [] });
     } finally {
       await restarted.close();
     }

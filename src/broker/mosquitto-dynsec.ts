@@ -10,7 +10,16 @@ import type {
   TenantRef,
 } from "./adapter.js";
 import { clearRetained, discardSession } from "./admin-session.js";
-import { type DesiredDevice, desiredDevice, ownerName, ownerRef } from "./desired.js";
+import {
+  type DesiredDevice,
+  type DesiredGate,
+  desiredDevice,
+  desiredGate,
+  gateName,
+  gateTenant,
+  ownerName,
+  ownerRef,
+} from "./desired.js";
 import {
   BrokerConnectionLost,
   DynsecClient,
@@ -19,13 +28,18 @@ import {
   readPaged,
 } from "./dynsec-client.js";
 import {
+  gateCutsOff,
+  gateObservationOf,
   isCutOff,
+  NO_GATE,
   NOTHING_OBSERVED,
   type ObservedClient,
   type ObservedDevice,
+  type ObservedGate,
   observationOf,
   planDefaultAccess,
   planDevice,
+  planGate,
   sessionsToDiscard,
 } from "./plan.js";
 
@@ -70,7 +84,14 @@ const clientSchema = z.object({
   textname: z.string().optional(),
   textdescription: z.string().optional(),
   roles: z.array(z.object({ rolename: z.string() })).default([]),
+  groups: z.array(z.object({ groupname: z.string() })).default([]),
 });
+const groupSchema = z.object({
+  groupname: z.string(),
+  roles: z.array(z.object({ rolename: z.string() })).default([]),
+});
+const listGroupsSchema = z.object({ totalCount: z.number().int(), groups: z.array(groupSchema) });
+const getGroupSchema = z.object({ group: groupSchema });
 const listRolesSchema = z.object({ totalCount: z.number().int(), roles: z.array(roleSchema) });
 const listClientsSchema = z.object({ totalCount: z.number().int(), clients: z.array(clientSchema) });
 const getRoleSchema = z.object({ role: roleSchema });
@@ -87,6 +108,19 @@ export function listAllRoles(client: DynsecClient, afterPage?: (durationMs: numb
     (data) => {
       const page = listRolesSchema.parse(data);
       return { totalCount: page.totalCount, items: page.roles };
+    },
+    afterPage,
+  );
+}
+
+/** Every dynsec group, read in pages; `afterPage` may pause between them (pacing). */
+export function listAllGroups(client: DynsecClient, afterPage?: (durationMs: number) => Promise<void>) {
+  return readPaged(
+    client,
+    "listGroups",
+    (data) => {
+      const page = listGroupsSchema.parse(data);
+      return { totalCount: page.totalCount, items: page.groups };
     },
     afterPage,
   );
@@ -114,6 +148,12 @@ const MUTATING = new Set([
   "deleteClient",
   "addClientRole",
   "removeClientRole",
+  "createGroup",
+  "deleteGroup",
+  "addGroupRole",
+  "removeGroupRole",
+  "addGroupClient",
+  "removeGroupClient",
 ]);
 const ATTEMPTS_PER_DEVICE = 3;
 
@@ -128,6 +168,7 @@ function toObservedClient(client: z.infer<typeof clientSchema>): ObservedClient 
     ...(client.textname !== undefined ? { textname: client.textname } : {}),
     ...(client.textdescription !== undefined ? { textdescription: client.textdescription } : {}),
     roles: client.roles.map((role) => role.rolename),
+    groups: client.groups.map((group) => group.groupname),
   };
 }
 
@@ -135,7 +176,9 @@ function toObservedClient(client: z.infer<typeof clientSchema>): ObservedClient 
  * Mosquitto 2.0.x dynamic security as the broker behind the operator. One writer owns the admin
  * connection: it diffs desired against observed state per device and sends one command per message,
  * pausing after each, because every 2.0.x change rewrites the whole state file and stalls the broker.
- * Cut-offs jump the queue. See README.md for why and for the measured limits.
+ * Cut-offs jump the queue. Each tenant has a gate (a role above every device role and a group of
+ * its clients), so suspending or deleting a tenant cuts all its devices off in two commands.
+ * See README.md for why and for the measured limits.
  */
 export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly prefix: string;
@@ -149,7 +192,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   /** Asked for the complete desired set at every full resync, when syncAll was given a function. */
   private everyDevice: (() => readonly BrokerDevice[]) | undefined;
   private observed = new Map<string, ObservedDevice>();
-  /** Devices whose broker state may differ from the desired one. */
+  /** Tenant gates by name, as `desired`: null means remove once the tenant has no client left. */
+  private readonly gates = new Map<string, DesiredGate | null>();
+  private observedGates = new Map<string, ObservedGate>();
+  /** Devices and gates whose broker state may differ from the desired one. */
   private readonly dirty = new Set<string>();
   /** The dirty devices whose plan cuts access; a subset of `dirty`, served first. */
   private readonly cutOffs = new Set<string>();
@@ -157,6 +203,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
   private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
   private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
+  private reportFirstStatus: (status: BrokerStatus) => void = () => undefined;
+  private readonly first = new Promise<BrokerStatus>((resolve) => {
+    this.reportFirstStatus = resolve;
+  });
   private client: DynsecClient | undefined;
   private observeAllNeeded = true;
   /** The last connection attempt or exchange failed; requests fail fast until the adapter is back. */
@@ -190,12 +240,30 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   applyDevice(device: BrokerDevice): Promise<void> {
+    const gate = desiredGate(this.prefix, device);
+    // The first device to say its tenant is (no longer) suspended flips the gate for all of them.
+    if (this.gates.get(gate.name)?.suspended !== gate.suspended) {
+      this.gates.set(gate.name, gate);
+      this.markDirty(gate.name);
+    }
     const desired = desiredDevice(this.prefix, device);
     return this.want(desired.owner, desired);
   }
 
   removeDevice(ref: DeviceRef): Promise<void> {
     return this.want(ownerName(this.prefix, ref.tenant, ref.device), null);
+  }
+
+  async removeTenant(ref: Pick<TenantRef, "tenant">): Promise<void> {
+    const gate = gateName(this.prefix, ref.tenant);
+    await this.wantGate(gate, { name: gate, suspended: true });
+    const owners = new Set(
+      [...this.desired.keys(), ...this.observed.keys()].filter(
+        (owner) => ownerRef(this.prefix, owner)?.tenant === ref.tenant,
+      ),
+    );
+    await Promise.all([...owners].map((owner) => this.want(owner, null)));
+    await this.wantGate(gate, null);
   }
 
   async purgeTenant(ref: TenantRef): Promise<void> {
@@ -208,6 +276,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   status(): BrokerStatus {
     return this.current;
+  }
+
+  firstStatus(): Promise<BrokerStatus> {
+    return this.first;
   }
 
   onStatusChange(listener: (status: BrokerStatus) => void): () => void {
@@ -226,14 +298,24 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private want(owner: string, desired: DesiredDevice | null): Promise<void> {
     this.desired.set(owner, desired);
-    this.markDirty(owner);
+    return this.waitFor(owner);
+  }
+
+  private wantGate(name: string, desired: DesiredGate | null): Promise<void> {
+    this.gates.set(name, desired);
+    return this.waitFor(name);
+  }
+
+  /** Marks a device or gate dirty and resolves once the broker holds its desired state. */
+  private waitFor(name: string): Promise<void> {
+    this.markDirty(name);
     const done = new Promise<void>((resolve, reject) => {
-      const list = this.waiters.get(owner) ?? [];
+      const list = this.waiters.get(name) ?? [];
       list.push({ resolve, reject });
-      this.waiters.set(owner, list);
+      this.waiters.set(name, list);
     });
     if (this.unreachable && !this.current.synced)
-      this.settle(owner, new BrokerUnavailableError(this.current.message));
+      this.settle(name, new BrokerUnavailableError(this.current.message));
     this.wake();
     return done;
   }
@@ -242,6 +324,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private setStatus(status: BrokerStatus): void {
     const flipped = status.synced !== this.current.synced;
     this.current = status;
+    this.reportFirstStatus(status);
     if (flipped) for (const listener of this.statusListeners) listener(status);
   }
 
@@ -330,11 +413,31 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     return undefined;
   }
 
-  private markDirty(owner: string): void {
-    this.dirty.add(owner);
-    if (isCutOff(this.desiredOf(owner), this.observed.get(owner) ?? NOTHING_OBSERVED))
-      this.cutOffs.add(owner);
-    else this.cutOffs.delete(owner);
+  private markDirty(name: string): void {
+    this.dirty.add(name);
+    const cutOff = this.isGate(name)
+      ? gateCutsOff(this.gateTarget(name), this.observedGates.get(name) ?? NO_GATE)
+      : isCutOff(this.desiredOf(name), this.observed.get(name) ?? NOTHING_OBSERVED);
+    if (cutOff) this.cutOffs.add(name);
+    else this.cutOffs.delete(name);
+  }
+
+  private isGate(name: string): boolean {
+    return gateTenant(this.prefix, name) !== undefined;
+  }
+
+  /**
+   * What the gate must be now: as desired, or, when it is not wanted, closed while any client of
+   * its tenant is left in the broker (an orphan device must not regain its own role's grants) and
+   * gone after the last one.
+   */
+  private gateTarget(name: string): DesiredGate | undefined {
+    const desired = this.gates.get(name);
+    if (desired) return desired;
+    const members = `${name}:`;
+    for (const [owner, found] of this.observed)
+      if (owner.startsWith(members) && found.clients.length > 0) return { name, suspended: true };
+    return undefined;
   }
 
   private markClean(owner: string): void {
@@ -346,20 +449,27 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     return this.desired.get(owner) ?? undefined;
   }
 
-  /** Whether the adapter may decide about `owner`: it is desired, removed, or the desired set is complete. */
-  private decides(owner: string): boolean {
-    return this.desired.has(owner) || this.complete;
+  /** Whether the adapter may decide about a device or gate: it is desired, removed, or the desired set is complete. */
+  private decides(name: string, complete = this.complete): boolean {
+    return this.desired.has(name) || this.gates.has(name) || complete;
   }
 
   /** Requests still waiting for the broker keep what they asked for; the rest becomes `devices`. */
   private replaceDesired(devices: readonly BrokerDevice[]): void {
-    const waiting = [...this.waiters.keys()].map((owner) => [owner, this.desired.get(owner)] as const);
+    const waiting = [...this.waiters.keys()].map(
+      (name) => [name, this.desired.get(name), this.gates.get(name)] as const,
+    );
     this.desired.clear();
+    this.gates.clear();
     for (const device of devices) {
       const desired = desiredDevice(this.prefix, device);
       this.desired.set(desired.owner, desired);
+      this.gates.set(desired.gate, desiredGate(this.prefix, device));
     }
-    for (const [owner, desired] of waiting) if (desired !== undefined) this.desired.set(owner, desired);
+    for (const [name, desired, gate] of waiting) {
+      if (desired !== undefined) this.desired.set(name, desired);
+      if (gate !== undefined) this.gates.set(name, gate);
+    }
   }
 
   private finishRound(): void {
@@ -374,11 +484,17 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   private async observeAll(client: DynsecClient): Promise<void> {
+    // A syncAll that arrives while this reads (paged and paced: seconds at fleet size) asks for
+    // another read and counts only from it: had this one decided with it, every device not yet
+    // named by applyDevice would have been deleted as an orphan on each restart.
+    this.observeAllNeeded = false;
+    const complete = this.complete;
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     if (this.everyDevice) this.replaceDesired(this.everyDevice());
     await this.ensureDefaultAccess(client);
     const pace = (durationMs: number) => this.pace(durationMs);
     const roles = await listAllRoles(client, pace);
+    const groups = await listAllGroups(client, pace);
     const clients = await listAllClients(client, pace);
     const observed = new Map<string, { role?: ObservedDevice["role"]; clients: ObservedClient[] }>();
     const entry = (owner: string) => {
@@ -386,14 +502,28 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       observed.set(owner, found);
       return found;
     };
-    for (const role of roles) if (role.rolename.startsWith(this.prefix)) entry(role.rolename).role = role;
+    const gates = new Map<string, { acls?: ObservedGate["acls"]; groupRoles?: string[] }>();
+    const gate = (name: string) => {
+      const found = gates.get(name) ?? {};
+      gates.set(name, found);
+      return found;
+    };
+    for (const role of roles) {
+      if (this.isGate(role.rolename)) gate(role.rolename).acls = role.acls;
+      else if (role.rolename.startsWith(this.prefix)) entry(role.rolename).role = role;
+    }
+    for (const found of groups)
+      if (this.isGate(found.groupname))
+        gate(found.groupname).groupRoles = found.roles.map((role) => role.rolename);
     for (const found of clients)
       if (found.textname?.startsWith(this.prefix))
         entry(found.textname).clients.push(toObservedClient(found));
     this.observed = observed;
+    this.observedGates = gates;
+    for (const name of new Set([...this.gates.keys(), ...gates.keys()]))
+      if (this.decides(name, complete)) this.markDirty(name);
     for (const owner of new Set([...this.desired.keys(), ...observed.keys()]))
-      if (this.decides(owner)) this.markDirty(owner);
-    this.observeAllNeeded = false;
+      if (this.decides(owner, complete)) this.markDirty(owner);
     this.nextResyncAt = performance.now() + this.resyncIntervalMs;
   }
 
@@ -411,8 +541,11 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   private async converge(client: DynsecClient, owner: string): Promise<void> {
+    if (this.isGate(owner)) return this.convergeGate(client, owner);
     const entry = this.desired.get(owner);
     const desired = entry ?? undefined;
+    // The device's client names its tenant's gate role and group: they must exist first.
+    if (desired && this.dirty.has(desired.gate)) await this.convergeGate(client, desired.gate);
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
       const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
       const commands = planDevice(desired, observed);
@@ -422,6 +555,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
           await discardSession(this.options.connection, username);
         this.observed.set(owner, observationOf(desired));
         if (isOrphan) this.round.orphansDeleted++;
+        if (!desired) this.reviewGateOf(owner);
         // A newer desired state arrived meanwhile: the device stays dirty and is planned again.
         if (this.desired.get(owner) !== entry) return;
         if (entry === null) this.desired.delete(owner);
@@ -441,6 +575,47 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       owner,
       new BrokerConflictError(`${owner}: no convergence after ${ATTEMPTS_PER_DEVICE} attempts`),
     );
+  }
+
+  /** A gate nobody wants goes once its tenant's last client has: look again after each removal. */
+  private reviewGateOf(owner: string): void {
+    const tenant = ownerRef(this.prefix, owner)?.tenant;
+    if (!tenant) return;
+    const gate = gateName(this.prefix, tenant);
+    if (!this.gates.get(gate) && this.decides(gate) && this.observedGates.has(gate)) this.markDirty(gate);
+  }
+
+  private async convergeGate(client: DynsecClient, name: string): Promise<void> {
+    const entry = this.gates.get(name);
+    for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      const target = this.gateTarget(name);
+      const commands = planGate(name, target, this.observedGates.get(name) ?? NO_GATE);
+      if ((await this.apply(client, name, commands)) === "applied") {
+        if (entry === undefined && !target && commands.length > 0) this.round.orphansDeleted++;
+        if (target) this.observedGates.set(name, gateObservationOf(target));
+        else this.observedGates.delete(name);
+        if (this.gates.get(name) !== entry) return;
+        if (entry === null && !target) this.gates.delete(name);
+        this.markClean(name);
+        this.settle(name);
+        return;
+      }
+      await this.refreshGate(client, name);
+    }
+    this.giveUp(
+      name,
+      new BrokerConflictError(`${name}: no convergence after ${ATTEMPTS_PER_DEVICE} attempts`),
+    );
+  }
+
+  /** Re-reads one gate after a refused command. */
+  private async refreshGate(client: DynsecClient, name: string): Promise<void> {
+    const role = await this.lookup(client, { command: "getRole", rolename: name }, getRoleSchema);
+    const group = await this.lookup(client, { command: "getGroup", groupname: name }, getGroupSchema);
+    this.observedGates.set(name, {
+      ...(role ? { acls: role.role.acls } : {}),
+      ...(group ? { groupRoles: group.group.roles.map((r) => r.rolename) } : {}),
+    });
   }
 
   /** A child logger with `tenant` and `device`, or `owner` for a name that does not parse. */

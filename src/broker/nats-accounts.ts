@@ -370,8 +370,21 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     await this.options.accountKeys.deleteAccount(ref.tenant);
   }
 
+  /** A tenant's devices are cut off together: each loses its login decision and is kicked on every server. */
+  async removeTenant(ref: Pick<TenantRef, "tenant">): Promise<void> {
+    const devices = [...this.desired.values()].filter((device) => device.tenant === ref.tenant);
+    await Promise.all(devices.map((device) => this.removeDevice(device)));
+  }
+
   status(): BrokerStatus {
     return this.current;
+  }
+
+  firstStatus(): Promise<BrokerStatus> {
+    return this.ready.then(
+      () => this.current,
+      () => this.current,
+    );
   }
 
   onStatusChange(listener: (status: BrokerStatus) => void): () => void {

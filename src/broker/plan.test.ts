@@ -1,27 +1,37 @@
 import { describe, expect, it } from "vitest";
-import type { Acl, DesiredDevice } from "./desired.js";
+import { type Acl, type DesiredDevice, GATE_PRIORITY, SUSPENDED_ACLS } from "./desired.js";
 import {
+  gateCutsOff,
+  gateObservationOf,
   isCutOff,
+  NO_GATE,
   NOTHING_OBSERVED,
   type ObservedDevice,
   observationOf,
   planDefaultAccess,
   planDevice,
+  planGate,
   sessionsToDiscard,
 } from "./plan.js";
 
 const own: Acl = { acltype: "publishClientSend", topic: "t/devices/d/#", priority: 0, allow: true };
 const extra: Acl = { acltype: "subscribePattern", topic: "t/#", priority: 0, allow: true };
 const owner = "iot:t:d";
-const enabled: DesiredDevice = { owner, acls: [own], client: { username: "CN=d,O=t" } };
-const disabled: DesiredDevice = { owner, acls: [own] };
+const gate = "iot:t";
+const enabled: DesiredDevice = { owner, gate, acls: [own], client: { username: "CN=d,O=t" } };
+const disabled: DesiredDevice = { owner, gate, acls: [own] };
+/** The roles and group a device's client is created with. */
+const membership = {
+  roles: [{ rolename: owner }, { rolename: gate, priority: GATE_PRIORITY }],
+  groups: [{ groupname: gate }],
+};
 const user = "CN=d,O=t";
 
 const observed = (acls: Acl[], clients: ObservedDevice["clients"]): ObservedDevice => ({
   role: { rolename: owner, acls },
   clients,
 });
-const ownClient = { username: user, textname: owner, roles: [owner] };
+const ownClient = { username: user, textname: owner, roles: [owner, gate], groups: [gate] };
 
 describe("planDevice", () => {
   it.each([
@@ -31,7 +41,7 @@ describe("planDevice", () => {
       observed: NOTHING_OBSERVED,
       commands: [
         { command: "createRole", rolename: owner, acls: [own] },
-        { command: "createClient", username: user, textname: owner, roles: [{ rolename: owner }] },
+        { command: "createClient", username: user, textname: owner, ...membership },
       ],
     },
     { name: "in sync: nothing", desired: enabled, observed: observationOf(enabled), commands: [] },
@@ -45,7 +55,7 @@ describe("planDevice", () => {
       name: "re-enabled: one command",
       desired: enabled,
       observed: observationOf(disabled),
-      commands: [{ command: "createClient", username: user, textname: owner, roles: [{ rolename: owner }] }],
+      commands: [{ command: "createClient", username: user, textname: owner, ...membership }],
     },
     {
       name: "removed: client, then role",
@@ -76,10 +86,19 @@ describe("planDevice", () => {
     {
       name: "drifted client roles: foreign role removed, own role added",
       desired: enabled,
-      observed: observed([own], [{ ...ownClient, roles: ["admin"] }]),
+      observed: observed([own], [{ ...ownClient, roles: ["admin", gate] }]),
       commands: [
         { command: "removeClientRole", username: user, rolename: "admin" },
         { command: "addClientRole", username: user, rolename: owner },
+      ],
+    },
+    {
+      name: "a client made before tenant gates: it gets its gate role and group",
+      desired: enabled,
+      observed: observed([own], [{ ...ownClient, roles: [owner], groups: [] }]),
+      commands: [
+        { command: "addClientRole", username: user, rolename: gate, priority: GATE_PRIORITY },
+        { command: "addGroupClient", username: user, groupname: gate },
       ],
     },
     {
@@ -88,19 +107,28 @@ describe("planDevice", () => {
       observed: observationOf(enabled),
       commands: [
         { command: "deleteClient", username: user },
-        { command: "createClient", username: "CN=d,O=t,C=DE", textname: owner, roles: [{ rolename: owner }] },
+        { command: "createClient", username: "CN=d,O=t,C=DE", textname: owner, ...membership },
       ],
     },
     {
       name: "changed password: client recreated with the new one",
       desired: {
         owner,
+        gate,
         acls: [own],
         client: { username: "t/d", password: "new", passwordFingerprint: "fp-new" },
       },
       observed: observed(
         [own],
-        [{ username: "t/d", textname: owner, textdescription: "fp-old", roles: [owner] }],
+        [
+          {
+            username: "t/d",
+            textname: owner,
+            textdescription: "fp-old",
+            roles: [owner, gate],
+            groups: [gate],
+          },
+        ],
       ),
       commands: [
         { command: "deleteClient", username: "t/d" },
@@ -110,12 +138,86 @@ describe("planDevice", () => {
           password: "new",
           textname: owner,
           textdescription: "fp-new",
-          roles: [{ rolename: owner }],
+          ...membership,
         },
       ],
     },
   ])("$name", ({ desired, observed, commands }) => {
     expect(planDevice(desired, observed)).toEqual(commands);
+  });
+});
+
+describe("planGate", () => {
+  const open = { name: gate, suspended: false };
+  const closed = { name: gate, suspended: true };
+  const deny = [...SUSPENDED_ACLS];
+  it.each([
+    {
+      name: "new tenant: an empty role and a group",
+      desired: open,
+      observed: NO_GATE,
+      commands: [
+        { command: "createRole", rolename: gate, acls: [] },
+        { command: "createGroup", groupname: gate },
+      ],
+    },
+    { name: "open and in sync: nothing", desired: open, observed: gateObservationOf(open), commands: [] },
+    {
+      name: "suspend: denials first, then the group kick, two commands whatever the tenant's size",
+      desired: closed,
+      observed: gateObservationOf(open),
+      commands: [
+        { command: "modifyRole", rolename: gate, acls: deny },
+        { command: "addGroupRole", groupname: gate, rolename: gate },
+      ],
+    },
+    {
+      name: "suspended and in sync: nothing",
+      desired: closed,
+      observed: gateObservationOf(closed),
+      commands: [],
+    },
+    {
+      name: "resume: denials cleared, then the group kick so devices subscribe afresh",
+      desired: open,
+      observed: gateObservationOf(closed),
+      commands: [
+        { command: "modifyRole", rolename: gate, acls: [] },
+        { command: "removeGroupRole", groupname: gate, rolename: gate },
+      ],
+    },
+    {
+      name: "a new tenant created suspended: closed from the start",
+      desired: closed,
+      observed: NO_GATE,
+      commands: [
+        { command: "createRole", rolename: gate, acls: deny },
+        { command: "createGroup", groupname: gate },
+        { command: "addGroupRole", groupname: gate, rolename: gate },
+      ],
+    },
+    {
+      name: "gone: group, then role",
+      desired: undefined,
+      observed: gateObservationOf(closed),
+      commands: [
+        { command: "deleteGroup", groupname: gate },
+        { command: "deleteRole", rolename: gate },
+      ],
+    },
+    { name: "gone and absent: nothing", desired: undefined, observed: NO_GATE, commands: [] },
+  ])("$name", ({ desired, observed, commands }) => {
+    expect(planGate(gate, desired, observed)).toEqual(commands);
+  });
+
+  it.each([
+    { name: "suspending", desired: closed, observed: gateObservationOf(open), expected: true },
+    { name: "suspending a new tenant", desired: closed, observed: NO_GATE, expected: true },
+    { name: "already suspended", desired: closed, observed: gateObservationOf(closed), expected: false },
+    { name: "resuming", desired: open, observed: gateObservationOf(closed), expected: false },
+    { name: "removing", desired: undefined, observed: gateObservationOf(open), expected: false },
+  ])("cuts off when $name: $expected", ({ desired, observed, expected }) => {
+    expect(gateCutsOff(desired, observed)).toBe(expected);
   });
 });
 

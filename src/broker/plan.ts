@@ -3,7 +3,10 @@ import {
   canonicalAcls,
   DEFAULT_ACL_ACCESS,
   type DesiredDevice,
+  type DesiredGate,
+  GATE_PRIORITY,
   narrows,
+  SUSPENDED_ACLS,
   sameAcls,
 } from "./desired.js";
 import type { DynsecCommand } from "./dynsec-client.js";
@@ -13,6 +16,7 @@ export interface ObservedClient {
   readonly textname?: string;
   readonly textdescription?: string;
   readonly roles: readonly string[];
+  readonly groups: readonly string[];
 }
 
 export interface ObservedRole {
@@ -41,7 +45,8 @@ export function observationOf(desired: DesiredDevice | undefined): ObservedDevic
         username: client.username,
         textname: desired.owner,
         ...(client.passwordFingerprint ? { textdescription: client.passwordFingerprint } : {}),
-        roles: [desired.owner],
+        roles: [desired.owner, desired.gate],
+        groups: [desired.gate],
       },
     ],
   };
@@ -93,17 +98,73 @@ export function planDevice(desired: DesiredDevice | undefined, observed: Observe
       ...(client.password ? { password: client.password } : {}),
       textname: desired.owner,
       ...(client.passwordFingerprint ? { textdescription: client.passwordFingerprint } : {}),
-      roles: [{ rolename: desired.owner }],
+      roles: [{ rolename: desired.owner }, { rolename: desired.gate, priority: GATE_PRIORITY }],
+      groups: [{ groupname: desired.gate }],
     });
     return commands;
   }
-  for (const rolename of current.roles.filter((name) => name !== desired.owner))
-    commands.push({ command: "removeClientRole", username: client.username, rolename });
+  const username = client.username;
+  for (const rolename of current.roles.filter((name) => name !== desired.owner && name !== desired.gate))
+    commands.push({ command: "removeClientRole", username, rolename });
   const hasRole = current.roles.includes(desired.owner);
-  if (hasRole && narrowed)
-    commands.push({ command: "removeClientRole", username: client.username, rolename: desired.owner });
-  if (!hasRole || narrowed)
-    commands.push({ command: "addClientRole", username: client.username, rolename: desired.owner });
+  if (hasRole && narrowed) commands.push({ command: "removeClientRole", username, rolename: desired.owner });
+  if (!hasRole || narrowed) commands.push({ command: "addClientRole", username, rolename: desired.owner });
+  // A client made before tenants had gates gets its gate (each command kicks it once).
+  if (!current.roles.includes(desired.gate))
+    commands.push({ command: "addClientRole", username, rolename: desired.gate, priority: GATE_PRIORITY });
+  if (!current.groups.includes(desired.gate))
+    commands.push({ command: "addGroupClient", username, groupname: desired.gate });
+  return commands;
+}
+
+/** What the broker holds of a tenant's gate: its role's ACLs and its group's roles; absent when missing. */
+export interface ObservedGate {
+  readonly acls?: readonly Acl[];
+  readonly groupRoles?: readonly string[];
+}
+
+export const NO_GATE: ObservedGate = {};
+
+/** The observation that applying `desired` leaves behind. */
+export function gateObservationOf(desired: DesiredGate | undefined): ObservedGate {
+  if (!desired) return NO_GATE;
+  return {
+    acls: desired.suspended ? SUSPENDED_ACLS : [],
+    groupRoles: desired.suspended ? [desired.name] : [],
+  };
+}
+
+/** True when the gate must close: the writer does this before any other work. */
+export function gateCutsOff(desired: DesiredGate | undefined, observed: ObservedGate): boolean {
+  return desired?.suspended === true && !sameAcls(observed.acls ?? [], SUSPENDED_ACLS);
+}
+
+/**
+ * The commands that turn the gate `name` as observed into `desired` (undefined: gone, after the
+ * tenant's devices). Closing sets the denials first, then adds the gate role to the group, which
+ * kicks every member so none keeps a session opened before; opening clears the denials, then
+ * removes the role from the group, which kicks them again so they subscribe afresh.
+ */
+export function planGate(
+  name: string,
+  desired: DesiredGate | undefined,
+  observed: ObservedGate,
+): DynsecCommand[] {
+  const commands: DynsecCommand[] = [];
+  if (!desired) {
+    if (observed.groupRoles) commands.push({ command: "deleteGroup", groupname: name });
+    if (observed.acls) commands.push({ command: "deleteRole", rolename: name });
+    return commands;
+  }
+  const acls = desired.suspended ? [...SUSPENDED_ACLS] : [];
+  if (!observed.acls) commands.push({ command: "createRole", rolename: name, acls });
+  else if (!sameAcls(observed.acls, acls)) commands.push({ command: "modifyRole", rolename: name, acls });
+  if (!observed.groupRoles) commands.push({ command: "createGroup", groupname: name });
+  const closed = observed.groupRoles?.includes(name) ?? false;
+  if (desired.suspended && !closed)
+    commands.push({ command: "addGroupRole", groupname: name, rolename: name });
+  if (!desired.suspended && closed)
+    commands.push({ command: "removeGroupRole", groupname: name, rolename: name });
   return commands;
 }
 

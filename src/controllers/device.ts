@@ -7,19 +7,25 @@ import type { BrokerAdapter, BrokerDevice, SyncReport } from "../broker/adapter.
 import type { OperatorConfig } from "../config.js";
 import { brokerDevice } from "../desired/device.js";
 import {
+  type Admission,
   type AdmissionDevice,
   admitDevice,
   admitDevices,
   nameHolder,
+  prepareAdmission,
   type Refusal,
-  type TenantAdmissionView,
 } from "../desired/device-admission.js";
 import { type ConditionOutcome, deviceConditions } from "../desired/device-status.js";
 import { DEVICE_FINALIZER, DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, TENANT_LABEL } from "../desired/labels.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyStatusIfChanged } from "../runtime/apply.js";
 import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
-import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
+import {
+  beyondStatus,
+  type ReconcileContext,
+  type ReconcileRequest,
+  type ReconcileResult,
+} from "../runtime/controller.js";
 import { errorMessage } from "../runtime/errors.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
@@ -31,9 +37,10 @@ import { type Parsed, parseDeviceObject, parseTenantObject, tenantPlacement } fr
 import { Resource } from "./resources.js";
 import { overlappingTenants, type TenantBroker } from "./tenant.js";
 
-const REQUEUE_WHILE_ISSUING_MS = 3_000;
 /** Reconciles waiting on the paced broker or the API server must not hold up a cut-off. */
 const DEVICE_WORKERS = 16;
+/** Kept for disable, delete, suspend and revocation: a cut-off never waits for a free worker. */
+const CUT_OFF_WORKERS = 4;
 
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
@@ -67,6 +74,13 @@ export class DeviceReconciler implements TenantBroker {
   private readonly namespaces: Informer;
   private readonly tenants: Informer;
   private readonly credentials: DeviceCredentialsIssuer;
+  /**
+   * Bumped by every change that can change who is admitted: a Device added, deleted or being
+   * deleted, a namespace or a Tenant changed. Status writes do not bump it, so the admissions
+   * prepared per tenant stay valid while thousands of devices are provisioned.
+   */
+  private admissionVersion = 0;
+  private readonly admissions = new Map<string, { version: number; admission: Admission }>();
 
   constructor(
     private readonly manager: Manager,
@@ -77,6 +91,31 @@ export class DeviceReconciler implements TenantBroker {
     this.namespaces = manager.informer(Resource.namespace);
     this.tenants = manager.informer(Resource.tenant);
     this.credentials = new DeviceCredentialsIssuer(manager, config);
+    const bump = () => {
+      this.admissionVersion++;
+    };
+    this.devices.addHandler({
+      onAdd: bump,
+      onDelete: bump,
+      onUpdate: (previous, current) => {
+        if (previous.metadata.deletionTimestamp !== current.metadata.deletionTimestamp) bump();
+      },
+    });
+    this.tenants.addHandler({
+      onAdd: bump,
+      onDelete: (tenant) => {
+        bump();
+        this.admissions.delete(tenant.metadata.name);
+      },
+      onUpdate: (previous, current) => {
+        if (
+          previous.metadata.generation !== current.metadata.generation ||
+          previous.metadata.deletionTimestamp !== current.metadata.deletionTimestamp
+        )
+          bump();
+      },
+    });
+    this.namespaces.addHandler({ onAdd: bump, onDelete: bump, onUpdate: bump });
   }
 
   register(): void {
@@ -100,6 +139,7 @@ export class DeviceReconciler implements TenantBroker {
       fairnessGroup: (key) =>
         this.namespaces.get(parseObjectKey(key).namespace ?? "")?.metadata.labels?.[TENANT_LABEL] ?? key,
       maxConcurrentReconciles: DEVICE_WORKERS,
+      cutOffWorkers: CUT_OFF_WORKERS,
       watches: [
         {
           informer: this.tenants,
@@ -115,7 +155,8 @@ export class DeviceReconciler implements TenantBroker {
           informer: this.devices,
           map: (device) => this.namesakes(device.metadata.namespace ?? "", device.metadata.name),
         },
-        { informer: certificates, map: byDeviceLabels },
+        // cert-manager updates a Certificate's status several times per issuance; the issued Secret is what counts.
+        { informer: certificates, map: byDeviceLabels, when: beyondStatus },
         { informer: secrets as Informer, map: byDeviceLabels },
       ],
       reconcile: (request, context) => this.reconcile(request, context),
@@ -133,11 +174,9 @@ export class DeviceReconciler implements TenantBroker {
     return this.broker.onStatusChange(listener);
   }
 
-  /** The tenant is going away: cut every one of its devices off now rather than one by one. */
-  async removeTenant(tenant: string): Promise<void> {
-    for (const key of this.keysOfTenant(tenant)) {
-      await this.broker.removeDevice({ tenant, device: parseObjectKey(key).name });
-    }
+  /** The tenant is going away: every one of its devices is cut off at once, then removed. */
+  removeTenant(tenant: string): Promise<void> {
+    return this.broker.removeTenant({ tenant });
   }
 
   /**
@@ -169,10 +208,10 @@ export class DeviceReconciler implements TenantBroker {
     }
     const device = parseDeviceObject(observed);
     const tenant = this.tenantOf(identity.namespace);
-    const view = this.admissionView(tenant);
-    const refusal = admitDevice(candidate(observed), view);
+    const admission = this.admission(tenant);
+    const refusal = admitDevice(candidate(observed), admission);
     if (refusal || !tenant) {
-      await this.refuse(observed, device, tenant, view, refusal, context);
+      await this.refuse(observed, device, tenant, admission, refusal, context);
       return undefined;
     }
     await ensureFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, context.signal);
@@ -199,7 +238,8 @@ export class DeviceReconciler implements TenantBroker {
           message: `waiting for ${issuance.waitingFor}`,
         },
       });
-      return { requeueAfterMs: REQUEUE_WHILE_ISSUING_MS };
+      // No polling: the Certificate, its issued Secret, the tenant's CA and CRL Secrets wake this key.
+      return undefined;
     }
     let broker: ConditionOutcome;
     try {
@@ -228,11 +268,11 @@ export class DeviceReconciler implements TenantBroker {
     observed: KubeObject,
     device: ParsedDevice,
     tenant: ParsedTenant | undefined,
-    view: TenantAdmissionView,
+    admission: Admission,
     refusal: Refusal | undefined,
     context: ReconcileContext,
   ): Promise<void> {
-    const holder = nameHolder(view, observed.metadata.name);
+    const holder = nameHolder(admission, observed.metadata.name);
     if (tenant && (!holder || holder.uid === observed.metadata.uid)) {
       await this.broker.removeDevice({ tenant: tenant.metadata.name, device: observed.metadata.name });
     }
@@ -250,7 +290,7 @@ export class DeviceReconciler implements TenantBroker {
   private async retire(device: DeviceIdentity, context: ReconcileContext): Promise<void> {
     const tenant = this.tenantNameOf(device.namespace);
     if (!tenant) return;
-    const holder = nameHolder(this.admissionView(this.tenantOf(device.namespace), tenant), device.name);
+    const holder = nameHolder(this.admission(this.tenantOf(device.namespace), tenant), device.name);
     if (!holder || this.credentials.holdsCertificate(device, tenant)) {
       await this.broker.removeDevice({ tenant, device: device.name });
     }
@@ -262,7 +302,7 @@ export class DeviceReconciler implements TenantBroker {
     return this.tenants.list().flatMap((object) => {
       const tenant = this.parsedOrUndefined(parseTenantObject, object);
       if (!tenant) return [];
-      const verdicts = admitDevices(this.admissionView(tenant));
+      const verdicts = admitDevices(this.admission(tenant));
       return this.devicesOfTenant(tenant.metadata.name).flatMap((observed) => {
         if (verdicts.get(observed.metadata.uid ?? "")) return [];
         const device = this.parsedOrUndefined(parseDeviceObject, observed);
@@ -281,23 +321,29 @@ export class DeviceReconciler implements TenantBroker {
     }
   }
 
-  private admissionView(tenant: ParsedTenant | undefined, tenantName?: string): TenantAdmissionView {
+  /** The tenant's admission, prepared again only after a change that can alter it (admissionVersion). */
+  private admission(tenant: ParsedTenant | undefined, tenantName?: string): Admission {
     if (!tenant) {
       // A tenant that is gone: its namespaces (while they last) still say which Devices share a name.
-      return {
+      return prepareAdmission({
         tenant: undefined,
         devices: tenantName ? this.devicesOfTenant(tenantName).map(candidate) : [],
-      };
+      });
     }
-    return {
+    const name = tenant.metadata.name;
+    const cached = this.admissions.get(name);
+    if (cached?.version === this.admissionVersion) return cached.admission;
+    const admission = prepareAdmission({
       tenant: {
-        name: tenant.metadata.name,
+        name,
         deleting: Boolean(tenant.metadata.deletionTimestamp),
         maxDevices: tenant.spec.devices.maxDevices,
         rootOwner: topicRootConflict(tenant, this.tenants.list().map(tenantPlacement)),
       },
-      devices: this.devicesOfTenant(tenant.metadata.name).map(candidate),
-    };
+      devices: this.devicesOfTenant(name).map(candidate),
+    });
+    this.admissions.set(name, { version: this.admissionVersion, admission });
+    return admission;
   }
 
   /** The tenant's Devices that are not being deleted, in the namespaces it owns. */

@@ -1,4 +1,6 @@
 import { API_VERSION } from "../api/group.js";
+import { TENANT_LABEL } from "../desired/labels.js";
+import { byLabel, type Informer } from "../runtime/informer.js";
 import type { ResourceType } from "../runtime/kube-object.js";
 
 /** Every kind the operator reads or writes, named once so that RBAC, informers and pruning agree. */
@@ -62,4 +64,13 @@ export function resourceOf(object: { apiVersion: string; kind: string }): Resour
   );
   if (!found) throw new Error(`no resource type for ${object.apiVersion} ${object.kind}`);
   return found;
+}
+
+/** The informer index of objects by their tenant label. */
+export const TENANT_INDEX = "tenant";
+
+/** `informer` with its objects indexed by tenant label, so a tenant's lookups cost its own objects. */
+export function indexedByTenant<T extends Informer>(informer: T): T {
+  informer.addIndex(TENANT_INDEX, byLabel(TENANT_LABEL));
+  return informer;
 }

@@ -16,10 +16,10 @@ import {
 import { signCrl } from "../pki/crl.js";
 import { applyIfChanged } from "../runtime/apply.js";
 import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
-import type { Informer } from "../runtime/informer.js";
+import { byLabel, type Informer } from "../runtime/informer.js";
 import { objectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
-import { Resource } from "./resources.js";
+import { indexedByTenant, Resource, TENANT_INDEX } from "./resources.js";
 import { base64, type Secret, secretText } from "./secrets.js";
 
 /**
@@ -56,7 +56,10 @@ export class RevocationReconciler {
     private readonly config: OperatorConfig,
   ) {
     this.tenants = manager.informer(Resource.tenant);
-    this.secrets = manager.informer<Secret>(Resource.secret, { labelSelector: MANAGED_SECRETS });
+    this.secrets = indexedByTenant(
+      manager.informer<Secret>(Resource.secret, { labelSelector: MANAGED_SECRETS }),
+    );
+    this.secrets.addIndex(CRL_LABEL, byLabel(CRL_LABEL));
   }
 
   register(): void {
@@ -66,9 +69,18 @@ export class RevocationReconciler {
       watches: [
         {
           informer: this.secrets as Informer,
+          // What a tenant's CRL is made of: its CA, its revocation records, the CRL itself. Issued
+          // device certificates and mirrors do not change it (thousands of them must not re-run this).
           map: (secret) => {
-            const tenant = secret.metadata.labels?.[TENANT_LABEL];
-            return tenant && secret.metadata.namespace === this.config.OPERATOR_NAMESPACE ? [tenant] : [];
+            const labels = secret.metadata.labels ?? {};
+            const tenant = labels[TENANT_LABEL];
+            const input =
+              labels[REVOCATION_LABEL] === "true" ||
+              labels[CRL_LABEL] === "true" ||
+              secret.metadata.name === tenantCAName(tenant ?? "");
+            return tenant && input && secret.metadata.namespace === this.config.OPERATOR_NAMESPACE
+              ? [tenant]
+              : [];
           },
         },
       ],
@@ -82,11 +94,11 @@ export class RevocationReconciler {
   ): Promise<ReconcileResult | undefined> {
     const { signal } = context;
     const records = this.secrets
-      .list(this.config.OPERATOR_NAMESPACE)
+      .byIndex(TENANT_INDEX, request.name)
       .filter(
         (s) =>
           s.metadata.labels?.[REVOCATION_LABEL] === "true" &&
-          s.metadata.labels[TENANT_LABEL] === request.name,
+          s.metadata.namespace === this.config.OPERATOR_NAMESPACE,
       );
     const tenant = this.tenants.get(request.key);
     if (!tenant || tenant.metadata.deletionTimestamp) {
@@ -174,8 +186,8 @@ export class RevocationReconciler {
    */
   private async publish(context: ReconcileContext): Promise<void> {
     const crls = this.secrets
-      .list(this.config.OPERATOR_NAMESPACE)
-      .filter((s) => s.metadata.labels?.[CRL_LABEL] === "true" && secretText(s, "ca.crl"))
+      .byIndex(CRL_LABEL, "true")
+      .filter((s) => s.metadata.namespace === this.config.OPERATOR_NAMESPACE && secretText(s, "ca.crl"))
       .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
     const include = this.config.BROKER_CRL_INCLUDE_FILE
       ? await readFile(this.config.BROKER_CRL_INCLUDE_FILE, "utf8")

@@ -1,4 +1,5 @@
 import { ConditionReason, TenantConditionType } from "../api/conditions.js";
+import { tenantCAName } from "../api/derived-names.js";
 import type { Tenant } from "../api/tenant.js";
 import type { BrokerAdapter } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
@@ -20,14 +21,20 @@ import {
 import { tenantConditions } from "../desired/tenant-status.js";
 import { applyIfChanged, applyStatusIfChanged } from "../runtime/apply.js";
 import { type ConditionUpdate, conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
-import type { ReconcileContext, ReconcileRequest, ReconcileResult } from "../runtime/controller.js";
+import {
+  addedOrDeleted,
+  beyondStatus,
+  type ReconcileContext,
+  type ReconcileRequest,
+  type ReconcileResult,
+} from "../runtime/controller.js";
 import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, type ResourceType, resourcePath } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import { tenantChangePriority } from "./cut-off.js";
 import { parseTenantObject, tenantPlacement } from "./parse.js";
-import { Resource, resourceOf } from "./resources.js";
+import { indexedByTenant, Resource, resourceOf, TENANT_INDEX } from "./resources.js";
 import { TenantCA } from "./tenant-ca.js";
 
 /** What the tenant reconciler needs from the broker side: readiness, and cleanup on deletion. */
@@ -95,10 +102,13 @@ export class TenantReconciler {
     private readonly retained: Pick<BrokerAdapter, "purgeTenant">,
   ) {
     this.tenants = manager.informer(Resource.tenant);
-    this.namespaces = manager.informer(Resource.namespace);
+    this.namespaces = indexedByTenant(manager.informer(Resource.namespace));
     this.devices = manager.informer(Resource.device);
     this.children = new Map(
-      namespacedKinds.map((kind) => [kind, manager.informer(kind, { labelSelector: managedSelector })]),
+      namespacedKinds.map((kind) => [
+        kind,
+        indexedByTenant(manager.informer(kind, { labelSelector: managedSelector })),
+      ]),
     );
     this.pki = new Map(
       pkiKinds.map((kind) => [
@@ -135,13 +145,20 @@ export class TenantReconciler {
       priority: tenantChangePriority,
       watches: [
         { informer: this.namespaces, map: byNamedNamespace },
-        { informer: this.devices, map: byDeviceNamespace },
+        // Only the device count is the tenant's business: not each Device's status updates.
+        { informer: this.devices, map: byDeviceNamespace, when: addedOrDeleted },
         // A tenant whose root overlaps this one's appearing or leaving settles who keeps the root.
         { informer: this.tenants, map: (changed) => overlappingTenants(this.tenants, changed) },
-        ...[...this.children.values(), ...this.pki.values(), this.ca.secrets].map((informer) => ({
-          informer,
-          map: byTenantLabel,
-        })),
+        ...[...this.children.values()].map((informer) => ({ informer, map: byTenantLabel })),
+        // The Issuer's status says whether it is ready; device Certificates (same labels) only their spec.
+        { informer: this.pki.get(Resource.issuer) as Informer, map: byTenantLabel },
+        { informer: this.pki.get(Resource.certificate) as Informer, map: byTenantLabel, when: beyondStatus },
+        // Of the tenant's Secrets only its CA is this reconciler's; device Secrets are thousands.
+        {
+          informer: this.ca.secrets as Informer,
+          map: (secret: KubeObject) =>
+            byTenantLabel(secret).filter((tenant) => secret.metadata.name === tenantCAName(tenant)),
+        },
         // A new or rotated root CA re-signs every tenant's CA.
         { informer: this.ca.root, map: () => this.tenants.list().map((t) => t.metadata.name) },
       ],
@@ -230,7 +247,7 @@ export class TenantReconciler {
       observed,
       {
         namespaces: ready,
-        deviceCount: ready.reduce((sum, ns) => sum + this.devices.list(ns).length, 0),
+        deviceCount: ready.reduce((sum, ns) => sum + this.devices.count(ns), 0),
         topicRoot: tenantTopicRoot(tenant),
         conditions,
       },
@@ -269,13 +286,11 @@ export class TenantReconciler {
     const wanted = new Set(desired.map((o) => `${o.kind}/${objectKey(o.metadata)}`));
     const candidates: Array<[ResourceType, KubeObject]> = [
       ...this.namespaces
-        .list()
-        .filter((ns) => ns.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+        .byIndex(TENANT_INDEX, tenant.metadata.name)
         .map((ns): [ResourceType, KubeObject] => [Resource.namespace, ns]),
       ...[...this.children].flatMap(([kind, informer]) =>
         informer
-          .list()
-          .filter((o) => o.metadata.labels?.[TENANT_LABEL] === tenant.metadata.name)
+          .byIndex(TENANT_INDEX, tenant.metadata.name)
           .map((o): [ResourceType, KubeObject] => [kind, o]),
       ),
     ];

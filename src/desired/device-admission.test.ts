@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
 import {
+  type Admission,
   type AdmissionDevice,
   admitDevice,
   admitDevices,
   nameHolder,
+  prepareAdmission,
   type TenantAdmissionView,
 } from "./device-admission.js";
 
@@ -21,13 +23,14 @@ const tenant = { name: "acme", deleting: false, maxDevices: 10, rootOwner: undef
 const view = (
   devices: readonly AdmissionDevice[],
   overrides: Partial<NonNullable<TenantAdmissionView["tenant"]>> | "none" = {},
-): TenantAdmissionView => ({
-  tenant: overrides === "none" ? undefined : { ...tenant, ...overrides },
-  devices,
-});
+) =>
+  prepareAdmission({
+    tenant: overrides === "none" ? undefined : { ...tenant, ...overrides },
+    devices,
+  });
 
 describe("admitDevice", () => {
-  it.each<[string, AdmissionDevice, TenantAdmissionView, string | undefined]>([
+  it.each<[string, AdmissionDevice, Admission, string | undefined]>([
     ["a lone device", pump, view([pump]), undefined],
     ["no tenant", pump, view([pump], "none"), "TenantNotFound"],
     ["tenant being deleted", pump, view([pump], { deleting: true }), "TenantNotFound"],
@@ -89,5 +92,14 @@ describe("nameHolder", () => {
     expect(nameHolder(view([twin, pump]), "pump")?.uid).toBe("u1");
     expect(nameHolder(view([twin]), "pump")?.uid).toBe("u2");
     expect(nameHolder(view([pump]), "valve")).toBeUndefined();
+  });
+
+  it("is the same Device whatever the list order, between Devices created in the same second", () => {
+    const same = "2026-01-01T00:00:00Z";
+    const first = device("u4", "acme-b", "pump", same);
+    const second = device("u5", "acme", "pump", same);
+    const holder = nameHolder(view([first, second]), "pump")?.uid;
+    expect(holder).toBeDefined();
+    expect(nameHolder(view([second, first]), "pump")?.uid).toBe(holder);
   });
 });

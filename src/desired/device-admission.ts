@@ -34,14 +34,19 @@ export interface Refusal {
   readonly message: string;
 }
 
-/** The view with what the policies ask of it computed once: the age order and each name's first holder. */
-interface Prepared {
+/**
+ * A tenant's view with what the policies ask of it computed once: the age order and each name's
+ * first holder. Preparing sorts the tenant's devices; a reconciler keeps one while the tenant's
+ * devices stay the same, so admitting one device costs a lookup, not a sort.
+ */
+export interface Admission {
   readonly tenant: NonNullable<TenantAdmissionView["tenant"]> | undefined;
+  readonly devices: readonly AdmissionDevice[];
   readonly position: ReadonlyMap<string, number>;
   readonly holder: ReadonlyMap<string, AdmissionDevice>;
 }
 
-type Policy = (device: AdmissionDevice, view: Prepared) => Refusal | undefined;
+type Policy = (device: AdmissionDevice, view: Admission) => Refusal | undefined;
 
 const tenantPresent: Policy = (device, { tenant }) =>
   !tenant
@@ -82,18 +87,25 @@ const withinLimit: Policy = (device, { tenant, position }) =>
 
 const POLICIES: readonly Policy[] = [tenantPresent, topicRootUnique, nameFree, withinLimit];
 
-function prepare(view: TenantAdmissionView): Prepared {
-  const ordered = [...view.devices].sort(
-    (a, b) =>
-      a.createdAt.localeCompare(b.createdAt) ||
-      `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
-  );
-  const holder = new Map<string, AdmissionDevice>();
-  for (const device of ordered) if (!holder.has(device.name)) holder.set(device.name, device);
-  return { tenant: view.tenant, position: new Map(ordered.map((d, i) => [d.uid, i])), holder };
+/** Oldest first; RFC 3339 UTC timestamps order as strings, ties go by namespace/name. */
+function olderFirst(a: AdmissionDevice, b: AdmissionDevice): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? -1 : 1;
+  return `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`);
 }
 
-function firstRefusal(device: AdmissionDevice, prepared: Prepared): Refusal | undefined {
+export function prepareAdmission(view: TenantAdmissionView): Admission {
+  const ordered = [...view.devices].sort(olderFirst);
+  const holder = new Map<string, AdmissionDevice>();
+  for (const device of ordered) if (!holder.has(device.name)) holder.set(device.name, device);
+  return {
+    tenant: view.tenant,
+    devices: view.devices,
+    position: new Map(ordered.map((d, i) => [d.uid, i])),
+    holder,
+  };
+}
+
+function firstRefusal(device: AdmissionDevice, prepared: Admission): Refusal | undefined {
   for (const policy of POLICIES) {
     const refusal = policy(device, prepared);
     if (refusal) return refusal;
@@ -102,17 +114,16 @@ function firstRefusal(device: AdmissionDevice, prepared: Prepared): Refusal | un
 }
 
 /** Undefined when `device` is admitted; otherwise the first policy's refusal. */
-export function admitDevice(device: AdmissionDevice, view: TenantAdmissionView): Refusal | undefined {
-  return firstRefusal(device, prepare(view));
+export function admitDevice(device: AdmissionDevice, admission: Admission): Refusal | undefined {
+  return firstRefusal(device, admission);
 }
 
-/** Every Device of the view with its verdict, the view prepared once (the broker's full resync). */
-export function admitDevices(view: TenantAdmissionView): Map<string, Refusal | undefined> {
-  const prepared = prepare(view);
-  return new Map(view.devices.map((device) => [device.uid, firstRefusal(device, prepared)]));
+/** Every Device of the tenant with its verdict (the broker's full resync). */
+export function admitDevices(admission: Admission): Map<string, Refusal | undefined> {
+  return new Map(admission.devices.map((device) => [device.uid, firstRefusal(device, admission)]));
 }
 
 /** The Device that holds `name` in the tenant, admitted or not: the oldest one with that name. */
-export function nameHolder(view: TenantAdmissionView, name: string): AdmissionDevice | undefined {
-  return prepare(view).holder.get(name);
+export function nameHolder(admission: Admission, name: string): AdmissionDevice | undefined {
+  return admission.holder.get(name);
 }

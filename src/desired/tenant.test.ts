@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseTenant } from "../api/tenant.js";
 import { operatorConfigSchema } from "../config.js";
 import {
+  canonicalCount,
   DEVICES_QUOTA_RESOURCE,
   desiredTenant,
   foreignAdmins,
@@ -225,6 +226,19 @@ describe("desiredTenant", () => {
         ["acme", "flux-system", "globex", "globex-ci", "monitoring", "platform"].sort(),
       );
     });
+  });
+
+  it.each([
+    [0, "0"],
+    [7, "7"],
+    [100, "100"],
+    [1000, "1k"],
+    [1500, "1500"],
+    [10_000, "10k"],
+    [100_000, "100k"],
+    [2_000_000, "2M"],
+  ])("writes the device count %d as the API server stores it: %s", (count, stored) => {
+    expect(canonicalCount(count)).toBe(stored);
   });
 
   it("caps devices through the quota next to the spec's own limits", () => {

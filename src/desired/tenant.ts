@@ -160,6 +160,21 @@ export function foreignAllowFrom(tenant: Pick<Tenant, "spec">, facts: NamespaceF
 }
 
 /**
+ * A count as the API server stores the quantity (1000 is "1k", 1500 stays "1500"): sent any other
+ * way, it differs from what is read back and every reconcile would write the quota again.
+ */
+export function canonicalCount(count: number): string {
+  const suffixes = ["", "k", "M", "G", "T", "P", "E"];
+  let mantissa = count;
+  let power = 0;
+  while (mantissa !== 0 && mantissa % 1000 === 0 && power < suffixes.length - 1) {
+    mantissa /= 1000;
+    power++;
+  }
+  return `${mantissa}${suffixes[power]}`;
+}
+
+/**
  * ServiceAccount admins from another tenant's namespace: never bound, or that tenant's admins,
  * who can run pods as the ServiceAccount, would administer this tenant too (I5).
  */
@@ -209,7 +224,7 @@ export function desiredTenant(
             ...Object.fromEntries(
               Object.entries(tenant.spec.quota?.hard ?? {}).map(([k, v]) => [k, String(v)]),
             ),
-            [DEVICES_QUOTA_RESOURCE]: String(tenant.spec.devices.maxDevices),
+            [DEVICES_QUOTA_RESOURCE]: canonicalCount(tenant.spec.devices.maxDevices),
           },
         },
       },

@@ -44,6 +44,23 @@ export interface Change<T extends KubeObject = KubeObject> {
   readonly deleted?: boolean;
 }
 
+/** A change beyond a status update: an add, a delete, a new generation (spec) or new labels. */
+export function beyondStatus(change: Change): boolean {
+  const { previous, current } = change;
+  return (
+    !previous ||
+    change.deleted === true ||
+    previous.metadata.generation !== current.metadata.generation ||
+    previous.metadata.deletionTimestamp !== current.metadata.deletionTimestamp ||
+    JSON.stringify(previous.metadata.labels ?? {}) !== JSON.stringify(current.metadata.labels ?? {})
+  );
+}
+
+/** An object that appeared or went away. */
+export function addedOrDeleted(change: Change): boolean {
+  return !change.previous || change.deleted === true;
+}
+
 /**
  * The queue priority a change deserves (e.g. Priority.cutOff for one that takes access away);
  * undefined leaves the default: low while the informer delivers its first list, normal after.
@@ -59,6 +76,11 @@ export interface MappedWatch<T extends KubeObject = KubeObject> {
   /** The primary keys to reconcile when `object` changes. */
   readonly map: (object: T) => readonly string[];
   readonly priority?: ChangePriority<T>;
+  /**
+   * Only changes for which this holds are mapped (all when absent): e.g. a Certificate's spec, not
+   * the status updates its issuer makes, so thousands of them do not each re-run the reconciler.
+   */
+  readonly when?: (change: Change<T>) => boolean;
 }
 
 export interface ControllerOptions<T extends KubeObject = KubeObject> {
@@ -75,6 +97,11 @@ export interface ControllerOptions<T extends KubeObject = KubeObject> {
   readonly fairnessGroup?: (key: string) => string;
   /** Workers; a key is still never reconciled twice at once. */
   readonly maxConcurrentReconciles?: number;
+  /**
+   * Workers on top that take only keys at Priority.cutOff or above: the priority queue orders keys,
+   * but a cut-off would still wait for a worker while every one is busy provisioning.
+   */
+  readonly cutOffWorkers?: number;
   readonly rateLimiter?: RateLimiter;
   /**
    * Called after a terminal error (an Event is already recorded): the place to set a
@@ -114,10 +141,10 @@ export class Controller<T extends KubeObject = KubeObject> {
       fairnessGroup: options.fairnessGroup ?? ((key) => parseObjectKey(key).namespace ?? key),
       ...(deps.metrics ? { metrics: deps.metrics.forQueue(options.name) } : {}),
     });
-    this.watch(options.for, options.priority, (object) => [objectKey(object.metadata)]);
+    this.watch(options.for, options.priority, undefined, (object) => [objectKey(object.metadata)]);
     const primary = options.for.resource;
     for (const owned of options.owns ?? []) {
-      this.watch(owned.informer, undefined, (object) => {
+      this.watch(owned.informer, undefined, undefined, (object) => {
         const owner = object.metadata.ownerReferences?.find(
           (reference) =>
             reference.controller === true &&
@@ -134,7 +161,8 @@ export class Controller<T extends KubeObject = KubeObject> {
           : [];
       });
     }
-    for (const watch of options.watches ?? []) this.watch(watch.informer, watch.priority, watch.map);
+    for (const watch of options.watches ?? [])
+      this.watch(watch.informer, watch.priority, watch.when, watch.map);
   }
 
   get informers(): Informer[] {
@@ -152,9 +180,11 @@ export class Controller<T extends KubeObject = KubeObject> {
   private watch<O extends KubeObject>(
     informer: Informer<O>,
     priorityOf: ChangePriority<O> | undefined,
+    when: ((change: Change<O>) => boolean) | undefined,
     map: (object: O) => readonly string[],
   ): void {
     const enqueue = (change: Change<O>) => {
+      if (when && !when(change)) return;
       const priority = priorityOf?.(change) ?? (informer.hasSynced ? Priority.normal : Priority.low);
       const keys = new Set([...(change.previous ? map(change.previous) : []), ...map(change.current)]);
       for (const key of keys) this.queue.add(key, { priority });
@@ -169,8 +199,12 @@ export class Controller<T extends KubeObject = KubeObject> {
   /** Starts the workers; `leadership` aborts in-flight reconciles when this replica must stop at once. */
   start(leadership: AbortSignal): void {
     const workers = this.options.maxConcurrentReconciles ?? 1;
-    this.logger.info({ workers }, "starting workers");
-    this.workers = Array.from({ length: workers }, () => this.work(leadership));
+    const cutOffWorkers = this.options.cutOffWorkers ?? 0;
+    this.logger.info({ workers, cutOffWorkers }, "starting workers");
+    this.workers = [
+      ...Array.from({ length: workers }, () => this.work(leadership)),
+      ...Array.from({ length: cutOffWorkers }, () => this.work(leadership, Priority.cutOff)),
+    ];
   }
 
   /** Stops taking new keys and waits (up to `timeoutMs`) for queued and in-flight ones to finish. */
@@ -192,9 +226,9 @@ export class Controller<T extends KubeObject = KubeObject> {
     return !timedOut;
   }
 
-  private async work(leadership: AbortSignal): Promise<void> {
+  private async work(leadership: AbortSignal, minPriority?: number): Promise<void> {
     for (;;) {
-      const next = await this.queue.get();
+      const next = await this.queue.get(minPriority);
       if (next === undefined) return;
       try {
         if (!leadership.aborted) await this.process(next.key, next.priority, leadership);

@@ -40,6 +40,54 @@ export interface InformerOptions<T extends KubeObject> {
 
 class WatchExpired extends Error {}
 
+/** The values an object is filed under in one index (e.g. its tenant label); none leaves it out. */
+export type IndexFunction<T extends KubeObject> = (object: T) => readonly string[];
+
+/** Files each cached object under the values `indexOf` gives it, so a lookup costs what it finds. */
+class CacheIndex<T extends KubeObject> {
+  private readonly buckets = new Map<string, Map<string, T>>();
+
+  constructor(private readonly indexOf: IndexFunction<T>) {}
+
+  add(key: string, object: T): void {
+    for (const value of this.indexOf(object)) {
+      let bucket = this.buckets.get(value);
+      if (!bucket) {
+        bucket = new Map();
+        this.buckets.set(value, bucket);
+      }
+      bucket.set(key, object);
+    }
+  }
+
+  remove(key: string, object: T): void {
+    for (const value of this.indexOf(object)) {
+      const bucket = this.buckets.get(value);
+      bucket?.delete(key);
+      if (bucket?.size === 0) this.buckets.delete(value);
+    }
+  }
+
+  get(value: string): T[] {
+    return [...(this.buckets.get(value)?.values() ?? [])];
+  }
+
+  count(value: string): number {
+    return this.buckets.get(value)?.size ?? 0;
+  }
+}
+
+const byNamespace = (object: KubeObject) =>
+  object.metadata.namespace === undefined ? [] : [object.metadata.namespace];
+
+/** Index by the value of one label: `byLabel(TENANT_LABEL)` finds a tenant's objects. */
+export function byLabel(label: string): IndexFunction<KubeObject> {
+  return (object) => {
+    const value = object.metadata.labels?.[label];
+    return value === undefined ? [] : [value];
+  };
+}
+
 /**
  * A list-then-watch cache of one resource. It lists before reporting synced, resumes the watch
  * from the last resourceVersion (bookmarks keep it fresh), relists on 410 Gone, restarts with
@@ -50,6 +98,9 @@ class WatchExpired extends Error {}
 export class Informer<T extends KubeObject = KubeObject> {
   readonly resource: ResourceType;
   private readonly store = new Map<string, T>();
+  /** Like controller-runtime's cache: a namespace index always, more by name (addIndex). */
+  private readonly namespaces = new CacheIndex<T>(byNamespace);
+  private readonly indexes = new Map<string, CacheIndex<T>>();
   private readonly handlers: InformerHandler<T>[] = [];
   private readonly schema: z.ZodType<T>;
   private readonly clock: Clock;
@@ -86,13 +137,33 @@ export class Informer<T extends KubeObject = KubeObject> {
     });
   }
 
+  /**
+   * Adds an index before the informer starts; informers are shared, so adding the same name again
+   * keeps the first (callers using one name must mean one function, e.g. `byLabel(TENANT_LABEL)`).
+   */
+  addIndex(name: string, indexOf: IndexFunction<T>): void {
+    if (this.running) throw new Error("indexes must be added before the informer starts");
+    if (!this.indexes.has(name)) this.indexes.set(name, new CacheIndex(indexOf));
+  }
+
   get(key: string): T | undefined {
     return this.store.get(key);
   }
 
   list(namespace?: string): T[] {
-    const all = [...this.store.values()];
-    return namespace === undefined ? all : all.filter((object) => object.metadata.namespace === namespace);
+    return namespace === undefined ? [...this.store.values()] : this.namespaces.get(namespace);
+  }
+
+  /** How many cached objects are in `namespace`, without copying them. */
+  count(namespace: string): number {
+    return this.namespaces.count(namespace);
+  }
+
+  /** The cached objects that index `name` files under `value`. */
+  byIndex(name: string, value: string): T[] {
+    const index = this.indexes.get(name);
+    if (!index) throw new Error(`no index ${name} on ${this.resource.plural}`);
+    return index.get(value);
   }
 
   /** Starts listing and watching in the background. After `stop`, starting again resumes from the last resourceVersion. */
@@ -307,7 +378,9 @@ export class Informer<T extends KubeObject = KubeObject> {
       return;
     }
     if (previous && previous.metadata.resourceVersion === object.metadata.resourceVersion) return;
+    if (previous) this.unindex(key, previous);
     this.store.set(key, object);
+    this.index(key, object);
     for (const handler of this.handlers) {
       if (previous) handler.onUpdate?.(previous, object);
       else handler.onAdd?.(object);
@@ -315,7 +388,19 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 
   private remove(key: string, object: T): void {
+    const cached = this.store.get(key);
+    if (cached) this.unindex(key, cached);
     this.store.delete(key);
     for (const handler of this.handlers) handler.onDelete?.(object);
+  }
+
+  private index(key: string, object: T): void {
+    this.namespaces.add(key, object);
+    for (const index of this.indexes.values()) index.add(key, object);
+  }
+
+  private unindex(key: string, object: T): void {
+    this.namespaces.remove(key, object);
+    for (const index of this.indexes.values()) index.remove(key, object);
   }
 }

@@ -38,6 +38,8 @@ export interface KubeClientOptions {
   readonly metrics?: OperatorMetrics;
   /** Per request, watches excluded. */
   readonly requestTimeoutMs?: number;
+  /** Who owns the fields written (defaults to the operator); a user's tool names itself. */
+  readonly fieldManager?: string;
 }
 
 /**
@@ -47,12 +49,14 @@ export interface KubeClientOptions {
  */
 export class KubeClient {
   private readonly requestTimeoutMs: number;
+  private readonly fieldManager: string;
 
   constructor(
     readonly kubeConfig: KubeConfig,
     private readonly options: KubeClientOptions = {},
   ) {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.fieldManager = options.fieldManager ?? FIELD_MANAGER;
   }
 
   /** Sends a request and returns the parsed JSON body; throws KubeApiError on non-2xx. */
@@ -156,7 +160,7 @@ export class KubeClient {
       verb: "create",
       method: "POST",
       path: resourcePath(resource, { namespace: object.metadata.namespace }),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: object,
       signal,
     });
@@ -169,7 +173,7 @@ export class KubeClient {
       verb: "update",
       method: "PUT",
       path: resourcePath(resource, object.metadata),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: object,
       signal,
     });
@@ -186,7 +190,7 @@ export class KubeClient {
       verb: "patch",
       method: "PATCH",
       path: resourcePath(resource, target),
-      query: { fieldManager: FIELD_MANAGER },
+      query: { fieldManager: this.fieldManager },
       body: patch,
       contentType: "application/merge-patch+json",
       signal,
@@ -218,7 +222,7 @@ export class KubeClient {
     intent: ApplyIntent,
     subresource: "status" | undefined,
     signal: AbortSignal | undefined,
-    { fieldManager = FIELD_MANAGER, force = true, dryRun = false }: Partial<ApplyOptions> = {},
+    { fieldManager = this.fieldManager, force = true, dryRun = false }: Partial<ApplyOptions> = {},
   ): Promise<unknown> {
     return this.request({
       verb: "apply",

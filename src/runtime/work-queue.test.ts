@@ -256,6 +256,34 @@ describe("WorkQueue", () => {
     expect(await next).toEqual({ key: "t/late", priority: low });
   });
 
+  it("a worker kept for cut-offs leaves provisioning keys to the others and takes a cut-off at once", async () => {
+    const { queue } = setup();
+    queue.add("a/1");
+    queue.add("a/2", { priority: low });
+    let kept: QueuedKey | undefined;
+    const keptWorker = queue.get(cutOff).then((next) => {
+      kept = next;
+    });
+    await Promise.resolve();
+    expect(kept).toBeUndefined();
+    queue.add("b/1", { priority: cutOff });
+    await keptWorker;
+    expect(kept).toEqual({ key: "b/1", priority: cutOff });
+    // The provisioning keys are still there, in order, for the other workers.
+    expect(await drainNow(queue)).toEqual(["a/1", "a/2"]);
+  });
+
+  it("a cut-off already queued goes to the worker kept for cut-offs; on shutdown that worker stops", async () => {
+    const { queue } = setup();
+    queue.add("a/1");
+    queue.add("b/1", { priority: cutOff });
+    expect(await queue.get(cutOff)).toEqual({ key: "b/1", priority: cutOff });
+    const keptWorker = queue.get(cutOff);
+    queue.shutDown();
+    expect(await keptWorker).toBeUndefined();
+    expect((await queue.get())?.key).toBe("a/1");
+  });
+
   it("reports how long a key waited", async () => {
     const { clock, queue, recorded } = setup();
     queue.add("t/a");

@@ -50,6 +50,10 @@ export class FairPriorityQueue {
     return this.count;
   }
 
+  highestPriority(): number {
+    return Math.max(...this.levels.keys());
+  }
+
   lengthAt(priority: number): number {
     let keys = 0;
     for (const group of this.levels.get(priority)?.values() ?? []) keys += group.size;
@@ -82,10 +86,11 @@ export class FairPriorityQueue {
     if (groups.size === 0) this.levels.delete(priority);
   }
 
-  /** Takes the next key: the first key of the group whose turn it is, at the highest priority. */
-  shift(): QueuedKey | undefined {
+  /** Takes the next key: the first key of the group whose turn it is, at the highest priority (at least `minPriority`). */
+  shift(minPriority = Number.NEGATIVE_INFINITY): QueuedKey | undefined {
     if (this.count === 0) return undefined;
     const priority = Math.max(...this.levels.keys());
+    if (priority < minPriority) return undefined;
     const groups = this.levels.get(priority) as Map<string, Set<string>>;
     const [group, keys] = groups.entries().next().value as [string, Set<string>];
     const key = keys.values().next().value as string;
@@ -133,7 +138,11 @@ export class WorkQueue {
   private readonly processing = new Set<string>();
   /** Delayed adds, one per key: the earliest time and the highest priority win. */
   private readonly delayed = new Map<string, Delayed>();
-  private readonly waiters: Array<(item: QueuedKey | undefined) => void> = [];
+  /** Workers waiting for a key of at least `minPriority`, in the order they asked. */
+  private readonly waiters: Array<{
+    readonly minPriority: number;
+    readonly resolve: (item: QueuedKey | undefined) => void;
+  }> = [];
   private readonly idleWaiters: Array<() => void> = [];
   private readonly fairnessGroup: (key: string) => string;
   private readonly metrics: WorkQueueMetrics | undefined;
@@ -170,14 +179,15 @@ export class WorkQueue {
   }
 
   /**
-   * The next key to process and the priority it was queued with, waiting until there is one.
-   * After `shutDown` the keys still queued are handed out; then it resolves `undefined`.
+   * The next key to process and the priority it was queued with, waiting until there is one of at
+   * least `minPriority` (a worker kept for cut-offs asks for Priority.cutOff only). After `shutDown`
+   * the keys still queued are handed out; then it resolves `undefined`.
    */
-  get(): Promise<QueuedKey | undefined> {
-    const next = this.ready.shift();
+  get(minPriority = Number.NEGATIVE_INFINITY): Promise<QueuedKey | undefined> {
+    const next = this.ready.shift(minPriority);
     if (next) return Promise.resolve(this.take(next));
     if (this.shuttingDown) return Promise.resolve(undefined);
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve) => this.waiters.push({ minPriority, resolve }));
   }
 
   /** Marks `key` as processed; if it was re-added meanwhile, it is queued again. */
@@ -193,7 +203,7 @@ export class WorkQueue {
     this.shuttingDown = true;
     for (const pending of this.delayed.values()) pending.cancel();
     this.delayed.clear();
-    if (this.ready.length === 0) for (const resolve of this.waiters.splice(0)) resolve(undefined);
+    this.releaseWaiters();
     this.notifyIfIdle();
   }
 
@@ -263,10 +273,12 @@ export class WorkQueue {
   }
 
   private enqueue(key: string, due: Due): void {
-    // A waiting worker means nothing is ready, so handing the key over directly keeps the order.
-    const waiter = this.waiters.shift();
+    // A worker waiting for this priority means nothing of it is ready: handing the key over
+    // directly keeps the order.
+    const index = this.waiters.findIndex((waiter) => waiter.minPriority <= due.priority);
+    const waiter = index >= 0 ? this.waiters.splice(index, 1)[0] : undefined;
     if (waiter) {
-      waiter(this.take({ key, priority: due.priority }));
+      waiter.resolve(this.take({ key, priority: due.priority }));
       return;
     }
     this.ready.push(key, due.group, due.priority);
@@ -280,10 +292,18 @@ export class WorkQueue {
     this.due.delete(key);
     if (due) this.metrics?.queued(priority, (this.clock.now() - due.since) / 1000);
     this.reportDepth(priority);
-    if (this.shuttingDown && this.ready.length === 0) {
-      for (const resolve of this.waiters.splice(0)) resolve(undefined);
-    }
+    if (this.shuttingDown) this.releaseWaiters();
     return next;
+  }
+
+  /** While shutting down, a waiting worker that can take none of what is left stops. */
+  private releaseWaiters(): void {
+    const highest = this.ready.length === 0 ? Number.NEGATIVE_INFINITY : this.ready.highestPriority();
+    for (const waiter of [...this.waiters]) {
+      if (this.ready.length > 0 && waiter.minPriority <= highest) continue;
+      this.waiters.splice(this.waiters.indexOf(waiter), 1);
+      waiter.resolve(undefined);
+    }
   }
 
   private reportDepth(priority: number): void {

@@ -39,11 +39,25 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
+/**
+ * cert-manager's API client limits and workers: its defaults (20 requests/s, burst 50, 5 workers per
+ * controller) issue a few certificates a second, each costing about ten API requests. The stack runs
+ * what the README tells fleet operators to set (Helm: `extraArgs`), so figures show the operator, not
+ * cert-manager's client throttle; a bench can pass cert-manager's defaults to compare.
+ */
+export const CERT_MANAGER_FLEET_ARGS: readonly string[] = [
+  "--kube-api-qps=300",
+  "--kube-api-burst=600",
+  "--concurrent-workers=16",
+];
+
 export interface ControlPlaneOptions {
   readonly binDir: string;
   readonly stateDir: string;
   /** A node will join: run the controllers that Deployments and Services need, and reach kubelets. */
   readonly withNode?: boolean;
+  /** Extra cert-manager flags; CERT_MANAGER_FLEET_ARGS when absent. */
+  readonly certManagerArgs?: readonly string[];
 }
 
 /** Controllers for what the operator's tests create; a cluster with a node also runs workloads. */
@@ -215,7 +229,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const certManager = startProcess(
       "cert-manager",
       bin("cert-manager-controller"),
-      [`--kubeconfig=${kubeconfig}`, `--cluster-resource-namespace=${CERT_MANAGER_NAMESPACE}`],
+      [
+        `--kubeconfig=${kubeconfig}`,
+        `--cluster-resource-namespace=${CERT_MANAGER_NAMESPACE}`,
+        ...(options.certManagerArgs ?? CERT_MANAGER_FLEET_ARGS),
+      ],
       { logFile: join(logs, "cert-manager.log") },
     );
     processes.push(certManager);

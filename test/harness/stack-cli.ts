@@ -2,7 +2,7 @@
  * `npm run stack:up` / `npm run stack:down`: the local stack in the background,
  * its connection settings in `.stack/env` (DESIGN §8).
  */
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -55,9 +55,6 @@ async function up(): Promise<void> {
   await rm(envFile, { force: true });
   const log = openSync(logFile, "w");
   const broker = brokerKind(process.argv.slice(3));
-  // `npm run stack:up` bootstrapped the default stack; the node's Debian packages only when asked for.
-  if (withNode)
-    execFileSync("bash", [join(repoRoot, "scripts/bootstrap.sh"), "--with-node"], { stdio: "inherit" });
   const serveArgs = [import.meta.filename, "serve", "--broker", broker, ...(withNode ? ["--with-node"] : [])];
   const server = spawn(process.execPath, [...process.execArgv, ...serveArgs], {
     detached: true,

@@ -35,6 +35,8 @@ export interface StackEnv {
 export interface StackOptions {
   /** Adds a real node: kubelet, containerd, CNI, kube-proxy, kube-router, kube-scheduler. */
   readonly withNode?: boolean;
+  /** Extra cert-manager flags (CERT_MANAGER_FLEET_ARGS when absent). */
+  readonly certManagerArgs?: readonly string[];
 }
 
 export interface Stack {
@@ -55,7 +57,7 @@ export function buildTools(): Promise<string> {
 }
 
 export async function startStack(stateDir: string, options: StackOptions = {}): Promise<Stack> {
-  const withNode = options.withNode ?? false;
+  const { withNode = false, certManagerArgs } = options;
   // Installs the node's Debian packages on a fresh machine, then every build below is a cache hit.
   if (withNode)
     await run("bash", [join(repoRoot, "scripts/bootstrap.sh"), "--with-node"], { maxBuffer: 16 << 20 });
@@ -66,7 +68,7 @@ export async function startStack(stateDir: string, options: StackOptions = {}): 
   ]);
   const deviceRootCA = await createCA(stateDir, "device-root-ca", "iot-tenant-operator device root CA");
   const [controlPlane, broker] = await Promise.allSettled([
-    startControlPlane({ binDir, stateDir, withNode }),
+    startControlPlane({ binDir, stateDir, withNode, ...(certManagerArgs ? { certManagerArgs } : {}) }),
     startMosquitto({ stateDir, deviceRootCA }),
   ]);
   if (controlPlane.status === "rejected" || broker.status === "rejected") {

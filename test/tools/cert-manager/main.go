@@ -46,21 +46,32 @@ func main() {
 	kubeconfig := flag.String("kubeconfig", "", "path to a kubeconfig")
 	clusterResourceNamespace := flag.String("cluster-resource-namespace", "kube-system", "namespace holding the secrets of ClusterIssuers")
 	controllers := flag.String("controllers", strings.Join(defaultControllers, ","), "comma-separated controllers to run")
+	// cert-manager's own flags and defaults: what an install runs unless its operator raises them.
+	limits := clientLimits{}
+	flag.Float64Var(&limits.qps, "kube-api-qps", 20, "requests per second to the API server")
+	flag.IntVar(&limits.burst, "kube-api-burst", 50, "requests above kube-api-qps in a burst")
+	flag.IntVar(&limits.workers, "concurrent-workers", 5, "workers per controller")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *kubeconfig, *clusterResourceNamespace, strings.Split(*controllers, ",")); err != nil {
+	if err := run(ctx, *kubeconfig, *clusterResourceNamespace, strings.Split(*controllers, ","), limits); err != nil {
 		fmt.Fprintln(os.Stderr, "cert-manager-controller:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, kubeconfig, clusterResourceNamespace string, names []string) error {
+type clientLimits struct {
+	qps     float64
+	burst   int
+	workers int
+}
+
+func run(ctx context.Context, kubeconfig, clusterResourceNamespace string, names []string, limits clientLimits) error {
 	factory, err := controllerpkg.NewContextFactory(ctx, controllerpkg.ContextOptions{
 		Kubeconfig:         kubeconfig,
-		KubernetesAPIQPS:   50,
-		KubernetesAPIBurst: 100,
+		KubernetesAPIQPS:   float32(limits.qps),
+		KubernetesAPIBurst: limits.burst,
 		IssuerOptions:      controllerpkg.IssuerOptions{ClusterResourceNamespace: clusterResourceNamespace},
 		// cert-manager's own defaults for the shim's flags.
 		IngressShimOptions: controllerpkg.IngressShimOptions{
@@ -104,7 +115,7 @@ func run(ctx context.Context, kubeconfig, clusterResourceNamespace string, names
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := c.Run(2, ctx); err != nil {
+			if err := c.Run(limits.workers, ctx); err != nil {
 				fmt.Fprintln(os.Stderr, "controller stopped:", err)
 			}
 		}()

@@ -1,0 +1,472 @@
+/**
+ * The operator's own cost at fleet size: one tenant of `--devices` Devices, the operator running as
+ * its own process (`bin/iot-tenant-operator.js run`, the compiled build: `npm run build` first) with
+ * the chart's process settings (OPERATOR_PROCESS_ENV), on a fresh stack, `--runs` times. Per run:
+ * - convergence: every Device's time to Ready (p50/p99) and the total;
+ * - memory: the operator's RSS after convergence, against its RSS on the same stack before any
+ *   Device existed (the same-run baseline);
+ * - idle: over `--idle` seconds after convergence, the operator's CPU and the API server's writes
+ *   (apiserver_request_total by verb and resource; leader-election lease renewals shown apart);
+ * - restart: the operator stopped (SIGTERM) and started again: seconds until /readyz, until its
+ *   queues are empty (caught up), the writes it made meanwhile, and how long a Device disabled right
+ *   after that takes to show Ready=False (ready to react), the broker commands it sent meanwhile;
+ *   the catch-up against the same-run
+ *   baseline of listing what its caches hold.
+ *
+ *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30]
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { API_VERSION } from "../src/api/group.js";
+import { operatorConfigSchema } from "../src/config.js";
+import { Resource } from "../src/controllers/resources.js";
+import { OPERATOR_PROCESS_ENV } from "../src/deploy/chart.js";
+import { install } from "../src/install.js";
+import { isReady } from "../src/runtime/conditions.js";
+import { KubeClient } from "../src/runtime/kube-client.js";
+import { type KubeObject, type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
+import { killServersOnSignal } from "../test/harness/process.js";
+import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
+import { spread, writeResults } from "./support/results.js";
+import { percentile, type Summary, summarize } from "./support/stats.js";
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: "string", default: "1000" },
+    runs: { type: "string", default: "3" },
+    idle: { type: "string", default: "30" },
+  },
+});
+const deviceCount = Number(values.devices);
+const runCount = Number(values.runs);
+const idleSeconds = Number(values.idle);
+const IN_FLIGHT = 16;
+const USER_FIELD_MANAGER = "bench-user";
+const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"]);
+
+interface Run {
+  readonly devices: Summary;
+  readonly convergeMs: number;
+  readonly rssBeforeMb: number;
+  readonly rssConvergedMb: number;
+  readonly heapConvergedMb: number;
+  readonly idle: { cpuPercent: number; writes: Record<string, number>; leaseWrites: number };
+  readonly restart: {
+    readyMs: number;
+    caughtUpMs: number;
+    writes: Record<string, number>;
+    leaseWrites: number;
+    brokerCommands: number;
+    reactMs: number;
+    rssMb: number;
+    listBaselineMs: number;
+  };
+  readonly loadAverage: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/** The operator as a process of its own, the way a Deployment runs it. */
+class OperatorProcess {
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+    readonly exited: Promise<void>,
+  ) {}
+
+  static async start(env: Record<string, string>): Promise<OperatorProcess> {
+    const port = await freePort();
+    const child = spawn(process.execPath, [join(repoRoot, "bin/iot-tenant-operator.js"), "run"], {
+      env: {
+        ...process.env,
+        ...OPERATOR_PROCESS_ENV,
+        ...env,
+        PROBE_BIND_ADDRESS: `127.0.0.1:${port}`,
+        LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    return new OperatorProcess(child, port, exited);
+  }
+
+  async stop(): Promise<void> {
+    this.child.kill("SIGTERM");
+    await this.exited;
+  }
+
+  /** Resident set size from /proc, in MB. */
+  async rssMb(): Promise<number> {
+    const status = await readFile(`/proc/${this.child.pid}/status`, "utf8");
+    return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN) / 1024;
+  }
+
+  /** CPU seconds used so far (user + system). */
+  async cpuSeconds(): Promise<number> {
+    const fields = (await readFile(`/proc/${this.child.pid}/stat`, "utf8")).split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  }
+
+  async metrics(): Promise<string> {
+    return (await fetch(`http://127.0.0.1:${this.port}/metrics`)).text();
+  }
+
+  async ready(): Promise<boolean> {
+    return fetch(`http://127.0.0.1:${this.port}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
+  }
+}
+
+/** Sum of a metric's samples whose labels match `where`. */
+function sample(text: string, name: string, where: (labels: string) => boolean = () => true): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labels = line.slice(name.length, line.lastIndexOf(" "));
+    if (where(labels)) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sum;
+}
+
+/** The API server's write requests so far, by `verb resource`. */
+async function apiServerWrites(client: KubeClient): Promise<Map<string, number>> {
+  const lines: string[] = [];
+  await client.stream(
+    { verb: "get", method: "GET", path: "/metrics", signal: new AbortController().signal },
+    (line) => {
+      if (line.startsWith("apiserver_request_total{")) lines.push(line);
+    },
+  );
+  const writes = new Map<string, number>();
+  for (const line of lines) {
+    const verb = /verb="([^"]*)"/.exec(line)?.[1] ?? "";
+    const resource = /resource="([^"]*)"/.exec(line)?.[1] ?? "";
+    const subresource = /subresource="([^"]*)"/.exec(line)?.[1];
+    if (!WRITE_VERBS.has(verb)) continue;
+    const key = `${verb} ${resource}${subresource ? `/${subresource}` : ""}`;
+    writes.set(key, (writes.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
+  }
+  return writes;
+}
+
+/** Writes between two readings; lease renewals (leader election) counted apart. */
+function writesBetween(before: Map<string, number>, after: Map<string, number>) {
+  const writes: Record<string, number> = {};
+  let leaseWrites = 0;
+  for (const [key, value] of after) {
+    const delta = value - (before.get(key) ?? 0);
+    if (delta <= 0) continue;
+    if (key.endsWith(" leases")) leaseWrites += delta;
+    else writes[key] = delta;
+  }
+  return { writes, leaseWrites };
+}
+
+const total = (writes: Record<string, number>) => Object.values(writes).reduce((a, b) => a + b, 0);
+
+/** Resolves once the operator's queues are empty and no reconcile ran over three polls. */
+async function untilCaughtUp(operator: OperatorProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = Number.NaN;
+  let quiet = 0;
+  while (quiet < 3) {
+    if (Date.now() > deadline) throw new Error(`operator not caught up after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    const text = await operator.metrics().catch(() => "");
+    const busy = sample(text, "workqueue_depth") + sample(text, "controller_runtime_active_workers");
+    const reconciles = sample(text, "controller_runtime_reconcile_total");
+    quiet = text && busy === 0 && reconciles === last ? quiet + 1 : 0;
+    last = reconciles;
+  }
+}
+
+/** Watches the namespace's Devices; each one's time to Ready after `start`, once all are Ready. */
+async function timesToReady(client: KubeClient, namespace: string, start: number): Promise<number[]> {
+  const done = new Map<string, number>();
+  const abort = new AbortController();
+  const path = resourcePath(Resource.device, { namespace });
+  const deadline = setTimeout(() => abort.abort(), 60 * 60_000);
+  try {
+    while (done.size < deviceCount && !abort.signal.aborted) {
+      const list = (await client.request({ verb: "list", method: "GET", path })) as {
+        metadata: { resourceVersion: string };
+        items: KubeObject[];
+      };
+      for (const item of list.items)
+        if (isReady(item) && !done.has(item.metadata.name))
+          done.set(item.metadata.name, performance.now() - start);
+      if (done.size >= deviceCount) break;
+      await client
+        .stream(
+          {
+            verb: "watch",
+            method: "GET",
+            path,
+            query: { watch: true, resourceVersion: list.metadata.resourceVersion, timeoutSeconds: 120 },
+            signal: abort.signal,
+          },
+          (line) => {
+            const event = JSON.parse(line) as { object?: KubeObject };
+            const item = event.object;
+            if (item?.metadata?.name && isReady(item) && !done.has(item.metadata.name)) {
+              done.set(item.metadata.name, performance.now() - start);
+              if (done.size >= deviceCount) abort.abort();
+            }
+          },
+        )
+        .catch(() => undefined);
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+  if (done.size < deviceCount) throw new Error(`only ${done.size} of ${deviceCount} Devices Ready`);
+  return [...done.values()];
+}
+
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** The same-run floor for a cold cache: listing, paged, what the operator's informers hold. */
+async function listBaseline(client: KubeClient, operatorNamespace: string): Promise<number> {
+  const started = performance.now();
+  const lists: Array<[ResourceType, Record<string, string>]> = [
+    [Resource.tenant, {}],
+    [Resource.namespace, {}],
+    [Resource.device, {}],
+    [Resource.secret, { labelSelector: "iot.tenant-operator.io/tenant" }],
+    [Resource.certificate, { labelSelector: "iot.tenant-operator.io/tenant" }],
+  ];
+  for (const [resource, query] of lists) {
+    let continueToken: string | undefined;
+    do {
+      const page = (await client.request({
+        verb: "list",
+        method: "GET",
+        path: resourcePath(
+          resource,
+          resource === Resource.certificate ? { namespace: operatorNamespace } : {},
+        ),
+        query: { ...query, limit: 500, continue: continueToken },
+      })) as { metadata?: { continue?: string } };
+      continueToken = page.metadata?.continue || undefined;
+    } while (continueToken);
+  }
+  return performance.now() - started;
+}
+
+async function oneRun(r: number): Promise<Run> {
+  const stateDir = await mkdtemp(join(tmpdir(), "bench-scale-"));
+  const stack = await startStack(stateDir);
+  let operator: OperatorProcess | undefined;
+  try {
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromFile(stack.env.kubeconfig);
+    const client = new KubeClient(kubeConfig, { fieldManager: USER_FIELD_MANAGER });
+    const env = stackVariables(stack.env);
+    const config = operatorConfigSchema.parse({ ...env, PROBE_BIND_ADDRESS: "127.0.0.1:0" });
+    await install(client, config);
+    const tenant = `scale-${r}`;
+    operator = await OperatorProcess.start(env);
+    await client.apply(Resource.tenant, {
+      apiVersion: API_VERSION,
+      kind: "Tenant",
+      metadata: { name: tenant },
+      spec: { devices: { maxDevices: deviceCount } },
+    });
+    for (;;) {
+      const observed = await client.get(Resource.tenant, { name: tenant });
+      if (isReady(observed)) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    await untilCaughtUp(operator, 120_000);
+    const rssBeforeMb = await operator.rssMb();
+
+    console.log(`run ${r + 1}/${runCount}: ${deviceCount} Devices…`);
+    const start = performance.now();
+    const names = Array.from({ length: deviceCount }, (_, i) => `d-${i}`);
+    const ready = timesToReady(client, tenant, start);
+    await inParallel(names, IN_FLIGHT, async (name) => {
+      await client.apply(Resource.device, {
+        apiVersion: API_VERSION,
+        kind: "Device",
+        metadata: { namespace: tenant, name },
+        spec: {},
+      });
+    });
+    const times = await ready;
+    const convergeMs = Math.max(...times);
+    await untilCaughtUp(operator, 10 * 60_000);
+    const rssConvergedMb = await operator.rssMb();
+    const heapConvergedMb = sample(await operator.metrics(), "nodejs_heap_size_used_bytes") / 2 ** 20;
+    console.log(
+      `  Ready in ${(convergeMs / 1000).toFixed(1)} s (p50 ${(percentile(times, 50) / 1000).toFixed(1)} s), RSS ${rssConvergedMb.toFixed(0)} MB`,
+    );
+
+    const writesBefore = await apiServerWrites(client);
+    const cpuBefore = await operator.cpuSeconds();
+    await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+    const cpuPercent = (((await operator.cpuSeconds()) - cpuBefore) / idleSeconds) * 100;
+    const idle = { cpuPercent, ...writesBetween(writesBefore, await apiServerWrites(client)) };
+    console.log(
+      `  idle ${idleSeconds} s: CPU ${cpuPercent.toFixed(2)} %, writes ${JSON.stringify(idle.writes)}`,
+    );
+
+    await operator.stop();
+    const listBaselineMs = await listBaseline(client, config.OPERATOR_NAMESPACE);
+    const beforeRestart = await apiServerWrites(client);
+    const restartedAt = performance.now();
+    operator = await OperatorProcess.start(env);
+    while (!(await operator.ready())) await new Promise((resolve) => setTimeout(resolve, 50));
+    const readyMs = performance.now() - restartedAt;
+    await untilCaughtUp(operator, 10 * 60_000);
+    const caughtUpMs = performance.now() - restartedAt;
+    const restartWrites = writesBetween(beforeRestart, await apiServerWrites(client));
+    const brokerCommands = sample(await operator.metrics(), "iot_broker_commands_total");
+    const rssMb = await operator.rssMb();
+    const probe = names[0] as string;
+    const disabledAt = performance.now();
+    await client.apply(Resource.device, {
+      apiVersion: API_VERSION,
+      kind: "Device",
+      metadata: { namespace: tenant, name: probe },
+      spec: { enabled: false },
+    });
+    while (isReady(await client.get(Resource.device, { namespace: tenant, name: probe })))
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    const reactMs = performance.now() - disabledAt;
+    console.log(
+      `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, broker commands ${brokerCommands}, reacts in ${reactMs.toFixed(0)} ms`,
+    );
+    return {
+      devices: summarize(times),
+      convergeMs,
+      rssBeforeMb,
+      rssConvergedMb,
+      heapConvergedMb,
+      idle,
+      restart: { readyMs, caughtUpMs, ...restartWrites, brokerCommands, reactMs, rssMb, listBaselineMs },
+      loadAverage: loadavg()[0] ?? 0,
+    };
+  } finally {
+    await operator?.stop();
+    await stack.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  killServersOnSignal();
+  const runs: Run[] = [];
+  for (let r = 0; r < runCount; r++) runs.push(await oneRun(r));
+  const s = (ms: number) => ms / 1000;
+  const figures = [
+    spread(
+      `${deviceCount} Devices in one tenant to Ready, operator process`,
+      "s",
+      runs.map((run) => s(run.convergeMs)),
+    ),
+    spread(
+      "a Device's time to Ready, p50",
+      "s",
+      runs.map((run) => s(run.devices.p50)),
+    ),
+    spread(
+      "a Device's time to Ready, p99",
+      "s",
+      runs.map((run) => s(run.devices.p99)),
+    ),
+    spread(
+      `operator RSS with ${deviceCount} Devices converged`,
+      "MB",
+      runs.map((run) => run.rssConvergedMb),
+    ),
+    spread(
+      "operator RSS: converged ÷ before any Device",
+      "×",
+      runs.map((run) => run.rssConvergedMb / run.rssBeforeMb),
+    ),
+    spread(
+      `operator CPU while idle (${idleSeconds} s window)`,
+      "% of a core",
+      runs.map((run) => run.idle.cpuPercent),
+    ),
+    spread(
+      "API writes while idle, lease renewals apart",
+      "writes",
+      runs.map((run) => total(run.idle.writes)),
+    ),
+    spread(
+      "restart: seconds until /readyz",
+      "s",
+      runs.map((run) => s(run.restart.readyMs)),
+    ),
+    spread(
+      "restart: seconds until caught up (queues empty)",
+      "s",
+      runs.map((run) => s(run.restart.caughtUpMs)),
+    ),
+    spread(
+      "restart: caught up ÷ listing the cached objects alone",
+      "×",
+      runs.map((run) => run.restart.caughtUpMs / run.restart.listBaselineMs),
+    ),
+    spread(
+      "restart: API writes until caught up, lease renewals apart",
+      "writes",
+      runs.map((run) => total(run.restart.writes)),
+    ),
+    spread(
+      "restart: broker commands until caught up",
+      "commands",
+      runs.map((run) => run.restart.brokerCommands),
+    ),
+    spread(
+      "restart: a Device disabled right after catch-up shows Ready=False",
+      "ms",
+      runs.map((run) => run.restart.reactMs),
+    ),
+  ];
+  console.log("\n| figure | median | min–max |\n|---|---|---|");
+  for (const figure of figures)
+    console.log(
+      `| ${figure.label} | ${figure.median.toFixed(2)} ${figure.unit} | ${figure.min.toFixed(2)}–${figure.max.toFixed(2)} |`,
+    );
+  console.log(
+    `load average at the end of each run: ${runs.map((run) => run.loadAverage.toFixed(2)).join(", ")}`,
+  );
+  // Every run in full, also when there are too few runs for a results file.
+  console.log(JSON.stringify(runs));
+  const out = await writeResults(repoRoot, {
+    benchmark: "operator-scale",
+    parameters: { devices: deviceCount, runs: runCount, idleSeconds },
+    runs,
+    figures,
+  });
+  console.log(`\nwrote ${out}`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});
