@@ -70,6 +70,7 @@ describe("the committed results", () => {
         "broker-provisioning",
         "cutoff-under-load",
         "device-import",
+        "nats-accounts",
         "tenant-provisioning",
       ].sort(),
     );
