@@ -1,18 +1,23 @@
-import { watchBrokerLog } from "../broker/admin-session.js";
+import { watchTopics } from "../broker/admin-session.js";
 import type { DynsecConnection } from "../broker/dynsec-client.js";
 import {
+  BROKER_LOG_TOPIC,
   type BrokerLogState,
   type BrokerSecurityEvent,
   foldBrokerLog,
   INITIAL_BROKER_LOG_STATE,
   parseBrokerLogLine,
 } from "../broker/log-events.js";
+import { parseTamperReport, parseTamperReportTopic, TAMPER_REPORT_FILTERS } from "../broker/tamper-report.js";
+import { parseTenantObject, tenantPlacement } from "../controllers/parse.js";
 import { Resource } from "../controllers/resources.js";
-import { TENANT_LABEL } from "../desired/labels.js";
+import { QUARANTINE_ANNOTATION, TENANT_LABEL } from "../desired/labels.js";
+import { quarantineNote, quarantineOf, shouldQuarantine } from "../desired/quarantine.js";
 import { REVOCATION_LABEL } from "../desired/revocation.js";
+import { tenantNamespaces, tenantTopicRoot, topicRootConflict } from "../desired/tenant.js";
 import { sleep } from "../runtime/clock.js";
 import type { Informer } from "../runtime/informer.js";
-import type { KubeObject } from "../runtime/kube-object.js";
+import { type KubeObject, objectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import type { AuditEntry } from "./chain.js";
 import {
@@ -109,9 +114,13 @@ export class SecurityMonitor {
     const { logger, clock } = this.manager;
     await this.trail.start();
     for (const device of this.devices.list()) this.indexUsername(undefined, device);
-    const log = await watchBrokerLog(
+    const log = await watchTopics(
       this.broker,
-      (payload) => this.onBrokerLog(payload),
+      [BROKER_LOG_TOPIC, ...TAMPER_REPORT_FILTERS],
+      (message) =>
+        message.topic.startsWith("$SYS/")
+          ? this.onBrokerLog(message.payload.toString("utf8"))
+          : this.onTamperReport(message),
       (error) => logger.warn({ err: error }, "broker log subscription"),
     );
     this.running = true;
@@ -170,6 +179,85 @@ export class SecurityMonitor {
     const { state, events } = foldBrokerLog(this.brokerLog, line);
     this.brokerLog = state;
     this.observe(events.flatMap((event) => this.fromBroker(event)));
+  }
+
+  /**
+   * A device's report on its reserved topic. The topic names the reporter (no device may publish on
+   * another's), so the payload is only what happened. A retained copy is no new report.
+   */
+  private onTamperReport(message: { topic: string; payload: Buffer; retained: boolean }): void {
+    const { logger } = this.manager;
+    const place = parseTamperReportTopic(message.topic);
+    const reporter = place && !message.retained ? this.reporter(place) : undefined;
+    if (!reporter) return;
+    const device = objectKey(reporter.device.metadata);
+    const parsed = parseTamperReport(message.payload);
+    if (!parsed.ok) {
+      logger.warn({ device, problem: parsed.problem }, "tamper report refused");
+      return;
+    }
+    const { report } = parsed;
+    const event: SecurityEvent = {
+      kind: "TamperReported",
+      source: "broker",
+      type: "Warning",
+      regarding: reporter.device,
+      device,
+      tenant: reporter.tenant.metadata.name,
+      note: `the device reported ${report.type}${report.message ? `: ${report.message}` : ""}`,
+      detail: {
+        type: report.type,
+        ...(report.observedAt ? { observedAt: report.observedAt } : {}),
+        ...(report.message ? { message: report.message } : {}),
+      },
+    };
+    this.observe([event]);
+    const quarantine = shouldQuarantine({
+      kind: event.kind,
+      quarantineOn: reporter.tenant.spec.devicePolicy?.quarantineOn,
+      quarantined: quarantineOf(reporter.device) !== undefined,
+    });
+    if (quarantine) void this.quarantine(reporter.device, event);
+  }
+
+  /**
+   * The Device of a reserved topic: the one of that name in the namespaces of the Tenant that holds
+   * the root (a Tenant whose root conflicts holds nothing on the broker), with broker credentials.
+   */
+  private reporter(place: { topicRoot: string; device: string }) {
+    const placements = this.tenants.list().map(tenantPlacement);
+    const owner = placements.find(
+      (t) => tenantTopicRoot(t) === place.topicRoot && !topicRootConflict(t, placements),
+    );
+    if (!owner) return undefined;
+    const name = owner.metadata.name;
+    const devices = tenantNamespaces(owner).flatMap((namespace) => {
+      const device = this.devices.get(objectKey({ namespace, name: place.device }));
+      const owned = this.namespaces.get(namespace)?.metadata.labels?.[TENANT_LABEL] === name;
+      const provisioned = (device as { status?: { username?: string } } | undefined)?.status?.username;
+      return device && owned && provisioned ? [device] : [];
+    });
+    const tenant = this.tenants.get(name);
+    if (devices.length !== 1 || !devices[0] || !tenant) return undefined;
+    try {
+      return { device: devices[0], tenant: parseTenantObject(tenant) };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Recorded on the Device, where the Device reconciler acts on it and it outlives this replica. */
+  private async quarantine(device: KubeObject, event: SecurityEvent): Promise<void> {
+    const note = quarantineNote(event.kind, event.note, new Date(this.manager.clock.now()));
+    try {
+      await this.manager.client.mergePatch(
+        Resource.device,
+        { namespace: device.metadata.namespace ?? "", name: device.metadata.name },
+        { metadata: { annotations: { [QUARANTINE_ANNOTATION]: note } } },
+      );
+    } catch (error) {
+      this.manager.logger.error({ err: error, device: event.device }, "quarantine not recorded");
+    }
   }
 
   /** A broker event as a security event of its Device; connects and disconnects of no Device (the admin's) are none. */
