@@ -17,7 +17,8 @@ import { REVOCATION_LABEL } from "../desired/revocation.js";
 import { tenantNamespaces, tenantTopicRoot, topicRootConflict } from "../desired/tenant.js";
 import { sleep } from "../runtime/clock.js";
 import type { Informer } from "../runtime/informer.js";
-import { type KubeObject, objectKey } from "../runtime/kube-object.js";
+import { KubeApiError } from "../runtime/kube-client.js";
+import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import type { AuditEntry } from "./chain.js";
 import {
@@ -55,6 +56,8 @@ export class SecurityMonitor {
   private readonly presence: PresenceWriter;
   /** Broker username → `namespace/name` of its Device, from Device status. */
   private readonly usernames = new Map<string, string>();
+  /** Quarantines to record on their Device (`namespace/name` → why), written at the next tick and retried until written. */
+  private readonly quarantines = new Map<string, string>();
   private brokerLog: BrokerLogState = INITIAL_BROKER_LOG_STATE;
   private running = false;
   private wake: () => void = () => undefined;
@@ -217,7 +220,13 @@ export class SecurityMonitor {
       quarantineOn: reporter.tenant.spec.devicePolicy?.quarantineOn,
       quarantined: quarantineOf(reporter.device) !== undefined,
     });
-    if (quarantine) void this.quarantine(reporter.device, event);
+    if (quarantine && !this.quarantines.has(device)) {
+      this.quarantines.set(
+        device,
+        quarantineNote(event.kind, event.note, new Date(this.manager.clock.now())),
+      );
+      this.wake();
+    }
   }
 
   /**
@@ -246,17 +255,24 @@ export class SecurityMonitor {
     }
   }
 
-  /** Recorded on the Device, where the Device reconciler acts on it and it outlives this replica. */
-  private async quarantine(device: KubeObject, event: SecurityEvent): Promise<void> {
-    const note = quarantineNote(event.kind, event.note, new Date(this.manager.clock.now()));
-    try {
-      await this.manager.client.mergePatch(
-        Resource.device,
-        { namespace: device.metadata.namespace ?? "", name: device.metadata.name },
-        { metadata: { annotations: { [QUARANTINE_ANNOTATION]: note } } },
-      );
-    } catch (error) {
-      this.manager.logger.error({ err: error, device: event.device }, "quarantine not recorded");
+  /**
+   * Recorded on the Device, where the Device reconciler acts on it and it outlives this replica. A
+   * Device gone meanwhile (404) needs none; other failures are retried at the next tick.
+   */
+  private async recordQuarantines(): Promise<void> {
+    for (const [key, note] of this.quarantines) {
+      const { namespace = "", name } = parseObjectKey(key);
+      try {
+        await this.manager.client.mergePatch(
+          Resource.device,
+          { namespace, name },
+          { metadata: { annotations: { [QUARANTINE_ANNOTATION]: note } } },
+        );
+        this.quarantines.delete(key);
+      } catch (error) {
+        if (error instanceof KubeApiError && error.code === 404) this.quarantines.delete(key);
+        else this.manager.logger.error({ err: error, device: key }, "quarantine not recorded yet; retrying");
+      }
     }
   }
 
@@ -294,6 +310,8 @@ export class SecurityMonitor {
   }
 
   private async tick(): Promise<void> {
+    // The cut-off first: Events and presence may wait on the API server's rate limit.
+    await this.recordQuarantines();
     const now = this.manager.clock.now();
     for (const { value, count } of this.brokerAudit.take(now))
       this.trail.append({ ...value, ...(count > 1 ? { count } : {}) });
