@@ -480,6 +480,43 @@ describe("tamper reports and quarantine", () => {
     expect(await annotationOf(tenant, "meter")).not.toContain(QUARANTINE_ANNOTATION);
   }, 300_000);
 
+  it("does not quarantine a released device again from a retained copy of its report after a restart", async () => {
+    const trail = await newTrail();
+    let operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("ret");
+    await applyReadyTenant(tenant, QUARANTINING);
+    await applyDevice(tenant, "meter");
+    await applyDevice(tenant, "witness");
+    await readyDevice(tenant, "meter");
+    await readyDevice(tenant, "witness");
+    const meter = await connectWithCertificate(await deviceTls(tenant, "meter"));
+    open.push(meter);
+    const { topic, payload } = report(tenant, "meter");
+    expect(await publishCode(meter, topic, payload, true)).toBe(0);
+    await deviceReadyReason(tenant, "meter", "Quarantined");
+    await release(tenant, "meter");
+    await readyDevice(tenant, "meter");
+
+    await stopped(operator);
+    operator = await startAuditedOperator(trail);
+    // The broker sends the retained copy right after the new operator subscribes, so before any
+    // later fresh report; once a fresh one has quarantined the witness, the copy has been seen.
+    const witness = await connectWithCertificate(await deviceTls(tenant, "witness"));
+    open.push(witness);
+    const fresh = report(tenant, "witness");
+    await eventually(
+      "a fresh report quarantined the witness",
+      async () => {
+        expect(await publishCode(witness, fresh.topic, fresh.payload)).toBe(0);
+        return (await annotationOf(tenant, "witness")).includes(QUARANTINE_ANNOTATION) ? true : undefined;
+      },
+      60_000,
+    );
+    await deviceReadyReason(tenant, "witness", "Quarantined");
+    await readyDevice(tenant, "meter");
+    expect(await annotationOf(tenant, "meter")).not.toContain(QUARANTINE_ANNOTATION);
+  }, 300_000);
+
   it("lets no device report for a sibling: a forged report is refused by the broker and quarantines nobody but its sender", async () => {
     const trail = await newTrail();
     const operator = await startAuditedOperator(trail);
