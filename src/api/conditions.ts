@@ -50,6 +50,8 @@ export const ConditionReason = {
   Suspended: "Suspended",
   /** spec.enabled of the device is false: it is cut off from the broker. */
   Disabled: "Disabled",
+  /** The device reported tampering (or an admin quarantined it): cut off and its credentials revoked until released. */
+  Quarantined: "Quarantined",
   /** The Device's namespace belongs to no Tenant. */
   TenantNotFound: "TenantNotFound",
   /** The tenant already has spec.devices.maxDevices devices. */

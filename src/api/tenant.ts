@@ -22,6 +22,8 @@ import { ageColumn, objectMetaSchema, type ResourceDefinition, readyColumn } fro
 import { DEFAULT_TOPIC_ROOT_PREFIX, TOPIC_ROOT_MAX_LENGTH, topicRootSchema } from "./topics.js";
 
 export const TENANT_MAX_NAMESPACES = 16;
+/** Security event kinds a Tenant's devicePolicy can quarantine a device on (see src/desired/quarantine.ts). */
+export const QUARANTINE_TRIGGERS = ["TamperReported"] as const;
 const QUOTA_MAX_RESOURCES = 32;
 
 const adminSchema = kube(
@@ -188,6 +190,20 @@ export const tenantSpecSchema = z
       .describe(
         "A ResourceQuota put into each of the tenant's namespaces; the Device count is capped by maxDevices.",
       ),
+    devicePolicy: z
+      .object({
+        quarantineOn: setList(z.array(z.enum(QUARANTINE_TRIGGERS)).max(QUARANTINE_TRIGGERS.length))
+          .optional()
+          .describe(
+            "Security events that quarantine the device they come from: it is cut off from the broker, its " +
+              "certificate revoked or its password discarded, and Ready=False with reason Quarantined, until " +
+              "an admin removes the annotation 'iot.tenant-operator.io/quarantined' from the Device. " +
+              "TamperReported: the device published a report on its reserved topic " +
+              "'<topicRoot>/devices/<device>/security/report'. Default: none (events are only recorded).",
+          ),
+      })
+      .optional()
+      .describe("What the operator does to a device on its own when the device reports a security incident."),
     suspended: z
       .boolean()
       .default(false)

@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { API_VERSION } from "../api/group.js";
-import { DEVICE_FINALIZER, ROTATE_PASSWORD_ANNOTATION, TENANT_LABEL } from "../desired/labels.js";
+import {
+  DEVICE_FINALIZER,
+  QUARANTINE_ANNOTATION,
+  ROTATE_PASSWORD_ANNOTATION,
+  TENANT_LABEL,
+} from "../desired/labels.js";
 import { REVOCATION_KEY } from "../desired/revocation.js";
 import type { KubeObject } from "../runtime/kube-object.js";
 import { deviceSecurityEvents, revocationSecurityEvents, tenantSecurityEvents } from "./cluster-events.js";
@@ -51,6 +56,20 @@ describe("deviceSecurityEvents", () => {
     ],
     ["disabled", device(), device({ spec: { enabled: false } }), ["DeviceDisabled"]],
     ["enabled again", device({ spec: { enabled: false } }), device(), ["DeviceEnabled"]],
+    [
+      "quarantined",
+      device(),
+      device({}, { annotations: { [QUARANTINE_ANNOTATION]: "TamperReported at …" } }),
+      ["DeviceQuarantined"],
+    ],
+    [
+      "still quarantined: no new event",
+      device({}, { annotations: { [QUARANTINE_ANNOTATION]: "a" } }),
+      device({}, { annotations: { [QUARANTINE_ANNOTATION]: "a" } }),
+      [],
+    ],
+    ["released", device({}, { annotations: { [QUARANTINE_ANNOTATION]: "a" } }), device(), ["DeviceReleased"]],
+    ["quarantine is no refusal", device(), device(ready("Quarantined")), []],
     ["refused by the operator", device(), device(ready("DeviceNameTaken", "taken")), ["AdmissionRefused"]],
     ["still refused: no new event", device(ready("DeviceNameTaken")), device(ready("DeviceNameTaken")), []],
     ["disabled is no refusal", device(), device(ready("Disabled")), []],

@@ -1,5 +1,6 @@
 import { ConditionReason } from "../api/conditions.js";
 import { DEVICE_FINALIZER, ROTATE_PASSWORD_ANNOTATION } from "../desired/labels.js";
+import { quarantineOf } from "../desired/quarantine.js";
 import { parseRevocations, REVOCATION_KEY } from "../desired/revocation.js";
 import type { KubeObject } from "../runtime/kube-object.js";
 
@@ -33,6 +34,12 @@ export const SecurityEventKind = {
   Disconnected: "Disconnected",
   AuthenticationRefused: "AuthenticationRefused",
   SessionTakenOver: "SessionTakenOver",
+  /** The device reported a security incident on its reserved topic (src/broker/tamper-report.ts). */
+  TamperReported: "TamperReported",
+  /** The quarantine annotation was set: by the Tenant's devicePolicy, or by an admin. */
+  DeviceQuarantined: "DeviceQuarantined",
+  /** The quarantine annotation was removed: an admin released the device. */
+  DeviceReleased: "DeviceReleased",
 } as const;
 export type SecurityEventKind = (typeof SecurityEventKind)[keyof typeof SecurityEventKind];
 
@@ -133,6 +140,15 @@ export function deviceSecurityEvents(
         ? event("DeviceDisabled", "Normal", "Device disabled: cut off from the broker")
         : event("DeviceEnabled", "Normal", "Device enabled again"),
     );
+  const [wasQuarantined, isQuarantined] = [quarantineOf(before), quarantineOf(after)];
+  if (wasQuarantined === undefined && isQuarantined !== undefined)
+    events.push(
+      event("DeviceQuarantined", "Warning", `Device quarantined: ${isQuarantined}`, {
+        reason: isQuarantined,
+      }),
+    );
+  if (wasQuarantined !== undefined && isQuarantined === undefined)
+    events.push(event("DeviceReleased", "Normal", "Device released from quarantine"));
   const [oldSerial, newSerial] = [
     was.status?.certificate?.serialNumber,
     is.status?.certificate?.serialNumber,

@@ -6,7 +6,15 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createCA, issueCertificate } from "../../test/harness/pki.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
-import { connectWithCertificate, connectWithPassword, tlsFromFiles } from "../../test/support/mqtt.js";
+import {
+  brokerEntriesOf,
+  connectWithCertificate,
+  connectWithPassword,
+  NOT_AUTHORIZED,
+  publishCode,
+  refusedAsRevoked,
+  tlsFromFiles,
+} from "../../test/support/mqtt.js";
 import {
   applyDevice,
   applyManifest,
@@ -19,7 +27,9 @@ import {
   startTestOperator,
 } from "../../test/support/operator.js";
 import { API_VERSION } from "../api/group.js";
+import { tamperReportTopic } from "../broker/tamper-report.js";
 import { main, processIo } from "../cli/main.js";
+import { QUARANTINE_ANNOTATION } from "../desired/labels.js";
 import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
 import { type RunningOperator, startOperator } from "../operator.js";
@@ -362,5 +372,181 @@ describe("security events, the audit trail and presence", () => {
       line: 1,
       problem: expect.stringMatching(/^removed: seq 0\.\./),
     });
+  }, 300_000);
+});
+
+describe("tamper reports and quarantine", () => {
+  const QUARANTINING = { devicePolicy: { quarantineOn: ["TamperReported"] } };
+  const report = (tenant: string, device: string) => ({
+    topic: tamperReportTopic(`tenants/${tenant}`, device),
+    payload: JSON.stringify({ type: "enclosureOpened", message: "lid switch" }),
+  });
+  const annotationOf = async (tenant: string, device: string) =>
+    (await kubectl(["get", "device", device, "-n", tenant, "-o", `jsonpath={.metadata.annotations}`])).stdout;
+  const dropped = (client: MqttClient, what: string) => until(what, async () => !client.connected);
+  const release = async (tenant: string, device: string) =>
+    expect(
+      (await kubectl(["annotate", "device", device, "-n", tenant, `${QUARANTINE_ANNOTATION}-`])).ok,
+    ).toBe(true);
+
+  it("quarantines a device that reports tampering where the Tenant asks: dropped, credentials revoked, Ready=False Quarantined, through a restart, until an admin releases it", async () => {
+    const trail = await newTrail();
+    let operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("qua");
+    await applyReadyTenant(tenant, QUARANTINING);
+    await applyDevice(tenant, "meter");
+    await applyDevice(tenant, "pump", { authentication: { type: "password" } });
+    const before = await readyDevice(tenant, "meter");
+    const pump = await readyDevice(tenant, "pump");
+    const tls = await deviceTls(tenant, "meter");
+    const password = (await secretData(tenant, "pump-mqtt")).password ?? "";
+    const meter = await connectWithCertificate(tls);
+    const pumpClient = await connectWithPassword(pump.username ?? "", password);
+    open.push(meter, pumpClient);
+
+    for (const [client, name] of [
+      [meter, "meter"],
+      [pumpClient, "pump"],
+    ] as const) {
+      const { topic, payload } = report(tenant, name);
+      expect(await publishCode(client, topic, payload)).toBe(0);
+    }
+    // Recorded: Event, counter; then quarantined: connection cut, Ready=False Quarantined.
+    await eventWithReason(tenant, "meter", "TamperReported");
+    await eventWithReason(tenant, "pump", "TamperReported");
+    await until("reports counted", async () => (await counter(operator, tenant, "TamperReported")) === 2);
+    await deviceReadyReason(tenant, "meter", "Quarantined");
+    await deviceReadyReason(tenant, "pump", "Quarantined");
+    await eventWithReason(tenant, "meter", "DeviceQuarantined");
+    await dropped(meter, "meter's connection dropped");
+    await dropped(pumpClient, "pump's connection dropped");
+    expect(await annotationOf(tenant, "meter")).toContain("TamperReported at");
+    // Credentials revoked: the certificate is on the CRL, the password refused, both Secrets gone.
+    await eventually("meter's certificate refused as revoked", () => refusedAsRevoked(tls), 60_000);
+    await expect(connectWithPassword(pump.username ?? "", password)).rejects.toThrow(/[Nn]ot authori[sz]ed/);
+    for (const name of ["meter-mqtt", "pump-mqtt"])
+      expect((await kubectl(["get", "secret", name, "-n", tenant])).stderr).toMatch(/NotFound/);
+
+    // The quarantine is in the API, not in the operator: a new operator keeps both cut off.
+    await stopped(operator);
+    operator = await startAuditedOperator(trail);
+    // A Device provisioned by the new operator shows it synced the broker and reconciled the tenant.
+    await applyDevice(tenant, "witness");
+    await readyDevice(tenant, "witness");
+    expect((await brokerEntriesOf(tenant)).clients).toEqual([`iot:${tenant}:witness`]);
+    await deviceReadyReason(tenant, "meter", "Quarantined");
+    expect(await refusedAsRevoked(tls)).toBe(true);
+    await expect(connectWithPassword(pump.username ?? "", password)).rejects.toThrow(/[Nn]ot authori[sz]ed/);
+
+    // Release: the admin removes the annotation; the devices come back with new credentials.
+    await release(tenant, "meter");
+    await release(tenant, "pump");
+    const after = await readyDevice(tenant, "meter");
+    await readyDevice(tenant, "pump");
+    await eventWithReason(tenant, "meter", "DeviceReleased");
+    expect(after.certificate?.serialNumber).toBeDefined();
+    expect(after.certificate?.serialNumber).not.toBe(before.certificate?.serialNumber);
+    open.push(await connectWithCertificate(await deviceTls(tenant, "meter")));
+    const newPassword = (await secretData(tenant, "pump-mqtt")).password ?? "";
+    expect(newPassword).not.toBe(password);
+    open.push(await connectWithPassword(pump.username ?? "", newPassword));
+
+    await stopped(operator);
+    const all = await records(trail.file);
+    const kinds = new Set(all.filter((r) => r.device === `${tenant}/meter`).map((r) => r.kind));
+    expect([...kinds]).toEqual(
+      expect.arrayContaining(["TamperReported", "DeviceQuarantined", "CredentialsRevoked", "DeviceReleased"]),
+    );
+    const tamper = all.find((r) => r.kind === "TamperReported" && r.device === `${tenant}/meter`);
+    expect(tamper?.detail).toMatchObject({ type: "enclosureOpened", message: "lid switch" });
+  }, 300_000);
+
+  it("only records a tamper report where the Tenant has no quarantine policy", async () => {
+    const trail = await newTrail();
+    const operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("rec");
+    await applyReadyTenant(tenant);
+    await applyDevice(tenant, "meter");
+    await readyDevice(tenant, "meter");
+    const meter = await connectWithCertificate(await deviceTls(tenant, "meter"));
+    open.push(meter);
+    const { topic, payload } = report(tenant, "meter");
+    expect(await publishCode(meter, topic, payload)).toBe(0);
+    await eventWithReason(tenant, "meter", "TamperReported");
+    expect(await counter(operator, tenant, "TamperReported")).toBe(1);
+    // Recorded only: still Ready, still connected, no quarantine annotation.
+    await readyDevice(tenant, "meter");
+    expect(meter.connected).toBe(true);
+    expect(await publishCode(meter, `tenants/${tenant}/devices/meter/readings`, "1")).toBe(0);
+    expect(await annotationOf(tenant, "meter")).not.toContain(QUARANTINE_ANNOTATION);
+  }, 300_000);
+
+  it("does not quarantine a released device again from a retained copy of its report after a restart", async () => {
+    const trail = await newTrail();
+    let operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("ret");
+    await applyReadyTenant(tenant, QUARANTINING);
+    await applyDevice(tenant, "meter");
+    await applyDevice(tenant, "witness");
+    await readyDevice(tenant, "meter");
+    await readyDevice(tenant, "witness");
+    const meter = await connectWithCertificate(await deviceTls(tenant, "meter"));
+    open.push(meter);
+    const { topic, payload } = report(tenant, "meter");
+    expect(await publishCode(meter, topic, payload, true)).toBe(0);
+    await deviceReadyReason(tenant, "meter", "Quarantined");
+    await release(tenant, "meter");
+    await readyDevice(tenant, "meter");
+
+    await stopped(operator);
+    operator = await startAuditedOperator(trail);
+    // The broker sends the retained copy right after the new operator subscribes, so before any
+    // later fresh report; once a fresh one has quarantined the witness, the copy has been seen.
+    const witness = await connectWithCertificate(await deviceTls(tenant, "witness"));
+    open.push(witness);
+    const fresh = report(tenant, "witness");
+    await eventually(
+      "a fresh report quarantined the witness",
+      async () => {
+        expect(await publishCode(witness, fresh.topic, fresh.payload)).toBe(0);
+        return (await annotationOf(tenant, "witness")).includes(QUARANTINE_ANNOTATION) ? true : undefined;
+      },
+      60_000,
+    );
+    await deviceReadyReason(tenant, "witness", "Quarantined");
+    await readyDevice(tenant, "meter");
+    expect(await annotationOf(tenant, "meter")).not.toContain(QUARANTINE_ANNOTATION);
+  }, 300_000);
+
+  it("lets no device report for a sibling: a forged report is refused by the broker and quarantines nobody but its sender", async () => {
+    const trail = await newTrail();
+    const operator = await startAuditedOperator(trail);
+    const tenant = uniqueName("frg");
+    await applyReadyTenant(tenant, QUARANTINING);
+    // The attacker may publish anywhere in the tenant's tree.
+    await applyDevice(tenant, "attacker", { topics: { publish: ["#"], subscribe: [] } });
+    await applyDevice(tenant, "victim");
+    await readyDevice(tenant, "attacker");
+    await readyDevice(tenant, "victim");
+    const attacker = await connectWithCertificate(await deviceTls(tenant, "attacker"));
+    const victim = await connectWithCertificate(await deviceTls(tenant, "victim"));
+    open.push(attacker, victim);
+
+    const forged = report(tenant, "victim");
+    expect(await publishCode(attacker, forged.topic, forged.payload)).toBe(NOT_AUTHORIZED);
+    // Positive twin: the grant still reaches the rest of the victim's subtree.
+    expect(await publishCode(attacker, `tenants/${tenant}/devices/victim/readings`, "1")).toBe(0);
+    // The payload names no one: a report on the sender's own topic that mentions the victim is the sender's.
+    const own = report(tenant, "attacker");
+    expect(
+      await publishCode(attacker, own.topic, JSON.stringify({ type: "other", message: "victim was opened" })),
+    ).toBe(0);
+    await deviceReadyReason(tenant, "attacker", "Quarantined");
+    await dropped(attacker, "the attacker's connection dropped");
+    expect(await counter(operator, tenant, "TamperReported")).toBe(1);
+    await readyDevice(tenant, "victim");
+    expect(victim.connected).toBe(true);
+    expect(await annotationOf(tenant, "victim")).not.toContain(QUARANTINE_ANNOTATION);
+    expect((await eventsOf(tenant, "victim")).map((e) => e.reason)).not.toContain("TamperReported");
   }, 300_000);
 });

@@ -1,18 +1,24 @@
-import { watchBrokerLog } from "../broker/admin-session.js";
+import { watchTopics } from "../broker/admin-session.js";
 import type { DynsecConnection } from "../broker/dynsec-client.js";
 import {
+  BROKER_LOG_TOPIC,
   type BrokerLogState,
   type BrokerSecurityEvent,
   foldBrokerLog,
   INITIAL_BROKER_LOG_STATE,
   parseBrokerLogLine,
 } from "../broker/log-events.js";
+import { parseTamperReport, parseTamperReportTopic, TAMPER_REPORT_FILTERS } from "../broker/tamper-report.js";
+import { parseTenantObject, tenantPlacement } from "../controllers/parse.js";
 import { Resource } from "../controllers/resources.js";
-import { TENANT_LABEL } from "../desired/labels.js";
+import { QUARANTINE_ANNOTATION, TENANT_LABEL } from "../desired/labels.js";
+import { quarantineNote, quarantineOf, shouldQuarantine } from "../desired/quarantine.js";
 import { REVOCATION_LABEL } from "../desired/revocation.js";
+import { tenantNamespaces, tenantTopicRoot, topicRootConflict } from "../desired/tenant.js";
 import { sleep } from "../runtime/clock.js";
 import type { Informer } from "../runtime/informer.js";
-import type { KubeObject } from "../runtime/kube-object.js";
+import { KubeApiError } from "../runtime/kube-client.js";
+import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import type { AuditEntry } from "./chain.js";
 import {
@@ -50,6 +56,8 @@ export class SecurityMonitor {
   private readonly presence: PresenceWriter;
   /** Broker username → `namespace/name` of its Device, from Device status. */
   private readonly usernames = new Map<string, string>();
+  /** Quarantines to record on their Device (`namespace/name` → why), written at the next tick and retried until written. */
+  private readonly quarantines = new Map<string, string>();
   private brokerLog: BrokerLogState = INITIAL_BROKER_LOG_STATE;
   private running = false;
   private wake: () => void = () => undefined;
@@ -57,7 +65,7 @@ export class SecurityMonitor {
   constructor(
     private readonly manager: Manager,
     private readonly trail: AuditTrail,
-    /** Mosquitto's admin connection, for its $SYS log; absent: no broker events (NATS's are not read yet). */
+    /** Mosquitto's admin connection, for its $SYS log and tamper reports; absent: neither (NATS's are not read yet). */
     private readonly broker: DynsecConnection | undefined,
     operatorNamespace: string,
   ) {
@@ -112,9 +120,13 @@ export class SecurityMonitor {
     for (const device of this.devices.list()) this.indexUsername(undefined, device);
     const log =
       this.broker &&
-      (await watchBrokerLog(
+      (await watchTopics(
         this.broker,
-        (payload) => this.onBrokerLog(payload),
+        [BROKER_LOG_TOPIC, ...TAMPER_REPORT_FILTERS],
+        (message) =>
+          message.topic.startsWith("$SYS/")
+            ? this.onBrokerLog(message.payload.toString("utf8"))
+            : this.onTamperReport(message),
         (error) => logger.warn({ err: error }, "broker log subscription"),
       ));
     this.running = true;
@@ -175,6 +187,98 @@ export class SecurityMonitor {
     this.observe(events.flatMap((event) => this.fromBroker(event)));
   }
 
+  /**
+   * A device's report on its reserved topic. The topic names the reporter (no device may publish on
+   * another's), so the payload is only what happened. A retained copy is no new report.
+   */
+  private onTamperReport(message: { topic: string; payload: Buffer; retained: boolean }): void {
+    const { logger } = this.manager;
+    const place = parseTamperReportTopic(message.topic);
+    const reporter = place && !message.retained ? this.reporter(place) : undefined;
+    if (!reporter) return;
+    const device = objectKey(reporter.device.metadata);
+    const parsed = parseTamperReport(message.payload);
+    if (!parsed.ok) {
+      logger.warn({ device, problem: parsed.problem }, "tamper report refused");
+      return;
+    }
+    const { report } = parsed;
+    const event: SecurityEvent = {
+      kind: "TamperReported",
+      source: "broker",
+      type: "Warning",
+      regarding: reporter.device,
+      device,
+      tenant: reporter.tenant.metadata.name,
+      note: `the device reported ${report.type}${report.message ? `: ${report.message}` : ""}`,
+      detail: {
+        type: report.type,
+        ...(report.observedAt ? { observedAt: report.observedAt } : {}),
+        ...(report.message ? { message: report.message } : {}),
+      },
+    };
+    this.observe([event]);
+    const quarantine = shouldQuarantine({
+      kind: event.kind,
+      quarantineOn: reporter.tenant.spec.devicePolicy?.quarantineOn,
+      quarantined: quarantineOf(reporter.device) !== undefined,
+    });
+    if (quarantine && !this.quarantines.has(device)) {
+      this.quarantines.set(
+        device,
+        quarantineNote(event.kind, event.note, new Date(this.manager.clock.now())),
+      );
+      this.wake();
+    }
+  }
+
+  /**
+   * The Device of a reserved topic: the one of that name in the namespaces of the Tenant that holds
+   * the root (a Tenant whose root conflicts holds nothing on the broker), with broker credentials.
+   */
+  private reporter(place: { topicRoot: string; device: string }) {
+    const placements = this.tenants.list().map(tenantPlacement);
+    const owner = placements.find(
+      (t) => tenantTopicRoot(t) === place.topicRoot && !topicRootConflict(t, placements),
+    );
+    if (!owner) return undefined;
+    const name = owner.metadata.name;
+    const devices = tenantNamespaces(owner).flatMap((namespace) => {
+      const device = this.devices.get(objectKey({ namespace, name: place.device }));
+      const owned = this.namespaces.get(namespace)?.metadata.labels?.[TENANT_LABEL] === name;
+      const provisioned = (device as { status?: { username?: string } } | undefined)?.status?.username;
+      return device && owned && provisioned ? [device] : [];
+    });
+    const tenant = this.tenants.get(name);
+    if (devices.length !== 1 || !devices[0] || !tenant) return undefined;
+    try {
+      return { device: devices[0], tenant: parseTenantObject(tenant) };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Recorded on the Device, where the Device reconciler acts on it and it outlives this replica. A
+   * Device gone meanwhile (404) needs none; other failures are retried at the next tick.
+   */
+  private async recordQuarantines(): Promise<void> {
+    for (const [key, note] of this.quarantines) {
+      const { namespace = "", name } = parseObjectKey(key);
+      try {
+        await this.manager.client.mergePatch(
+          Resource.device,
+          { namespace, name },
+          { metadata: { annotations: { [QUARANTINE_ANNOTATION]: note } } },
+        );
+        this.quarantines.delete(key);
+      } catch (error) {
+        if (error instanceof KubeApiError && error.code === 404) this.quarantines.delete(key);
+        else this.manager.logger.error({ err: error, device: key }, "quarantine not recorded yet; retrying");
+      }
+    }
+  }
+
   /** A broker event as a security event of its Device; connects and disconnects of no Device (the admin's) are none. */
   private fromBroker(event: BrokerSecurityEvent): SecurityEvent[] {
     const device = event.username === undefined ? undefined : this.usernames.get(event.username);
@@ -209,6 +313,8 @@ export class SecurityMonitor {
   }
 
   private async tick(): Promise<void> {
+    // The cut-off first: Events and presence may wait on the API server's rate limit.
+    await this.recordQuarantines();
     const now = this.manager.clock.now();
     for (const { value, count } of this.brokerAudit.take(now))
       this.trail.append({ ...value, ...(count > 1 ? { count } : {}) });

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import mqtt, { type MqttClient } from "mqtt";
 import { adminClientOptions, type DynsecConnection } from "./dynsec-client.js";
-import { BROKER_LOG_TOPIC } from "./log-events.js";
 
 /**
  * What the admin does on the broker as an ordinary MQTT client, outside the dynamic-security API:
@@ -77,19 +76,21 @@ async function retainedTopics(client: MqttClient, filter: string): Promise<strin
 }
 
 /**
- * Receives the broker's own log as it publishes it with `log_dest topic` (see log-events.ts for what
- * it holds) on a connection of its own that reconnects and re-subscribes by itself; `close` ends it.
+ * Receives what the broker publishes on `filters` (its own log, see log-events.ts; devices' tamper
+ * reports, see tamper-report.ts) on a connection of its own that reconnects and re-subscribes by
+ * itself; `close` ends it.
  */
-export async function watchBrokerLog(
+export async function watchTopics(
   connection: DynsecConnection,
-  onLine: (payload: string) => void,
+  filters: readonly string[],
+  onMessage: (message: { topic: string; payload: Buffer; retained: boolean }) => void,
   onError: (error: Error) => void,
 ): Promise<{ close(): Promise<void> }> {
   const client = mqtt.connect(await adminClientOptions(connection, { reconnectPeriod: 1_000 }));
   client.on("connect", () => {
-    client.subscribe(BROKER_LOG_TOPIC, { qos: 0 }, (error) => error && onError(error));
+    client.subscribe([...filters], { qos: 0 }, (error) => error && onError(error));
   });
-  client.on("message", (_topic, payload) => onLine(payload.toString("utf8")));
+  client.on("message", (topic, payload, packet) => onMessage({ topic, payload, retained: packet.retain }));
   client.on("error", onError);
   return { close: () => client.endAsync() };
 }

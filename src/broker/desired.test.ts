@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { BrokerDevice } from "./adapter.js";
 import {
   type Acl,
+  canonicalAcls,
   desiredDevice,
   gateName,
   gateTenant,
@@ -27,6 +28,17 @@ const receive = (topic: string): Acl => ({
   priority: 0,
   allow: true,
 });
+
+/** Every device's own reserved report topic, and no other device's, whatever its grant. */
+const reports = (root: string, device = "sensor-1"): Acl[] => [
+  {
+    acltype: "publishClientSend",
+    topic: `${root}/devices/${device}/security/report`,
+    priority: 2,
+    allow: true,
+  },
+  { acltype: "publishClientSend", topic: `${root}/devices/+/security/report`, priority: 1, allow: false },
+];
 
 describe("desiredDevice", () => {
   it.each([
@@ -65,10 +77,23 @@ describe("desiredDevice", () => {
       device: { ...base, topics: { publish: ["devices/sensor-1/readings"], subscribe: [] } },
       acls: [send("tenants/acme/devices/sensor-1/readings")],
     },
+    {
+      name: "a grant over the whole tree still reaches no other device's report topic",
+      device: { ...base, topics: { publish: ["#"], subscribe: [] } },
+      acls: [send("tenants/acme/#")],
+    },
+    {
+      name: "a grant that repeats a report topic is left out (dynsec keeps one ACL per topic and type)",
+      device: {
+        ...base,
+        topics: { publish: ["devices/sensor-1/security/report", "devices/+/security/report"], subscribe: [] },
+      },
+      acls: [],
+    },
   ])("$name", ({ device, acls }) => {
     const desired = desiredDevice("iot:", device);
     expect(desired.owner).toBe("iot:acme:sensor-1");
-    expect(desired.acls).toEqual(acls);
+    expect(desired.acls).toEqual(canonicalAcls([...acls, ...reports(device.topicRoot)]));
   });
 
   it.each([

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { BrokerDevice, DeviceRef } from "./adapter.js";
+import { tamperReportTopic, tamperReportTopicOfAnyDevice } from "./tamper-report.js";
 
 export interface Acl {
   /** dynsec ACL type, e.g. publishClientSend or subscribePattern. */
@@ -130,9 +131,18 @@ export function deviceAcls(
   // spec.topics, when given, is the whole grant (least privilege: it can be narrower than the
   // device's own subtree); without it the device has exactly its own subtree.
   const granted = topics ?? { publish: [ownSubtree(device)], subscribe: [ownSubtree(device)] };
-  const publish = granted.publish.map((filter) => `${topicRoot}/${filter}`);
+  // Every device may report on its own reserved topic and no device on another's, whatever its
+  // grant, so the topic of a tamper report names its reporter. dynsec checks higher priorities first
+  // and allows one ACL per topic and type, hence the grants that repeat these topics are left out.
+  const ownReport = tamperReportTopic(topicRoot, device);
+  const anyReport = tamperReportTopicOfAnyDevice(topicRoot);
+  const publish = granted.publish
+    .map((filter) => `${topicRoot}/${filter}`)
+    .filter((topic) => topic !== ownReport && topic !== anyReport);
   const subscribe = granted.subscribe.map((filter) => `${topicRoot}/${filter}`);
   return canonicalAcls([
+    { acltype: "publishClientSend", topic: ownReport, priority: 2, allow: true },
+    { acltype: "publishClientSend", topic: anyReport, priority: 1, allow: false },
     ...publish.map((topic): Acl => ({ acltype: "publishClientSend", topic, priority: 0, allow: true })),
     ...subscribe.flatMap((topic): Acl[] => [
       { acltype: "subscribePattern", topic, priority: 0, allow: true },

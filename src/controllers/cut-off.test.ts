@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { QUARANTINE_ANNOTATION } from "../desired/labels.js";
 import type { Change } from "../runtime/controller.js";
 import type { KubeObject } from "../runtime/kube-object.js";
 import { Priority } from "../runtime/work-queue.js";
@@ -16,6 +17,10 @@ const object = (spec: Record<string, unknown>, deletionTimestamp?: string) =>
     spec,
   }) as KubeObject;
 const gone = "2026-11-28T00:00:00Z";
+const quarantined = (o: KubeObject): KubeObject => ({
+  ...o,
+  metadata: { ...o.metadata, annotations: { [QUARANTINE_ANNOTATION]: "TamperReported at …" } },
+});
 const cutOff = Priority.cutOff;
 
 describe("deviceChangePriority", () => {
@@ -33,6 +38,8 @@ describe("deviceChangePriority", () => {
       { previous: object({ enabled: false }), current: object({ enabled: false, x: 1 }) },
       undefined,
     ],
+    ["quarantined", { previous: object({}), current: quarantined(object({ enabled: true })) }, cutOff],
+    ["released", { previous: quarantined(object({})), current: object({}) }, undefined],
     ["deletion started", { previous: object({}), current: object({}, gone) }, cutOff],
     [
       "finalizer removed while deleting",

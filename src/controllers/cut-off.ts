@@ -1,3 +1,4 @@
+import { quarantineOf } from "../desired/quarantine.js";
 import type { Change } from "../runtime/controller.js";
 import type { KubeObject } from "../runtime/kube-object.js";
 import { Priority } from "../runtime/work-queue.js";
@@ -11,9 +12,13 @@ type WithSpec = KubeObject & { spec?: { enabled?: unknown; suspended?: unknown }
 
 const deleting = (object: KubeObject) => object.metadata.deletionTimestamp !== undefined;
 
-/** Disabled, being deleted or gone: the Device must lose its access. */
+/** Disabled, quarantined, being deleted or gone: the Device must lose its access. */
 export const deviceChangePriority = (change: Change): number | undefined =>
-  cutsOff(change, (device) => deleting(device) || (device as WithSpec).spec?.enabled === false);
+  cutsOff(
+    change,
+    (device) =>
+      deleting(device) || (device as WithSpec).spec?.enabled === false || quarantineOf(device) !== undefined,
+  );
 
 /** Suspended, being deleted or gone: every device of the Tenant must lose its access. */
 export const tenantChangePriority = (change: Change): number | undefined =>

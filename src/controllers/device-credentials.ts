@@ -142,6 +142,21 @@ export class DeviceCredentialsIssuer {
     if (stale(issued)) await this.manager.client.delete(Resource.secret, target, { signal });
   }
 
+  /**
+   * Revokes everything a quarantined Device holds: its certificate (as on release) and the key pair
+   * or password mirrored into its namespace, so that a released Device gets new credentials.
+   */
+  async revoke(device: Parsed<Device>, tenant: string, signal: AbortSignal): Promise<void> {
+    await this.release(identityOf(device), tenant, undefined, signal);
+    const mirror = this.mirror(device);
+    if (mirror && ownedBy(mirror, device.metadata.uid))
+      await this.manager.client.delete(
+        Resource.secret,
+        { namespace: device.metadata.namespace, name: mirror.metadata.name },
+        { signal },
+      );
+  }
+
   private async issueCertificate(
     device: Parsed<Device>,
     tenant: Parsed<Tenant>,

@@ -16,7 +16,14 @@ import {
   type Refusal,
 } from "../desired/device-admission.js";
 import { type ConditionOutcome, deviceConditions } from "../desired/device-status.js";
-import { DEVICE_FINALIZER, DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, TENANT_LABEL } from "../desired/labels.js";
+import {
+  DEVICE_FINALIZER,
+  DEVICE_LABEL,
+  DEVICE_NAMESPACE_LABEL,
+  QUARANTINE_ANNOTATION,
+  TENANT_LABEL,
+} from "../desired/labels.js";
+import { quarantineOf } from "../desired/quarantine.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyStatusIfChanged } from "../runtime/apply.js";
 import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
@@ -215,7 +222,39 @@ export class DeviceReconciler implements TenantBroker {
       return undefined;
     }
     await ensureFinalizer(this.manager.client, Resource.device, observed, DEVICE_FINALIZER, context.signal);
+    const quarantine = quarantineOf(observed);
+    if (quarantine !== undefined) {
+      await this.quarantine(observed, device, tenant, quarantine, context);
+      return undefined;
+    }
     return this.provision(observed, device, tenant, context);
+  }
+
+  /**
+   * A quarantined Device: cut off (its live connection dropped), its credentials revoked, until an
+   * admin removes the annotation; it is then provisioned with new credentials like a new Device.
+   */
+  private async quarantine(
+    observed: KubeObject,
+    device: ParsedDevice,
+    tenant: ParsedTenant,
+    why: string,
+    context: ReconcileContext,
+  ): Promise<void> {
+    await this.broker.removeDevice({ tenant: tenant.metadata.name, device: observed.metadata.name });
+    await this.credentials.revoke(device, tenant.metadata.name, context.signal);
+    await this.writeStatus(observed, device, tenant, context, {
+      credentials: {
+        status: "False",
+        reason: ConditionReason.Quarantined,
+        message: `quarantined (${why}); credentials revoked; remove the annotation ${QUARANTINE_ANNOTATION} to release`,
+      },
+      broker: {
+        status: "True",
+        reason: ConditionReason.Reconciled,
+        message: "the broker holds the device cut off",
+      },
+    });
   }
 
   /** An admitted Device: credentials, then exactly its topics on the broker, then its status. */
@@ -304,7 +343,7 @@ export class DeviceReconciler implements TenantBroker {
       if (!tenant) return [];
       const verdicts = admitDevices(this.admission(tenant));
       return this.devicesOfTenant(tenant.metadata.name).flatMap((observed) => {
-        if (verdicts.get(observed.metadata.uid ?? "")) return [];
+        if (verdicts.get(observed.metadata.uid ?? "") || quarantineOf(observed) !== undefined) return [];
         const device = this.parsedOrUndefined(parseDeviceObject, observed);
         const credentials = device && this.credentials.current(device, tenant.metadata.name);
         return device && credentials ? [brokerDevice(device, tenant, credentials)] : [];

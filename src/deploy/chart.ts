@@ -657,6 +657,15 @@ function prometheusRule(): KubeObject {
                   "Tenant {{`{{ $labels.tenant }}`}} names a namespace, topic root, CA or admin of someone else",
               },
             },
+            {
+              alert: "IoTDeviceQuarantined",
+              expr: 'sum by (tenant) (increase(iot_security_events_total{kind="DeviceQuarantined"}[1h])) > 0',
+              labels: { severity: "critical" },
+              annotations: {
+                summary:
+                  "A device of tenant {{`{{ $labels.tenant }}`}} was quarantined (it reported tampering): it stays cut off until an admin releases it",
+              },
+            },
           ],
         },
       ],

@@ -54,6 +54,16 @@ describe("deviceConditions", () => {
       },
       "CredentialsIssued=False/DeviceLimitReached BrokerSynced=False/DependencyNotReady Ready=False/DeviceLimitReached",
     ],
+    [
+      "quarantined: cut off in sync, credentials revoked",
+      {
+        credentials: { status: "False", reason: "Quarantined", message: "quarantined (TamperReported …)" },
+        broker: synced,
+        enabled: true,
+        suspended: false,
+      },
+      "CredentialsIssued=False/Quarantined BrokerSynced=True/Reconciled Ready=False/Quarantined",
+    ],
   ])("%s", (_, observation, expected) => {
     expect(summary(observation)).toBe(expected);
   });

@@ -10,6 +10,11 @@ export const DEVICE_UID_LABEL = `${API_GROUP}/device-uid`;
 export const DEVICE_FINALIZER = `${API_GROUP}/broker`;
 /** Set to a new value to have a password device's password replaced. */
 export const ROTATE_PASSWORD_ANNOTATION = `${API_GROUP}/rotate-password`;
+/**
+ * On a Device: it is quarantined, the value says why. The operator sets it when the Tenant's
+ * devicePolicy asks; removing it (a tenant admin or the platform, never the device) releases it.
+ */
+export const QUARANTINE_ANNOTATION = `${API_GROUP}/quarantined`;
 export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
 export const MANAGER = "iot-tenant-operator";
 /** Kubernetes sets this label on every namespace to its name; nobody can change it. */
