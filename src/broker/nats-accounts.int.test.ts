@@ -3,6 +3,7 @@ import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type NatsCluster, startNatsCluster } from "../../test/harness/nats.js";
 import { adminKubeConfig } from "../../test/support/kube.js";
+import { notFound } from "../../test/support/kubectl.js";
 import { receivedBeforeSentinel } from "../../test/support/mqtt.js";
 import {
   closed,
@@ -12,7 +13,7 @@ import {
   REFUSED,
 } from "../../test/support/nats-mqtt.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
-import { SecretAccountKeyStore } from "../controllers/nats-keys.js";
+import { natsAccountSecretName, SecretAccountKeyStore } from "../controllers/nats-keys.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
 import type { BrokerDevice } from "./adapter.js";
@@ -270,6 +271,19 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     await adapter.purgeTenant({ tenant, topicRoot: `tenants/${tenant}` });
     await adapter.applyDevice(reader);
     expect(await retainedFor(reader)).toEqual([]);
+  });
+
+  it("finishes a retried purge of a tenant whose account is already closed, minting it no new key", async () => {
+    const tenant = `l${run}`;
+    const d = device(tenant, "sensor-1");
+    await adapter.applyDevice(d);
+    await adapter.removeDevice(d);
+    const ref = { tenant, topicRoot: `tenants/${tenant}` };
+    await adapter.purgeTenant(ref);
+    // The Tenant's finalizer is removed after the purge; when that fails or a stale cache runs
+    // the deletion again, the purge runs again.
+    await adapter.purgeTenant(ref);
+    expect(await notFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(tenant)])).toBe(true);
   });
 
   it("calls an account update applied only when every server confirmed it, and applies it once the missing server is back", async () => {
