@@ -26,6 +26,7 @@ import {
   startTestOperator,
 } from "../../test/support/operator.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
+import { natsAccountSecretName } from "../controllers/nats-keys.js";
 import type { RunningOperator } from "../operator.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
 
@@ -49,18 +50,23 @@ describe("the operator with BROKER_KIND=nats", () => {
     ca = await readFile(cluster.caFile);
     await applyManifest(natsKeysSecret(cluster));
     const port = String(cluster.nodes[0]?.mqttPort);
-    operator = await startTestOperator(
-      stackOperatorConfig({
-        BROKER_KIND: "nats",
-        BROKER_HOST: cluster.host,
-        BROKER_MTLS_PORT: port,
-        BROKER_PASSWORD_PORT: port,
-        BROKER_CA_FILE: cluster.caFile,
-        NATS_URLS: cluster.urls.join(","),
-        NATS_CLUSTER_SIZE: String(cluster.nodes.length),
-        NATS_KEYS_SECRET,
-      }),
-    );
+    // The stack's Mosquitto CRL file and PID are not this broker's: the operator must not reload it.
+    const {
+      BROKER_CRL_FILE: _crlFile,
+      BROKER_PID_FILE: _pidFile,
+      BROKER_CRL_INCLUDE_FILE: _crlInclude,
+      ...config
+    } = stackOperatorConfig({
+      BROKER_KIND: "nats",
+      BROKER_HOST: cluster.host,
+      BROKER_MTLS_PORT: port,
+      BROKER_PASSWORD_PORT: port,
+      BROKER_CA_FILE: cluster.caFile,
+      NATS_URLS: cluster.urls.join(","),
+      NATS_CLUSTER_SIZE: String(cluster.nodes.length),
+      NATS_KEYS_SECRET,
+    });
+    operator = await startTestOperator(config);
   });
 
   afterAll(async () => {
@@ -155,6 +161,8 @@ describe("the operator with BROKER_KIND=nats", () => {
       expect((await kubectl(["delete", "tenant", tenantA, "--wait=false"])).ok).toBe(true);
       await closedWithTenant;
       await eventuallyNotFound(["tenant", tenantA], 60_000);
+      // Its account key is gone too: a later Tenant of that name gets a new, empty account.
+      await eventuallyNotFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(tenantA)]);
       await expect(login(credsA, 0)).rejects.toThrow(LOGIN_REFUSED);
       // Positive twin: the other tenant's device stays connected and logs in afresh.
       expect(b.connected).toBe(true);
