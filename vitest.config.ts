@@ -11,6 +11,7 @@ const operatorTests = [
   "src/cli/**/*.int.test.ts",
   "src/desired/operator-rbac.int.test.ts",
   "src/operator.int.test.ts",
+  "src/broker/nats-operator.int.test.ts",
   "src/converged.int.test.ts",
   "src/faults.int.test.ts",
   "src/faults-outages.int.test.ts",

@@ -90,6 +90,7 @@ async function oneRun(index: number) {
         seeds.set(tenant, seed);
         return seed;
       },
+      existingAccountSeed: async (tenant) => seeds.get(tenant),
       deleteAccount: async (tenant) => {
         seeds.delete(tenant);
       },

@@ -1,23 +1,27 @@
 import { readFile } from "node:fs/promises";
-import mqtt, { type MqttClient } from "mqtt";
+import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type NatsCluster, startNatsCluster } from "../../test/harness/nats.js";
 import { adminKubeConfig } from "../../test/support/kube.js";
+import { notFound } from "../../test/support/kubectl.js";
 import { receivedBeforeSentinel } from "../../test/support/mqtt.js";
+import {
+  closed,
+  connectNatsMqtt,
+  eventuallyConnects,
+  LOGIN_REFUSED,
+  REFUSED,
+} from "../../test/support/nats-mqtt.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
-import { SecretAccountKeyStore } from "../controllers/nats-keys.js";
+import { natsAccountSecretName, SecretAccountKeyStore } from "../controllers/nats-keys.js";
 import { KubeClient } from "../runtime/kube-client.js";
-import { probeOptions, subscribeCodes } from "../verify/mqtt-probe.js";
+import { subscribeCodes } from "../verify/mqtt-probe.js";
 import type { BrokerDevice } from "./adapter.js";
 import { BrokerUnconfirmedError, NatsAccountsAdapter } from "./nats-accounts.js";
 import { bootstrapKeys, type TenantLimits } from "./nats-claims.js";
 
 const stack = inject("stack");
 const run = Date.now().toString(36);
-/** MQTT 3.1.1 SUBACK "failure": NATS speaks 3.1.1 only. */
-const REFUSED = 0x80;
-/** A refused login: CONNACK 5 (or 4), or, when the refusal races the CONNECT, a close without CONNACK. */
-const LOGIN_REFUSED = /Not authorized|Bad username or password|closed without CONNACK/;
 const DEFAULT_LIMITS: TenantLimits = {
   connections: 10,
   subscriptions: 100,
@@ -35,11 +39,6 @@ function device(tenant: string, name: string, extra: Partial<BrokerDevice> = {})
     suspended: false,
     ...extra,
   };
-}
-
-function closed(client: MqttClient): Promise<number> {
-  const started = performance.now();
-  return new Promise((resolve) => client.once("close", () => resolve(performance.now() - started)));
 }
 
 describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
@@ -67,33 +66,14 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     return connectAs(credentials.username, password, node, clientId ?? credentials.username);
   }
 
-  /** Resolves on CONNACK 0; rejects on a refusal and on a connection the server closes without one. */
   function connectAs(
     username: string,
     password: string,
     node: number,
     clientId: string,
   ): Promise<MqttClient> {
-    const client = mqtt.connect(
-      probeOptions(cluster.host, cluster.nodes[node]?.mqttPort ?? 0, {
-        ca,
-        protocolVersion: 4,
-        clientId,
-        username,
-        password,
-        connectTimeout: 10_000,
-      }),
-    );
-    return new Promise((resolve, reject) => {
-      const fail = (error: Error) => {
-        reject(error);
-        client.end(true);
-      };
-      client.once("connect", () => resolve(client));
-      client.once("error", fail);
-      // Over an account's connection limit the server closes the connection without a CONNACK.
-      client.once("close", () => fail(new Error(`${username} on node ${node}: closed without CONNACK`)));
-    });
+    const port = cluster.nodes[node]?.mqttPort ?? 0;
+    return connectNatsMqtt({ host: cluster.host, port, ca, username, password, clientId });
   }
 
   beforeAll(async () => {
@@ -293,6 +273,19 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     expect(await retainedFor(reader)).toEqual([]);
   });
 
+  it("finishes a retried purge of a tenant whose account is already closed, minting it no new key", async () => {
+    const tenant = `l${run}`;
+    const d = device(tenant, "sensor-1");
+    await adapter.applyDevice(d);
+    await adapter.removeDevice(d);
+    const ref = { tenant, topicRoot: `tenants/${tenant}` };
+    await adapter.purgeTenant(ref);
+    // The Tenant's finalizer is removed after the purge; when that fails or a stale cache runs
+    // the deletion again, the purge runs again.
+    await adapter.purgeTenant(ref);
+    expect(await notFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(tenant)])).toBe(true);
+  });
+
   it("calls an account update applied only when every server confirmed it, and applies it once the missing server is back", async () => {
     const tenant = `h${run}`;
     // One callout answers logins at a time: this test's adapter replaces the shared one.
@@ -413,21 +406,6 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     }
   }
 });
-
-async function eventuallyConnects(
-  connect: () => Promise<MqttClient>,
-  timeoutMs = 30_000,
-): Promise<MqttClient> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await connect();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
 
 async function eventuallyResolves(action: () => Promise<void>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

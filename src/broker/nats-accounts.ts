@@ -26,6 +26,8 @@ import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
 /** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
 export interface AccountKeyStore {
   accountSeed(tenant: string): Promise<string>;
+  /** The tenant's seed if it has one; creates none. */
+  existingAccountSeed(tenant: string): Promise<string | undefined>;
   /** Forgets the tenant's key, so a later tenant of that name gets a new, empty account. Idempotent. */
   deleteAccount(tenant: string): Promise<void>;
 }
@@ -364,6 +366,10 @@ export class NatsAccountsAdapter implements BrokerAdapter {
    * and its key forgotten, so a later tenant of the same name gets a new account and sees nothing.
    */
   async purgeTenant(ref: TenantRef): Promise<void> {
+    // No key: never provisioned, or purged already (a retry after the finalizer's removal failed, or a
+    // stale cache). A new key would be an account the servers do not know, refusing the purge's login.
+    if (!this.accounts.has(ref.tenant) && !(await this.options.accountKeys.existingAccountSeed(ref.tenant)))
+      return;
     await this.deleteMqttStreams(ref.tenant);
     await this.pushAccount(ref.tenant, CLOSED_ACCOUNT);
     this.accounts.delete(ref.tenant);

@@ -23,12 +23,14 @@ export class SecretAccountKeyStore implements AccountKeyStore {
     private readonly namespace: string,
   ) {}
 
+  async existingAccountSeed(tenant: string): Promise<string | undefined> {
+    const target = { namespace: this.namespace, name: natsAccountSecretName(tenant) };
+    return secretText((await this.client.get(Resource.secret, target)) as Secret | undefined, SEED_KEY);
+  }
+
   async accountSeed(tenant: string): Promise<string> {
     const target = { namespace: this.namespace, name: natsAccountSecretName(tenant) };
-    const existing = secretText(
-      (await this.client.get(Resource.secret, target)) as Secret | undefined,
-      SEED_KEY,
-    );
+    const existing = await this.existingAccountSeed(tenant);
     if (existing) return existing;
     const seed = new TextDecoder().decode(createAccount().getSeed());
     try {
@@ -42,10 +44,7 @@ export class SecretAccountKeyStore implements AccountKeyStore {
       return seed;
     } catch (error) {
       if (!(error instanceof KubeApiError && error.code === 409)) throw error;
-      const winner = secretText(
-        (await this.client.get(Resource.secret, target)) as Secret | undefined,
-        SEED_KEY,
-      );
+      const winner = await this.existingAccountSeed(tenant);
       if (!winner) throw error;
       return winner;
     }

@@ -168,8 +168,9 @@ export async function startNatsStack(stateDir: string): Promise<NatsStack> {
 /** The Secret in the operator's namespace with the NATS deployment's keys (config NATS_KEYS_SECRET). */
 export const NATS_KEYS_SECRET = "iot-nats-keys";
 
-async function installNatsKeys(controlPlane: ControlPlane, cluster: NatsCluster): Promise<void> {
-  const secret = {
+/** The NATS_KEYS_SECRET Secret holding a cluster's keys, for the operator to read. */
+export function natsKeysSecret(cluster: Pick<NatsCluster, "seeds">) {
+  return {
     apiVersion: "v1",
     kind: "Secret",
     type: "Opaque",
@@ -178,7 +179,10 @@ async function installNatsKeys(controlPlane: ControlPlane, cluster: NatsCluster)
       Object.entries(cluster.seeds).map(([key, seed]) => [key, Buffer.from(seed).toString("base64")]),
     ),
   };
-  await controlPlane.kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify(secret));
+}
+
+async function installNatsKeys(controlPlane: ControlPlane, cluster: NatsCluster): Promise<void> {
+  await controlPlane.kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify(natsKeysSecret(cluster)));
 }
 
 /**

@@ -1,0 +1,176 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { type NatsCluster, startNatsCluster } from "../../test/harness/nats.js";
+import { NATS_KEYS_SECRET, natsKeysSecret } from "../../test/harness/stack.js";
+import { uniqueName } from "../../test/support/kube.js";
+import { eventuallyNotFound, kubectl } from "../../test/support/kubectl.js";
+import { receivedBeforeSentinel } from "../../test/support/mqtt.js";
+import {
+  closed,
+  connectNatsMqtt,
+  eventuallyConnects,
+  LOGIN_REFUSED,
+  REFUSED,
+} from "../../test/support/nats-mqtt.js";
+import {
+  applyDevice,
+  applyManifest,
+  applyReadyTenant,
+  deviceReadyReason,
+  readyAtCurrentGeneration,
+  readyDevice,
+  secretData,
+  stackOperatorConfig,
+  startTestOperator,
+} from "../../test/support/operator.js";
+import { OPERATOR_NAMESPACE } from "../api/group.js";
+import { natsAccountSecretName } from "../controllers/nats-keys.js";
+import type { RunningOperator } from "../operator.js";
+import { subscribeCodes } from "../verify/mqtt-probe.js";
+
+/**
+ * The whole operator with BROKER_KIND=nats on a real 3-node NATS cluster: Tenants and password
+ * Devices from the API server become accounts and logins that the cluster enforces.
+ */
+describe("the operator with BROKER_KIND=nats", () => {
+  const stack = inject("stack");
+  const [tenantA, tenantB] = [uniqueName("natsa"), uniqueName("natsb")];
+  const device = "sensor-1";
+  let cluster: NatsCluster;
+  let operator: RunningOperator;
+  let ca: Buffer;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({
+      stateDir: join(stack.stateDir, "nats-operator"),
+      deviceRootCA: stack.deviceRootCA,
+    });
+    ca = await readFile(cluster.caFile);
+    await applyManifest(natsKeysSecret(cluster));
+    const port = String(cluster.nodes[0]?.mqttPort);
+    // The stack's Mosquitto CRL file and PID are not this broker's: the operator must not reload it.
+    const {
+      BROKER_CRL_FILE: _crlFile,
+      BROKER_PID_FILE: _pidFile,
+      BROKER_CRL_INCLUDE_FILE: _crlInclude,
+      ...config
+    } = stackOperatorConfig({
+      BROKER_KIND: "nats",
+      BROKER_HOST: cluster.host,
+      BROKER_MTLS_PORT: port,
+      BROKER_PASSWORD_PORT: port,
+      BROKER_CA_FILE: cluster.caFile,
+      NATS_URLS: cluster.urls.join(","),
+      NATS_CLUSTER_SIZE: String(cluster.nodes.length),
+      NATS_KEYS_SECRET,
+    });
+    operator = await startTestOperator(config);
+  });
+
+  afterAll(async () => {
+    // Leaves no Tenant behind for the next operator test's operator to reconcile.
+    if (operator) {
+      await kubectl(["delete", "tenant", tenantA, tenantB, "--ignore-not-found", "--wait=false"]);
+      await Promise.all([tenantA, tenantB].map((t) => eventuallyNotFound(["tenant", t], 60_000)));
+      await operator.stop();
+    }
+    await cluster?.stop();
+    await kubectl(["-n", OPERATOR_NAMESPACE, "delete", "secret", NATS_KEYS_SECRET, "--ignore-not-found"]);
+  });
+
+  interface Credentials {
+    readonly username: string;
+    readonly password: string;
+  }
+
+  /** The credentials the operator put in the Device's Secret. */
+  async function credentialsOf(tenant: string): Promise<Credentials> {
+    const { username = "", password = "" } = await secretData(tenant, `${device}-mqtt`);
+    return { username, password };
+  }
+
+  /** A login on one node; the client id is the username unless given. */
+  function login(
+    credentials: Credentials,
+    node: number,
+    clientId = credentials.username,
+  ): Promise<MqttClient> {
+    const port = cluster.nodes[node]?.mqttPort ?? 0;
+    return connectNatsMqtt({ host: cluster.host, port, ca, ...credentials, clientId });
+  }
+
+  it("provisions password devices that log in as <tenant>/<device>, stay in their subtree, and are cut off by disable and Tenant deletion", async () => {
+    await Promise.all([applyReadyTenant(tenantA), applyReadyTenant(tenantB)]);
+    await Promise.all([
+      applyDevice(tenantA, device, { authentication: { type: "password" } }),
+      applyDevice(tenantB, device, { authentication: { type: "password" } }),
+    ]);
+    const [statusA] = await Promise.all([readyDevice(tenantA, device), readyDevice(tenantB, device)]);
+    expect(statusA.username).toBe(`${tenantA}/${device}`);
+    const [credsA, credsB] = await Promise.all([credentialsOf(tenantA), credentialsOf(tenantB)]);
+    expect(credsA.username).toBe(`${tenantA}/${device}`);
+
+    // Its own credentials under another client id are refused: the client id is the identity (I1).
+    await expect(login(credsA, 1, `${tenantA}/other`)).rejects.toThrow(LOGIN_REFUSED);
+    const [a, b] = await Promise.all([
+      eventuallyConnects(() => login(credsA, 0)),
+      eventuallyConnects(() => login(credsB, 1)),
+    ]);
+    const ownA = `tenants/${tenantA}/devices/${device}`;
+    const ownB = `tenants/${tenantB}/devices/${device}`;
+    try {
+      // Its own subtree: subscribed, and its own publish arrives (I2).
+      expect(await subscribeCodes(a, `${ownA}/#`)).toEqual([1]);
+      expect(
+        await receivedBeforeSentinel(a, `${ownA}/sentinel`, () =>
+          a
+            .publishAsync(`${ownA}/t`, "21", { qos: 1 })
+            .then(() => a.publishAsync(`${ownA}/sentinel`, "s", { qos: 1 })),
+        ),
+      ).toEqual([`${ownA}/t=21`]);
+      // The other tenant's topic: the subscription is refused and a publish never reaches B's device,
+      // which does receive its own (the sentinel proves the order).
+      expect(await subscribeCodes(a, `${ownB}/#`)).toEqual([REFUSED]);
+      expect(await subscribeCodes(b, `${ownB}/#`)).toEqual([1]);
+      await a.publishAsync(`${ownB}/t`, "from-a", { qos: 0 });
+      expect(
+        await receivedBeforeSentinel(b, `${ownB}/sentinel`, () =>
+          b
+            .publishAsync(`${ownB}/own`, "from-b", { qos: 1 })
+            .then(() => b.publishAsync(`${ownB}/sentinel`, "s", { qos: 1 })),
+        ),
+      ).toEqual([`${ownB}/own=from-b`]);
+
+      // Disabling the Device drops its live connection on its node and refuses its next login.
+      const dropped = closed(a);
+      await applyDevice(tenantA, device, { authentication: { type: "password" }, enabled: false });
+      await deviceReadyReason(tenantA, device, "Disabled");
+      console.log(
+        `[nats-operator] disabled device's connection dropped after ${(await dropped).toFixed(0)} ms`,
+      );
+      await expect(login(credsA, 2)).rejects.toThrow(LOGIN_REFUSED);
+      // Positive twin: enabled again, the same credentials log in.
+      await applyDevice(tenantA, device, { authentication: { type: "password" }, enabled: true });
+      await readyAtCurrentGeneration(tenantA, device);
+      const again = await eventuallyConnects(() => login(credsA, 2));
+
+      // Deleting the Tenant closes its account: the live connection drops, no login of it works.
+      const closedWithTenant = closed(again);
+      expect((await kubectl(["delete", "tenant", tenantA, "--wait=false"])).ok).toBe(true);
+      await closedWithTenant;
+      await eventuallyNotFound(["tenant", tenantA], 60_000);
+      // Its account key is gone too: a later Tenant of that name gets a new, empty account.
+      await eventuallyNotFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(tenantA)]);
+      await expect(login(credsA, 0)).rejects.toThrow(LOGIN_REFUSED);
+      // Positive twin: the other tenant's device stays connected and logs in afresh.
+      expect(b.connected).toBe(true);
+      await b.endAsync(true);
+      const freshB = await eventuallyConnects(() => login(credsB, 0));
+      await freshB.endAsync(true);
+    } finally {
+      await Promise.all([a.endAsync(true), b.endAsync(true)]);
+    }
+  });
+});

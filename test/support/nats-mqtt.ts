@@ -1,0 +1,62 @@
+import mqtt, { type MqttClient } from "mqtt";
+import { probeOptions } from "../../src/verify/mqtt-probe.js";
+
+/** MQTT 3.1.1 SUBACK "failure": NATS speaks 3.1.1 only. */
+export const REFUSED = 0x80;
+/** A refused login: CONNACK 5 (or 4), or, when the refusal races the CONNECT, a close without CONNACK. */
+export const LOGIN_REFUSED = /Not authorized|Bad username or password|closed without CONNACK/;
+
+/**
+ * A device's MQTT 3.1.1 connection over TLS to one NATS node. Resolves on CONNACK 0; rejects on a
+ * refusal and on a connection the server closes without one (over an account's connection limit).
+ */
+export function connectNatsMqtt(options: {
+  readonly host: string;
+  readonly port: number;
+  readonly ca: Buffer;
+  readonly username: string;
+  readonly password: string;
+  readonly clientId: string;
+}): Promise<MqttClient> {
+  const { host, port, ...login } = options;
+  const client = mqtt.connect(
+    probeOptions(host, port, { ...login, protocolVersion: 4, connectTimeout: 10_000 }),
+  );
+  return new Promise((resolve, reject) => {
+    const fail = (error: Error) => {
+      reject(error);
+      client.end(true);
+    };
+    client.once("connect", () => resolve(client));
+    client.once("error", fail);
+    client.once("close", () =>
+      fail(new Error(`${options.username} on port ${port}: closed without CONNACK`)),
+    );
+  });
+}
+
+/** Resolves with the milliseconds until the server closes `client`. */
+export function closed(client: MqttClient): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve) => client.once("close", () => resolve(performance.now() - started)));
+}
+
+/**
+ * Connects, retrying: a device's first login of a new account, and a login right after its own
+ * session was cut off, may be closed once while the account's R3 streams are created or cleaned
+ * up; devices retry.
+ */
+export async function eventuallyConnects(
+  connect: () => Promise<MqttClient>,
+  timeoutMs = 30_000,
+): Promise<MqttClient> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await connect();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
