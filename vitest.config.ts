@@ -6,6 +6,7 @@ import { defineConfig } from "vitest/config";
 // cluster, so it must not run beside tests that create Tenants for other reasons.
 const operatorTests = [
   "src/audit/security-events.int.test.ts",
+  "src/audit/security-event-kinds.int.test.ts",
   "src/controllers/**/*.int.test.ts",
   "src/verify/**/*.int.test.ts",
   "src/cli/**/*.int.test.ts",

@@ -72,6 +72,21 @@ describe("deviceSecurityEvents", () => {
     ["quarantine is no refusal", device(), device(ready("Quarantined")), []],
     ["refused by the operator", device(), device(ready("DeviceNameTaken", "taken")), ["AdmissionRefused"]],
     ["still refused: no new event", device(ready("DeviceNameTaken")), device(ready("DeviceNameTaken")), []],
+    [
+      "one refusal carried by two conditions (CredentialsIssued and Ready, as the operator writes it): one event",
+      device(),
+      device({
+        status: {
+          conditions: ["CredentialsIssued", "Ready"].map((type) => ({
+            type,
+            status: "False",
+            reason: "DeviceNameTaken",
+            message: "taken",
+          })),
+        },
+      }),
+      ["AdmissionRefused"],
+    ],
     ["disabled is no refusal", device(), device(ready("Disabled")), []],
     ["finalizer stripped while not deleting", device(), device({}, { finalizers: [] }), ["FinalizerRemoved"]],
     [

@@ -169,12 +169,12 @@ export function deviceSecurityEvents(
   const rotation = (o: KubeObject) => o.metadata.annotations?.[ROTATE_PASSWORD_ANNOTATION];
   if (rotation(after) !== undefined && rotation(after) !== rotation(before))
     events.push(event("CredentialsRotated", "Normal", "new password requested"));
+  // One refusal per reason: the operator writes it into both CredentialsIssued and Ready.
   const hadRefusal = new Set(conditionReasons(before, ADMISSION_REFUSALS).map((c) => c.reason));
-  for (const refusal of conditionReasons(after, ADMISSION_REFUSALS))
-    if (!hadRefusal.has(refusal.reason))
-      events.push(
-        event("AdmissionRefused", "Warning", refusal.message ?? "", { reason: refusal.reason ?? "" }),
-      );
+  const refusals = new Map(conditionReasons(after, ADMISSION_REFUSALS).map((c) => [c.reason, c]));
+  for (const [reason, refusal] of refusals)
+    if (!hadRefusal.has(reason))
+      events.push(event("AdmissionRefused", "Warning", refusal.message ?? "", { reason: reason ?? "" }));
   if (
     before.metadata.finalizers?.includes(DEVICE_FINALIZER) &&
     !after.metadata.finalizers?.includes(DEVICE_FINALIZER) &&

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { MqttClient } from "mqtt";
 import { afterEach, describe, expect, it } from "vitest";
 import { createCA, issueCertificate } from "../../test/harness/pki.js";
+import { counter, eventsOf, eventWithReason, newTrail, records, until } from "../../test/support/audit.js";
 import { adminKubeConfig, eventually, uniqueName } from "../../test/support/kube.js";
 import { kubectl } from "../../test/support/kubectl.js";
 import {
@@ -34,7 +35,7 @@ import { install } from "../install.js";
 import { createLogger } from "../observability/logger.js";
 import { type RunningOperator, startOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
-import { type AuditRecord, auditRecordSchema, verifyAuditLog } from "./chain.js";
+import { verifyAuditLog } from "./chain.js";
 
 /**
  * Security events end to end: the real operator, cert-manager and Mosquitto 2.0.11. What the broker
@@ -85,48 +86,10 @@ async function startElectedOperator(
   return operator;
 }
 
-async function newTrail(): Promise<{ file: string; secret: string }> {
-  const dir = await mkdtemp(join(tmpdir(), "audit-"));
-  return { file: join(dir, "audit.log"), secret: uniqueName("audit") };
-}
-
 async function stopped(operator: RunningOperator): Promise<void> {
   running.splice(running.indexOf(operator), 1);
   await operator.stop();
 }
-
-const records = async (file: string): Promise<AuditRecord[]> =>
-  (await readFile(file, "utf8"))
-    .split("\n")
-    .filter(Boolean)
-    .map((line) => auditRecordSchema.parse(JSON.parse(line)));
-
-interface EventView {
-  reason: string;
-  type: string;
-  note?: string;
-  regarding: { name: string; kind: string };
-  series?: { count: number };
-}
-
-async function eventsOf(namespace: string, name: string): Promise<EventView[]> {
-  const result = await kubectl(["get", "events.v1.events.k8s.io", "-n", namespace, "-o", "json"]);
-  if (!result.ok) throw new Error(result.stderr);
-  return (JSON.parse(result.stdout) as { items: EventView[] }).items.filter((e) => e.regarding.name === name);
-}
-
-const eventWithReason = (namespace: string, name: string, reason: string) =>
-  eventually(`Event ${reason} on ${namespace}/${name}`, async () =>
-    (await eventsOf(namespace, name)).find((e) => e.reason === reason),
-  );
-
-async function counter(operator: RunningOperator, tenant: string, kind: string): Promise<number> {
-  const { values } = await operator.manager.metrics.securityEvents.get();
-  return values.find((v) => v.labels.tenant === tenant && v.labels.kind === kind)?.value ?? 0;
-}
-
-const until = (what: string, probe: () => Promise<boolean>) =>
-  eventually(what, async () => ((await probe()) ? true : undefined), 60_000);
 
 /** A certificate with the device's subject from a CA the broker does not trust. */
 async function foreignTls(tenant: string, device: string) {

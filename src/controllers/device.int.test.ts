@@ -17,6 +17,7 @@ import {
   applyDevice,
   applyManifest,
   applyReadyTenant,
+  deleteWithoutFinalizers,
   deviceReadyReason,
   deviceTls,
   readyDevice,
@@ -24,45 +25,13 @@ import {
   startTestOperator,
 } from "../../test/support/operator.js";
 import type { RunningOperator } from "../operator.js";
-import { KubeApiError, KubeClient } from "../runtime/kube-client.js";
-import { resourcePath } from "../runtime/kube-object.js";
-import { Resource } from "./resources.js";
+import { KubeClient } from "../runtime/kube-client.js";
 
 /**
  * Devices end to end with the real cert-manager and the real Mosquitto: credentials are issued and
  * mirrored, the broker grants exactly the device's topics (I2), a tenant cannot get another tenant's
  * identity (I3), and a disabled, suspended or deleted device is cut off at once (I4).
  */
-
-/**
- * What a tenant admin can do to a Device: strip the operator's finalizer, then delete it before the
- * operator puts the finalizer back. The delete is conditional on the stripped version, so a finalizer
- * re-added in between makes it fail and the attempt starts over: the Device goes without its finalizer.
- */
-async function deleteWithoutFinalizers(as: KubeClient, namespace: string, name: string): Promise<void> {
-  const path = resourcePath(Resource.device, { namespace, name });
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const stripped = (await as.request({
-      verb: "patch",
-      method: "PATCH",
-      path,
-      contentType: "application/json-patch+json",
-      body: [{ op: "remove", path: "/metadata/finalizers" }],
-    })) as { metadata: { resourceVersion: string } };
-    try {
-      await as.request({
-        verb: "delete",
-        method: "DELETE",
-        path,
-        body: { apiVersion: "v1", kind: "DeleteOptions", preconditions: stripped.metadata },
-      });
-      return;
-    } catch (error) {
-      if (!(error instanceof KubeApiError && error.code === 409)) throw error;
-    }
-  }
-  throw new Error(`${namespace}/${name}: the finalizer came back before every delete`);
-}
 
 /** A live connection, closed by the broker within `ms`. */
 function droppedWithin(client: MqttClient, ms: number): Promise<true> {

@@ -2,10 +2,12 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { inject } from "vitest";
 import { API_VERSION } from "../../src/api/group.js";
 import { type OperatorConfig, operatorConfigSchema } from "../../src/config.js";
+import { Resource } from "../../src/controllers/resources.js";
 import { install } from "../../src/install.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { type RunningOperator, startOperator } from "../../src/operator.js";
-import { KubeClient } from "../../src/runtime/kube-client.js";
+import { KubeApiError, KubeClient } from "../../src/runtime/kube-client.js";
+import { resourcePath } from "../../src/runtime/kube-object.js";
 import { stackVariables } from "../harness/stack.js";
 import { adminKubeConfig, eventually } from "./kube.js";
 import { kubectl } from "./kubectl.js";
@@ -152,4 +154,38 @@ export async function secretData(namespace: string, name: string): Promise<Recor
 export async function deviceTls(namespace: string, name: string): Promise<TlsMaterial> {
   const data = await secretData(namespace, `${name}-mqtt`);
   return { ca: data["ca.crt"] ?? "", cert: data["tls.crt"] ?? "", key: data["tls.key"] ?? "" };
+}
+
+/**
+ * What a tenant admin can do to a Device: strip the operator's finalizer, then delete it before the
+ * operator puts the finalizer back. The delete is conditional on the stripped version, so a finalizer
+ * re-added in between makes it fail and the attempt starts over: the Device goes without its finalizer.
+ */
+export async function deleteWithoutFinalizers(
+  as: KubeClient,
+  namespace: string,
+  name: string,
+): Promise<void> {
+  const path = resourcePath(Resource.device, { namespace, name });
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const stripped = (await as.request({
+      verb: "patch",
+      method: "PATCH",
+      path,
+      contentType: "application/json-patch+json",
+      body: [{ op: "remove", path: "/metadata/finalizers" }],
+    })) as { metadata: { resourceVersion: string } };
+    try {
+      await as.request({
+        verb: "delete",
+        method: "DELETE",
+        path,
+        body: { apiVersion: "v1", kind: "DeleteOptions", preconditions: stripped.metadata },
+      });
+      return;
+    } catch (error) {
+      if (!(error instanceof KubeApiError && error.code === 409)) throw error;
+    }
+  }
+  throw new Error(`${namespace}/${name}: the finalizer came back before every delete`);
 }
