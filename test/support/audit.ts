@@ -36,8 +36,10 @@ export async function eventsOf(namespace: string, name: string): Promise<EventVi
 }
 
 export const eventWithReason = (namespace: string, name: string, reason: string) =>
-  eventually(`Event ${reason} on ${namespace}/${name}`, async () =>
-    (await eventsOf(namespace, name)).find((e) => e.reason === reason),
+  eventually(
+    `Event ${reason} on ${namespace}/${name}`,
+    async () => (await eventsOf(namespace, name)).find((e) => e.reason === reason),
+    60_000,
   );
 
 /** iot_security_events_total{tenant,kind} of the operator. */
