@@ -110,7 +110,7 @@ describe("security events of every kind", () => {
     await eventWithReason(tenant, "meter", "Connected");
     await meter.endAsync();
     const disconnected = await eventWithReason(tenant, "meter", "Disconnected");
-    expect(disconnected.type).toBe("Normal");
+    expect(disconnected).toMatchObject({ type: "Normal", regarding: { kind: "Device" } });
     await until("disconnect counted", async () => (await counter(operator, tenant, "Disconnected")) >= 1);
     await recorded(
       trail.file,
@@ -198,7 +198,8 @@ describe("security events of every kind", () => {
     await deleteWithoutFinalizers(new KubeClient(adminKubeConfig()), tenant, "stripped");
     const removed = await eventWithReason(tenant, "stripped", "FinalizerRemoved");
     const skipped = await eventWithReason(tenant, "stripped", "DeviceDeletedWithoutFinalizer");
-    expect([removed.type, skipped.type]).toEqual(["Warning", "Warning"]);
+    for (const event of [removed, skipped])
+      expect(event).toMatchObject({ type: "Warning", regarding: { kind: "Device" } });
     await until(
       "finalizer removal counted",
       async () => (await counter(operator, tenant, "FinalizerRemoved")) >= 1,
@@ -243,7 +244,7 @@ describe("security events of every kind", () => {
     await applyDevice(second, "pump");
     await deviceReadyReason(second, "pump", "DeviceNameTaken");
     const refused = await eventWithReason(second, "pump", "AdmissionRefused");
-    expect(refused.type).toBe("Warning");
+    expect(refused).toMatchObject({ type: "Warning", regarding: { kind: "Device" } });
     await until("refusal counted", async () => (await counter(operator, owner, "AdmissionRefused")) === 1);
     const refusal = await recorded(
       trail.file,
@@ -261,7 +262,7 @@ describe("security events of every kind", () => {
       spec: { network: { allowFromNamespaces: [first, "monitoring"] } },
     });
     const conflict = await eventWithReason("default", lister, "OwnershipConflict");
-    expect(conflict.type).toBe("Warning");
+    expect(conflict).toMatchObject({ type: "Warning", regarding: { kind: "Tenant" } });
     expect(conflict.note).toContain(first);
     await until("conflict counted", async () => (await counter(operator, lister, "OwnershipConflict")) >= 1);
     const record = await recorded(
