@@ -115,7 +115,7 @@ export const deviceSpecSchema = kube(
 export const deviceStatusSchema = z
   .object({
     conditions: conditionsSchema(
-      "Ready, CredentialsIssued and BrokerSynced; reasons are the exported constants.",
+      "Ready (credentials issued, broker in sync, enabled, tenant not suspended; for observedGeneration), CredentialsIssued, BrokerSynced, and Stalled (True with reason ActionRequired while one of them is False for a reason only a person can fix, e.g. DeviceNameTaken or Quarantined; kstatus and Flux then report Failed). Wait with: kubectl wait --for=condition=Ready device/sensor-1",
     ),
     observedGeneration: observedGenerationSchema,
     username: z.string().max(512).optional().describe("The device's username on the broker."),

@@ -219,7 +219,7 @@ export const tenantSpecSchema = z
 export const tenantStatusSchema = z
   .object({
     conditions: conditionsSchema(
-      "Ready, NamespacesReady, NetworkIsolated, AdminsBound, PKIReady and BrokerReady; reasons are the exported constants.",
+      "Ready (all below True, for observedGeneration), NamespacesReady, NetworkIsolated, AdminsBound, PKIReady, BrokerReady, and Stalled (True with reason ActionRequired while one of them is False for a reason only a person can fix, e.g. NamespaceNotOwned or TopicRootConflict; kstatus and Flux then report Failed). Wait with: kubectl wait --for=condition=Ready tenant/acme",
     ),
     observedGeneration: observedGenerationSchema,
     namespaces: z
