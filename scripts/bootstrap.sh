@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need beyond npm packages:
 # Debian's Mosquitto 2.0.11 (with the dynamic-security plugin) and openssl,
-# then builds (or finds in the cache) the control-plane binaries and nats-server from Go modules.
+# then builds (or finds in the cache) the control-plane binaries, nats-server and gitops-health (Argo CD's
+# Lua and kstatus, for the GitOps health tests) from Go modules.
 # With --with-node (the node-backed stack and its tests ask for it) also the node's runtime from
 # Debian (containerd, runc, CNI plugins, iptables, ipset, busybox-static for the probe image),
 # its Go binaries (test/tools/build-node.sh) and its images (test/tools/build-images.sh).
@@ -30,6 +31,7 @@ fi
 command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go >= 1.26 is required to build the control plane" >&2; exit 1; }
 bash "$here/test/tools/build.sh" >/dev/null
 nice -n 10 bash "$here/test/tools/build-nats.sh" >/dev/null
+nice -n 10 bash "$here/test/tools/build-gitops.sh" >/dev/null
 if $with_node; then
   bash "$here/test/tools/build-node.sh" >/dev/null
   bash "$here/test/tools/build-images.sh" >/dev/null

@@ -12,6 +12,8 @@ export const TenantConditionType = {
   BrokerReady: "BrokerReady",
   /** spec.admins are bound in every tenant namespace. */
   AdminsBound: "AdminsBound",
+  /** True while a condition is False for a reason only a person can fix; kstatus (Flux, kubectl wait) reports Failed. */
+  Stalled: "Stalled",
 } as const;
 export type TenantConditionType = (typeof TenantConditionType)[keyof typeof TenantConditionType];
 
@@ -20,6 +22,8 @@ export const DeviceConditionType = {
   Ready: "Ready",
   CredentialsIssued: "CredentialsIssued",
   BrokerSynced: "BrokerSynced",
+  /** True while a condition is False for a reason only a person can fix; kstatus (Flux, kubectl wait) reports Failed. */
+  Stalled: "Stalled",
 } as const;
 export type DeviceConditionType = (typeof DeviceConditionType)[keyof typeof DeviceConditionType];
 
@@ -60,5 +64,25 @@ export const ConditionReason = {
   DeviceNameTaken: "DeviceNameTaken",
   /** The effective certificate settings (device overrides over tenant defaults) renew after expiry. */
   InvalidCertificateSettings: "InvalidCertificateSettings",
+  /** Stalled is True: the message names the condition whose reason waiting will not fix. */
+  ActionRequired: "ActionRequired",
 } as const;
 export type ConditionReason = (typeof ConditionReason)[keyof typeof ConditionReason];
+
+/**
+ * Reasons that retrying will not clear: a person must change a spec, a conflicting object or the
+ * operator's setup. A False condition with one of them makes the object Stalled.
+ */
+export const REASONS_NEEDING_A_PERSON: ReadonlySet<ConditionReason> = new Set([
+  ConditionReason.NamespaceNotOwned,
+  ConditionReason.NamespaceOfOtherTenant,
+  ConditionReason.AdminOfOtherTenant,
+  ConditionReason.TopicRootConflict,
+  ConditionReason.RootCANotFound,
+  ConditionReason.CANotOwned,
+  ConditionReason.TenantNotFound,
+  ConditionReason.DeviceLimitReached,
+  ConditionReason.DeviceNameTaken,
+  ConditionReason.InvalidCertificateSettings,
+  ConditionReason.Quarantined,
+]);

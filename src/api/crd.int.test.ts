@@ -491,7 +491,14 @@ describe("kubectl", () => {
     const created = await objects.create(tenant());
     try {
       const tenants = await kubectl("get", "tn", created.metadata?.name ?? "");
-      expect(tenants.split("\n")[0]?.split(/\s+/)).toEqual(["NAME", "READY", "NAMESPACES", "DEVICES", "AGE"]);
+      expect(tenants.split("\n")[0]?.split(/\s+/)).toEqual([
+        "NAME",
+        "READY",
+        "REASON",
+        "NAMESPACES",
+        "DEVICES",
+        "AGE",
+      ]);
       const devices = await kubectl("get", "dev", "-n", deviceNamespace, "--ignore-not-found", "-o", "name");
       expect(devices).toBe("");
       const all = await kubectl("get", "iot", "-o", "name");

@@ -14,7 +14,13 @@ import {
 } from "./fields.js";
 import { API_VERSION } from "./group.js";
 import { kube } from "./openapi.js";
-import { ageColumn, objectMetaSchema, type ResourceDefinition, readyColumn } from "./resource.js";
+import {
+  ageColumn,
+  objectMetaSchema,
+  type ResourceDefinition,
+  readyColumn,
+  reasonColumn,
+} from "./resource.js";
 import { topicFilterSchema } from "./topics.js";
 
 export const DEVICE_MAX_TOPIC_FILTERS = 32;
@@ -28,10 +34,15 @@ function topicFilterList(description: string) {
 
 const topicsSchema = z
   .object({
-    publish: topicFilterList("Topic filters the device may publish to, relative to the tenant's topic root."),
+    publish: topicFilterList(
+      "Topic filters the device may publish to, relative to the tenant's topic root, e.g. " +
+        "['devices/sensor-1/telemetry', 'devices/sensor-1/events/+']. Unset while topics is set: none.",
+    ),
     subscribe: topicFilterList(
       "Topic filters the device may subscribe to, relative to the tenant's topic root. " +
-        "An application that reads the tenant's whole tree subscribes to '#'.",
+        "An application that reads the tenant's whole tree subscribes to '#'. E.g. ['devices/sensor-1/commands/#'] " +
+        "for a device's own commands, or ['devices/+/telemetry'] for an application reading every device's " +
+        "telemetry. Unset while topics is set: none.",
     ),
   })
   .describe(
@@ -43,12 +54,14 @@ const certificateOverridesSchema = kube(
   z
     .object({
       duration: goDurationSchema(
-        "Lifetime of this device's certificate, e.g. 720h; overrides the tenant's " +
+        "Lifetime of this device's certificate, a Go duration (h, m, s; no days), e.g. 720h (30 days); " +
+          "overrides the tenant's " +
           `spec.devices.certificate.duration. At least ${MIN_CERTIFICATE_DURATION}.`,
         MIN_CERTIFICATE_DURATION,
       ).optional(),
       renewBefore: goDurationSchema(
-        "How long before expiry this device's certificate is renewed, e.g. 168h; overrides the tenant's " +
+        "How long before expiry this device's certificate is renewed, a Go duration (h, m, s; no days), " +
+          "e.g. 168h (7 days); overrides the tenant's " +
           `spec.devices.certificate.renewBefore. At least ${MIN_CERTIFICATE_RENEW_BEFORE} and at most half ` +
           "of the duration in effect, which bounds renewals and the CRL (see the Tenant's field).",
         MIN_CERTIFICATE_RENEW_BEFORE,
@@ -115,7 +128,7 @@ export const deviceSpecSchema = kube(
 export const deviceStatusSchema = z
   .object({
     conditions: conditionsSchema(
-      "Ready, CredentialsIssued and BrokerSynced; reasons are the exported constants.",
+      "Ready (credentials issued, broker in sync, enabled, tenant not suspended; for observedGeneration), CredentialsIssued, BrokerSynced, and Stalled (True with reason ActionRequired while one of them is False for a reason only a person can fix, e.g. DeviceNameTaken or Quarantined; kstatus and Flux then report Failed). Wait with: kubectl wait --for=condition=Ready device/sensor-1",
     ),
     observedGeneration: observedGenerationSchema,
     username: z.string().max(512).optional().describe("The device's username on the broker."),
@@ -212,6 +225,7 @@ export const deviceResource: ResourceDefinition = {
       description: "x509 or password.",
     },
     readyColumn,
+    reasonColumn,
     {
       name: "Connected",
       type: "boolean",

@@ -32,6 +32,14 @@ export const readyColumn: PrinterColumn = {
   description: "Whether the Ready condition is True.",
 };
 
+/** Why the object is (not) Ready: what an operator on call reads first. */
+export const reasonColumn: PrinterColumn = {
+  name: "Reason",
+  type: "string",
+  jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+  description: "Reason of the Ready condition, e.g. Reconciled, DependencyNotReady, Quarantined, Disabled.",
+};
+
 export const ageColumn: PrinterColumn = {
   name: "Age",
   type: "date",

@@ -123,3 +123,47 @@ describe("field helpers", () => {
     expect(isCidr(text)).toBe(expected);
   });
 });
+
+describe("the examples that kubectl explain teaches", () => {
+  it.each<[string, unknown]>([
+    [
+      "a tenant with every example",
+      tenant({
+        namespaces: ["acme-prod", "acme-staging"],
+        admins: [
+          { kind: "User", name: "alice@example.com" },
+          { kind: "Group", name: "acme-admins" },
+          { kind: "ServiceAccount", name: "ci", namespace: "acme-ci" },
+        ],
+        network: {
+          allowFromNamespaces: ["ingress-nginx", "monitoring"],
+          allowEgressCIDRs: ["10.20.0.0/16", "203.0.113.7/32", "2001:db8::/32"],
+          egressPorts: [{ port: 443 }, { port: 5683, protocol: "UDP" }, { port: 5432, protocol: "TCP" }],
+        },
+        devices: { certificate: { duration: "8760h", renewBefore: "720h" } },
+        quota: { hard: { pods: 50, "requests.cpu": "8", "requests.memory": "16Gi" } },
+      }),
+    ],
+    [
+      "a tenant with minutes in its durations",
+      tenant({ devices: { certificate: { duration: "36h30m", renewBefore: "12h" } } }),
+    ],
+    [
+      "a device with every example",
+      device({
+        topics: {
+          publish: ["devices/sensor-1/telemetry", "devices/sensor-1/events/+"],
+          subscribe: ["devices/sensor-1/commands/#"],
+        },
+        certificate: { duration: "720h", renewBefore: "168h" },
+      }),
+    ],
+    [
+      "an application reading every device's telemetry",
+      device({ topics: { subscribe: ["devices/+/telemetry"] } }, "app"),
+    ],
+  ])("accepts %s", (_, object) => {
+    const parse = (object as { kind: string }).kind === "Tenant" ? parseTenant : parseDevice;
+    expect(() => parse(object)).not.toThrow();
+  });
+});

@@ -18,7 +18,13 @@ import {
 } from "./fields.js";
 import { API_VERSION, DNS_LABEL_MAX_LENGTH } from "./group.js";
 import { kube } from "./openapi.js";
-import { ageColumn, objectMetaSchema, type ResourceDefinition, readyColumn } from "./resource.js";
+import {
+  ageColumn,
+  objectMetaSchema,
+  type ResourceDefinition,
+  readyColumn,
+  reasonColumn,
+} from "./resource.js";
 import { DEFAULT_TOPIC_ROOT_PREFIX, TOPIC_ROOT_MAX_LENGTH, topicRootSchema } from "./topics.js";
 
 export const TENANT_MAX_NAMESPACES = 16;
@@ -32,7 +38,14 @@ const adminSchema = kube(
       kind: z
         .enum(["User", "Group", "ServiceAccount"])
         .describe("Kind of subject: User, Group or ServiceAccount."),
-      name: z.string().min(1).max(253).describe("Name of the user, group or service account."),
+      name: z
+        .string()
+        .min(1)
+        .max(253)
+        .describe(
+          "Name of the user, group or service account as the API server authenticates it, " +
+            "e.g. alice@example.com (User), acme-admins (Group) or ci (ServiceAccount, with namespace).",
+        ),
       namespace: dnsLabelSchema(
         "Namespace of the ServiceAccount; required for ServiceAccount, forbidden otherwise.",
       ).optional(),
@@ -41,7 +54,10 @@ const adminSchema = kube(
       message: "namespace is required for kind ServiceAccount and forbidden for User and Group",
       path: ["namespace"],
     })
-    .describe("A subject that becomes tenant admin in each of the tenant's namespaces."),
+    .describe(
+      "A subject that becomes tenant admin in each of the tenant's namespaces, e.g. " +
+        "{kind: Group, name: acme-admins} or {kind: ServiceAccount, name: ci, namespace: acme-ci}.",
+    ),
   {
     validations: [
       {
@@ -55,17 +71,17 @@ const adminSchema = kube(
 
 const portSchema = z
   .object({
-    port: z.int().min(1).max(65535).describe("Port number, 1 to 65535."),
+    port: z.int().min(1).max(65535).describe("Port number, 1 to 65535, e.g. 443."),
     protocol: z.enum(["TCP", "UDP", "SCTP"]).default("TCP").describe("Protocol: TCP (default), UDP or SCTP."),
   })
-  .describe("A destination port.");
+  .describe("A destination port, e.g. {port: 443} or {port: 5683, protocol: UDP}.");
 
 const cidrSchema = kube(
   z
     .string()
     .max(43)
     .refine(isCidr, { message: "must be an IPv4 or IPv6 prefix in CIDR notation, e.g. 10.20.0.0/16" })
-    .describe("An IPv4 or IPv6 prefix in CIDR notation, e.g. 10.20.0.0/16."),
+    .describe("An IPv4 or IPv6 prefix in CIDR notation, e.g. 10.20.0.0/16, 203.0.113.7/32 or 2001:db8::/32."),
   {
     validations: [
       { rule: "isCIDR(self)", message: "must be an IPv4 or IPv6 prefix in CIDR notation, e.g. 10.20.0.0/16" },
@@ -79,14 +95,21 @@ const networkSchema = z
       .optional()
       .describe(
         "Namespaces outside the tenant whose pods may connect to the tenant's pods, e.g. an ingress controller " +
-          "or monitoring. A namespace of another tenant is refused (condition reason NamespaceOfOtherTenant).",
+          "or monitoring, e.g. [ingress-nginx, monitoring]. A namespace of another tenant is refused " +
+          "(condition reason NamespaceOfOtherTenant).",
       ),
     allowEgressCIDRs: setList(z.array(cidrSchema).max(32))
       .optional()
-      .describe("IP ranges outside the cluster that the tenant's pods may connect to, on egressPorts."),
+      .describe(
+        "IP ranges outside the cluster that the tenant's pods may connect to, on egressPorts, in CIDR notation, " +
+          "e.g. [10.20.0.0/16, 2001:db8::/32]; a single address is a /32 (IPv4) or /128 (IPv6).",
+      ),
     egressPorts: mapList(z.array(portSchema).max(16), ["port", "protocol"])
       .optional()
-      .describe("Ports that allowEgressCIDRs opens; when empty, all ports of those ranges."),
+      .describe(
+        "Ports that allowEgressCIDRs opens, e.g. [{port: 443}, {port: 5432, protocol: TCP}]; " +
+          "when empty, all ports of those ranges.",
+      ),
   })
   .describe(
     "Network isolation of the tenant's namespaces. By default pods may talk only to pods of the same tenant, " +
@@ -107,12 +130,14 @@ const devicesSchema = z
       z
         .object({
           duration: goDurationSchema(
-            "Lifetime of device certificates, a Go duration such as 2160h (90 days, the default). " +
+            "Lifetime of device certificates, a Go duration of hours, minutes and seconds (h, m, s; no days), " +
+              "e.g. 2160h (90 days, the default), 8760h (a year) or 36h30m. " +
               `At least ${MIN_CERTIFICATE_DURATION}, so renewals never churn.`,
             MIN_CERTIFICATE_DURATION,
           ).default("2160h"),
           renewBefore: goDurationSchema(
-            "How long before expiry a device certificate is renewed, e.g. 720h (30 days, the default). " +
+            "How long before expiry a device certificate is renewed, a Go duration (h, m, s; no days), " +
+              "e.g. 720h (30 days, the default) or 12h. " +
               `At least ${MIN_CERTIFICATE_RENEW_BEFORE} and at most half of duration: a key then serves at least ` +
               "12h, and the revocation of each superseded key (kept in the tenant's CRL until that certificate " +
               "expires) is gone before the next renewal, so a device adds at most one superseded-key entry to " +
@@ -157,7 +182,8 @@ export const tenantSpecSchema = z
       .optional()
       .describe(
         "Namespaces the tenant owns; the operator creates them and deletes them with the tenant. " +
-          "Default: one namespace named after the tenant. Each name at most once. A namespace that exists and " +
+          "Default: one namespace named after the tenant. E.g. [acme-prod, acme-staging]. Each name at most once. " +
+          "A namespace that exists and " +
           "was not created for this tenant is never adopted (condition reason NamespaceNotOwned).",
       ),
     admins: z
@@ -165,7 +191,9 @@ export const tenantSpecSchema = z
       .max(32)
       .optional()
       .describe(
-        "Users, groups and service accounts bound to the tenant-admin ClusterRole in every tenant namespace.",
+        "Users, groups and service accounts bound to the tenant-admin ClusterRole in every tenant namespace, " +
+          "e.g. [{kind: Group, name: acme-admins}]. A ServiceAccount of another tenant's namespace is not bound " +
+          "(condition reason AdminOfOtherTenant).",
       ),
     network: networkSchema.prefault({}),
     broker: z
@@ -219,7 +247,7 @@ export const tenantSpecSchema = z
 export const tenantStatusSchema = z
   .object({
     conditions: conditionsSchema(
-      "Ready, NamespacesReady, NetworkIsolated, AdminsBound, PKIReady and BrokerReady; reasons are the exported constants.",
+      "Ready (all below True, for observedGeneration), NamespacesReady, NetworkIsolated, AdminsBound, PKIReady, BrokerReady, and Stalled (True with reason ActionRequired while one of them is False for a reason only a person can fix, e.g. NamespaceNotOwned or TopicRootConflict; kstatus and Flux then report Failed). Wait with: kubectl wait --for=condition=Ready tenant/acme",
     ),
     observedGeneration: observedGenerationSchema,
     namespaces: z
@@ -283,6 +311,7 @@ export const tenantResource: ResourceDefinition = {
   ],
   printerColumns: [
     readyColumn,
+    reasonColumn,
     {
       name: "Namespaces",
       type: "string",

@@ -123,7 +123,8 @@ describe("security events, the audit trail and presence", () => {
     await until("meter shown connected", async () => {
       const table = await kubectl(["get", "devices", "-n", tenant, "meter"]);
       return (
-        /CONNECTED\s+LAST-SEEN/.test(table.stdout) && /meter\s+true\s+x509\s+True\s+true\s/.test(table.stdout)
+        /CONNECTED\s+LAST-SEEN/.test(table.stdout) &&
+        /meter\s+true\s+x509\s+True\s+Reconciled\s+true\s/.test(table.stdout)
       );
     });
 
@@ -155,7 +156,7 @@ describe("security events, the audit trail and presence", () => {
       "meter shown disconnected",
       async () => {
         const table = await kubectl(["get", "devices", "-n", tenant, "meter"]);
-        return /meter\s+true\s+x509\s+True\s+false\s/.test(table.stdout) ? true : undefined;
+        return /meter\s+true\s+x509\s+True\s+Reconciled\s+false\s/.test(table.stdout) ? true : undefined;
       },
       90_000,
     );

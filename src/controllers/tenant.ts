@@ -369,7 +369,9 @@ export class TenantReconciler {
     if (!written) return;
     // A problem only the user can fix gets its own Warning when it appears; readiness flips get one too.
     const previous = conditionsOf(observed);
-    for (const update of status.conditions.filter((c) => c.type !== TenantConditionType.Ready)) {
+    // Ready and Stalled summarise the others, which carry the reasons.
+    const summaries = new Set<string>([TenantConditionType.Ready, TenantConditionType.Stalled]);
+    for (const update of status.conditions.filter((c) => !summaries.has(c.type))) {
       const before = previous.find((c) => c.type === update.type);
       const userFixable = update.status === "False" && !WAITING_REASONS.has(update.reason);
       if (userFixable && (before?.status !== "False" || before.reason !== update.reason)) {

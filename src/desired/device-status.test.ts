@@ -14,17 +14,17 @@ describe("deviceConditions", () => {
     [
       "provisioned",
       { credentials: issued, broker: synced, enabled: true, suspended: false },
-      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Ready=True/Reconciled",
+      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Stalled=False/Reconciled Ready=True/Reconciled",
     ],
     [
       "disabled: in sync, cut off, not usable",
       { credentials: issued, broker: synced, enabled: false, suspended: false },
-      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Ready=False/Disabled",
+      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Stalled=False/Reconciled Ready=False/Disabled",
     ],
     [
       "suspended tenant",
       { credentials: issued, broker: synced, enabled: true, suspended: true },
-      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Ready=False/Suspended",
+      "CredentialsIssued=True/Reconciled BrokerSynced=True/Reconciled Stalled=False/Reconciled Ready=False/Suspended",
     ],
     [
       "broker down",
@@ -34,7 +34,7 @@ describe("deviceConditions", () => {
         enabled: true,
         suspended: false,
       },
-      "CredentialsIssued=True/Reconciled BrokerSynced=False/BrokerError Ready=False/BrokerError",
+      "CredentialsIssued=True/Reconciled BrokerSynced=False/BrokerError Stalled=False/Reconciled Ready=False/BrokerError",
     ],
     [
       "waiting for cert-manager",
@@ -43,7 +43,7 @@ describe("deviceConditions", () => {
         enabled: true,
         suspended: false,
       },
-      "CredentialsIssued=False/Progressing BrokerSynced=False/DependencyNotReady Ready=False/Progressing",
+      "CredentialsIssued=False/Progressing BrokerSynced=False/DependencyNotReady Stalled=False/Reconciled Ready=False/Progressing",
     ],
     [
       "over the tenant's limit",
@@ -52,7 +52,7 @@ describe("deviceConditions", () => {
         enabled: true,
         suspended: false,
       },
-      "CredentialsIssued=False/DeviceLimitReached BrokerSynced=False/DependencyNotReady Ready=False/DeviceLimitReached",
+      "CredentialsIssued=False/DeviceLimitReached BrokerSynced=False/DependencyNotReady Stalled=True/ActionRequired Ready=False/DeviceLimitReached",
     ],
     [
       "quarantined: cut off in sync, credentials revoked",
@@ -62,9 +62,23 @@ describe("deviceConditions", () => {
         enabled: true,
         suspended: false,
       },
-      "CredentialsIssued=False/Quarantined BrokerSynced=True/Reconciled Ready=False/Quarantined",
+      "CredentialsIssued=False/Quarantined BrokerSynced=True/Reconciled Stalled=True/ActionRequired Ready=False/Quarantined",
     ],
   ])("%s", (_, observation, expected) => {
     expect(summary(observation)).toBe(expected);
+  });
+
+  it("names the condition that stalls the device in Stalled's message", () => {
+    const stalled = deviceConditions({
+      credentials: { status: "False", reason: "DeviceNameTaken", message: "older device b/d1 has the name" },
+      enabled: true,
+      suspended: false,
+    }).find((c) => c.type === "Stalled");
+    expect(stalled).toEqual({
+      type: "Stalled",
+      status: "True",
+      reason: "ActionRequired",
+      message: "CredentialsIssued DeviceNameTaken: older device b/d1 has the name",
+    });
   });
 });

@@ -1,5 +1,6 @@
 import { ConditionReason, DeviceConditionType } from "../api/conditions.js";
 import type { ConditionUpdate } from "../runtime/conditions.js";
+import { stalledCondition } from "./stalled.js";
 
 export type ConditionOutcome = Omit<ConditionUpdate, "type">;
 
@@ -13,7 +14,7 @@ export interface DeviceObservation {
 }
 
 /**
- * CredentialsIssued, BrokerSynced and Ready. A disabled or suspended device can be perfectly in
+ * CredentialsIssued, BrokerSynced, Stalled and Ready. A disabled or suspended device can be perfectly in
  * sync (the broker holds it cut off) and still not Ready: it cannot be used.
  */
 export function deviceConditions(o: DeviceObservation): ConditionUpdate[] {
@@ -40,9 +41,9 @@ export function deviceConditions(o: DeviceObservation): ConditionUpdate[] {
                 reason: ConditionReason.Reconciled,
                 message: "the broker grants exactly the device's topics",
               };
-  return [
+  const parts: ConditionUpdate[] = [
     { type: DeviceConditionType.CredentialsIssued, ...o.credentials },
     { type: DeviceConditionType.BrokerSynced, ...broker },
-    { type: DeviceConditionType.Ready, ...ready },
   ];
+  return [...parts, stalledCondition(parts), { type: DeviceConditionType.Ready, ...ready }];
 }

@@ -25,70 +25,93 @@ describe("tenantConditions", () => {
       AdminsBound: "True/Reconciled",
       PKIReady: "True/Reconciled",
       BrokerReady: "True/Reconciled",
+      Stalled: "False/Reconciled",
       Ready: "True/Reconciled",
     });
   });
 
-  it.each<[string, Partial<TenantObservation>, string, string]>([
+  it.each<[string, Partial<TenantObservation>, string, string, string]>([
     [
       "a namespace is somebody else's",
       { notOwned: ["b"], readyNamespaces: ["a"] },
       "NamespacesReady",
       "False/NamespaceNotOwned",
+      "True/ActionRequired",
     ],
     [
       "a namespace is still being created",
       { readyNamespaces: ["a"] },
       "NamespacesReady",
       "False/Progressing",
+      "False/Reconciled",
     ],
-    ["the quota is not counted yet", { quotaPending: ["a"] }, "NamespacesReady", "False/Progressing"],
+    [
+      "the quota is not counted yet",
+      { quotaPending: ["a"] },
+      "NamespacesReady",
+      "False/Progressing",
+      "False/Reconciled",
+    ],
     [
       "the allow-list names another tenant",
       { foreignAllowFrom: ["other"] },
       "NetworkIsolated",
       "False/NamespaceOfOtherTenant",
+      "True/ActionRequired",
     ],
     [
       "an admin is another tenant's ServiceAccount",
       { foreignAdmins: ["other/ci"] },
       "AdminsBound",
       "False/AdminOfOtherTenant",
+      "True/ActionRequired",
     ],
-    ["no namespace is ready", { readyNamespaces: [] }, "NetworkIsolated", "False/DependencyNotReady"],
+    [
+      "no namespace is ready",
+      { readyNamespaces: [] },
+      "NetworkIsolated",
+      "False/DependencyNotReady",
+      "False/Reconciled",
+    ],
     [
       "the CA is not issued",
       { pki: { ready: false, reason: ConditionReason.IssuerNotReady, message: "waiting for the tenant CA" } },
       "PKIReady",
       "False/IssuerNotReady",
+      "False/Reconciled",
     ],
     [
       "a Secret named like the tenant's CA is someone else's",
       { pki: { ready: false, reason: ConditionReason.CANotOwned, message: "left alone" } },
       "PKIReady",
       "False/CANotOwned",
+      "True/ActionRequired",
     ],
     [
       "the root CA Secret is missing",
       { pki: { ready: false, reason: ConditionReason.RootCANotFound, message: "no root" } },
       "PKIReady",
       "False/RootCANotFound",
+      "True/ActionRequired",
     ],
     [
       "the broker is down",
       { broker: { ready: false, message: "connection refused" } },
       "BrokerReady",
       "False/BrokerError",
+      "False/Reconciled",
     ],
     [
       "the topic root overlaps an older tenant's",
       { rootConflict: "acme" },
       "BrokerReady",
       "False/TopicRootConflict",
+      "True/ActionRequired",
     ],
-  ])("is not Ready when %s", (_, change, type, expected) => {
+  ])("is not Ready when %s", (_, change, type, expected, stalled) => {
     const conditions = byType({ ...healthy, ...change });
     expect(conditions[type]).toBe(expected);
+    expect(conditions.Stalled).toBe(stalled);
     expect(conditions.Ready).toBe("False/DependencyNotReady");
   });
 

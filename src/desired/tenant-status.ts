@@ -1,5 +1,6 @@
 import { ConditionReason, TenantConditionType } from "../api/conditions.js";
 import type { ConditionUpdate } from "../runtime/conditions.js";
+import { stalledCondition } from "./stalled.js";
 
 /** What the Tenant reconciler observed, reduced to what its conditions depend on. */
 export interface TenantObservation {
@@ -115,12 +116,13 @@ function brokerReady(o: TenantObservation): ConditionUpdate {
     : { type, status: "False", reason: ConditionReason.BrokerError, message: o.broker.message };
 }
 
-/** The Tenant's conditions, Ready last: True only when every other one is. */
+/** The Tenant's conditions, then Stalled, then Ready: True only when every condition before Stalled is. */
 export function tenantConditions(o: TenantObservation): ConditionUpdate[] {
   const parts = [namespacesReady(o), networkIsolated(o), adminsBound(o), pkiReady(o), brokerReady(o)];
   const notReady = parts.filter((c) => c.status !== "True").map((c) => c.type);
   return [
     ...parts,
+    stalledCondition(parts),
     notReady.length
       ? {
           type: TenantConditionType.Ready,

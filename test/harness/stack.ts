@@ -46,7 +46,7 @@ export interface Stack {
 }
 
 /** Runs a cached build script of test/tools; returns the directory it prints. */
-async function buildWith(script: string): Promise<string> {
+export async function buildWith(script: string): Promise<string> {
   const { stdout } = await run("bash", [join(repoRoot, "test/tools", script)], { maxBuffer: 16 << 20 });
   return stdout.trim();
 }
