@@ -22,7 +22,9 @@ import {
   startTestOperator,
 } from "../test/support/operator.js";
 import { startOperatorProcess } from "../test/support/operator-process.js";
+import { gateName } from "./broker/desired.js";
 import { DynsecClient } from "./broker/dynsec-client.js";
+import { DEFAULT_OWNER_PREFIX } from "./broker/mosquitto-dynsec.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
 
@@ -103,7 +105,11 @@ describe("the operator stopped or killed mid-work", () => {
       };
       const ofTenant = listed.clients.filter((c) => c.username.endsWith(`,O=${tenant}`));
       expect(ofTenant.map((c) => c.username).sort()).toEqual(statuses.map((s) => s.username).sort());
-      for (const client of ofTenant) expect(client.roles?.length).toBe(1);
+      // Its own role and its tenant's gate, nothing more.
+      for (const client of ofTenant) {
+        expect(client.roles?.map((r) => r.rolename)).toContain(gateName(DEFAULT_OWNER_PREFIX, tenant));
+        expect(client.roles?.length).toBe(2);
+      }
     } finally {
       await dynsec.close();
     }

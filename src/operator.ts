@@ -1,4 +1,5 @@
 import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { SecurityMonitor } from "./audit/security-monitor.js";
 import { AuditTrail } from "./audit/trail.js";
@@ -90,6 +91,9 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
   });
 }
 
+/** How long start-up waits for the broker's first answer before the reconcilers start anyway. */
+const FIRST_BROKER_STATUS_WAIT_MS = 5_000;
+
 /** Wires the broker adapter, the Device and Tenant reconcilers and the manager, and starts them. */
 export async function startOperator(options: OperatorOptions): Promise<RunningOperator> {
   const { config, logger } = options;
@@ -135,8 +139,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   manager.addLeaderRunnable((signal) => security.run(signal));
 
   // Reconcilers that start before the broker answered would report it unreachable, then reachable:
-  // two status writes per tenant on every restart.
-  await broker.firstStatus();
+  // two status writes per tenant on every restart. Bounded: a broker that cannot answer yet (the
+  // chart's starts once the operator has written the first CRL) must not keep the operator from
+  // starting, nor its replicas from getting Ready.
+  await Promise.race([broker.firstStatus(), sleep(FIRST_BROKER_STATUS_WAIT_MS)]);
   const done = manager.run().finally(() => broker.close());
   void resyncBrokerWhenLeading(manager, devices, logger, done);
   return {

@@ -1,5 +1,5 @@
 import { inject } from "vitest";
-import { type Acl, desiredDevice, sameAcls } from "../../src/broker/desired.js";
+import { type Acl, desiredDevice, gateName, sameAcls } from "../../src/broker/desired.js";
 import type { DynsecConnection } from "../../src/broker/dynsec-client.js";
 import { DynsecClient } from "../../src/broker/dynsec-client.js";
 import { DEFAULT_OWNER_PREFIX } from "../../src/broker/mosquitto-dynsec.js";
@@ -86,7 +86,7 @@ export async function brokerStateOf(
         .map((c) => ({
           username: c.username,
           textname: c.textname ?? "",
-          roles: (c.roles ?? []).map((r) => r.rolename),
+          roles: (c.roles ?? []).map((r) => r.rolename).sort(),
         }))
         .sort((x, y) => x.textname.localeCompare(y.textname)),
       roles: listedRoles.roles
@@ -208,7 +208,9 @@ export async function differencesFromDesired(
     broker.clients.map((c) => ({ username: c.username, textname: c.textname, roles: c.roles })),
     sortedKept.map((d) => {
       const status = devices.items.find((x) => x.metadata.name === d)?.status;
-      return { username: status?.username, textname: `iot:${tenant}:${d}`, roles: [`iot:${tenant}:${d}`] };
+      // Every device client holds its tenant's gate role and its own.
+      const roles = [gateName(DEFAULT_OWNER_PREFIX, tenant), `iot:${tenant}:${d}`].sort();
+      return { username: status?.username, textname: `iot:${tenant}:${d}`, roles };
     }),
   );
   return problems;
