@@ -84,6 +84,9 @@ describe("helm install on a real node", () => {
       `image.repository=${repository},image.tag=${tag},image.pullPolicy=Never`,
       "--set",
       `broker.image.repository=${brokerRepository},broker.image.tag=${brokerTag},broker.image.pullPolicy=Never`,
+      // The audit-log sidecar needs only `tail`: the probe image's busybox has it, and nothing is pulled here.
+      "--set",
+      `auditLog.image=${inject("stack").node?.images.probe ?? ""}`,
     ]);
   }, 360_000);
 

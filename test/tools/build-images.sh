@@ -69,7 +69,7 @@ probe="$work/build/probe-root"
 mkdir -p "$probe/bin" "$probe/tmp"
 chmod 1777 "$probe/tmp"
 cp /bin/busybox "$work/build/bin/netprobe" "$probe/bin/"
-for applet in sh nc wget sleep cat ls ip nslookup; do ln -s busybox "$probe/bin/$applet"; done
+for applet in sh nc wget sleep cat ls ip nslookup tail; do ln -s busybox "$probe/bin/$applet"; done
 oci_image probe "$probe" '{"User":"65534:65534","Env":["PATH=/bin"],"Entrypoint":["/bin/netprobe"],"Cmd":["serve","8080"]}'
 
 coredns="$work/build/coredns-root"
