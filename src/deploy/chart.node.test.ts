@@ -123,11 +123,20 @@ describe("helm install on a real node", () => {
         const ready = await readyReplicas();
         return ready.length === 2 ? ready : undefined;
       },
-      120_000,
-    );
+      200_000,
+    ).catch(async (error: Error) => {
+      // What the pods are waiting on, so a failure says why.
+      const pods = await kubectl(["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "json"]);
+      const states = (
+        JSON.parse(pods.stdout || "{}") as {
+          items?: Array<{ metadata: { name: string }; status?: { containerStatuses?: unknown[] } }>;
+        }
+      ).items?.map((p) => `${p.metadata.name}: ${JSON.stringify(p.status?.containerStatuses)}`);
+      throw new Error(`${error.message}\n${states?.join("\n")}`);
+    });
     const holder = await eventually("a leader", async () => (await leader()) || undefined, 60_000);
     expect(replicas.filter((pod) => holder.startsWith(`${pod}-`))).toHaveLength(1);
-  });
+  }, 300_000);
 
   it("reconciles a Tenant from inside the cluster and serves its device through the chart's broker", async () => {
     await applyManifest({ apiVersion: API_VERSION, kind: "Tenant", metadata: { name: tenant }, spec: {} });
