@@ -131,7 +131,8 @@ function deployment(): KubeObject {
               // a stream of its own that the node's log collector ships like any other.
               name: "audit-log",
               image: "{{ .Values.auditLog.image }}",
-              args: ["tail", "-n", "+1", "-F", AUDIT_LOG_FILE],
+              // command, not args: whatever entrypoint the chosen image has, only `tail` runs.
+              command: ["tail", "-n", "+1", "-F", AUDIT_LOG_FILE],
               volumeMounts: [{ name: "audit-log", mountPath: AUDIT_LOG_DIR, readOnly: true }],
               resources: { requests: { cpu: "5m", memory: "16Mi" }, limits: { memory: "32Mi" } },
               securityContext: {
