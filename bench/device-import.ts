@@ -85,7 +85,6 @@ async function baselinePhase(client: KubeClient, text: string, namespace: string
     const worker = async () => {
       for (let device = devices[next++]; device; device = devices[next++])
         await client.applyAs(Resource.device, device, {
-          fieldManager: IMPORT_FIELD_MANAGER,
           force: true,
           dryRun: false,
         });
@@ -131,7 +130,8 @@ async function run(): Promise<void> {
     });
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(stack.env.kubeconfig);
-    const client = new KubeClient(kubeConfig);
+    // The baseline writes as the import does: under its field manager.
+    const client = new KubeClient(kubeConfig, { fieldManager: IMPORT_FIELD_MANAGER });
     await install(client, config);
 
     console.log(`making Tenant ${TENANT} with ${namespaces.length} namespaces Ready (operator running)…`);

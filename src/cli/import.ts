@@ -41,7 +41,6 @@ export async function applyDeviceRows(
     for (let row = rows[next++]; row; row = rows[next++]) {
       try {
         await client.applyAs(Resource.device, row.device, {
-          fieldManager: IMPORT_FIELD_MANAGER,
           force: options.forceConflicts,
           dryRun: options.dryRun,
         });

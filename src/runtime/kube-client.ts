@@ -143,7 +143,7 @@ export class KubeClient {
   }
 
   /**
-   * Server-side apply for a person, under their own field manager. With `dryRun` the API server
+   * Server-side apply for a person (the client's field manager names their tool). With `dryRun` the API server
    * validates and admits the object but stores nothing, so there is no stored object to return.
    */
   async applyAs(resource: ResourceType, intent: ApplyIntent, options: ApplyOptions): Promise<void> {
@@ -222,13 +222,13 @@ export class KubeClient {
     intent: ApplyIntent,
     subresource: "status" | undefined,
     signal: AbortSignal | undefined,
-    { fieldManager = this.fieldManager, force = true, dryRun = false }: Partial<ApplyOptions> = {},
+    { force = true, dryRun = false }: Partial<ApplyOptions> = {},
   ): Promise<unknown> {
     return this.request({
       verb: "apply",
       method: "PATCH",
       path: resourcePath(resource, { ...intent.metadata, subresource }),
-      query: { fieldManager, force, ...(dryRun ? { dryRun: "All" } : {}) },
+      query: { fieldManager: this.fieldManager, force, ...(dryRun ? { dryRun: "All" } : {}) },
       // JSON is YAML, and apply-patch+yaml is the content type server-side apply is selected by.
       body: intent,
       contentType: "application/apply-patch+yaml",
@@ -278,9 +278,8 @@ export class KubeClient {
   }
 }
 
-/** Server-side apply as another manager (a CLI writing for a person), or as a dry run the API server checks but does not store. */
+/** Server-side apply that may take over others' fields, or a dry run the API server checks but does not store. */
 export interface ApplyOptions {
-  readonly fieldManager: string;
   /** Take over fields another manager owns instead of failing with 409 Conflict. */
   readonly force: boolean;
   readonly dryRun: boolean;

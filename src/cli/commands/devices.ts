@@ -4,7 +4,7 @@ import { Resource } from "../../controllers/resources.js";
 import { tenantNamespaces } from "../../desired/tenant.js";
 import { KubeClient } from "../../runtime/kube-client.js";
 import { CsvFileError, DEVICE_CSV_COLUMNS, parseDeviceCsv } from "../device-csv.js";
-import { applyDeviceRows } from "../import.js";
+import { applyDeviceRows, IMPORT_FIELD_MANAGER } from "../import.js";
 import { CheckFailed, type CliIo, type CommandFactory, readInput } from "../io.js";
 import { progress } from "../progress.js";
 import { clusterConfig, resolveSettings, settingOptions } from "../settings.js";
@@ -48,7 +48,7 @@ const importCommand = (io: CliIo) => {
     .addHelpText("after", FORMAT)
     .action(async (file: string, flags: ImportFlags) => {
       const settings = resolveSettings(["KUBECONFIG"], flags as unknown as Record<string, unknown>, io.env);
-      const client = new KubeClient(clusterConfig(settings, io.env));
+      const client = new KubeClient(clusterConfig(settings, io.env), { fieldManager: IMPORT_FIELD_MANAGER });
       const text = await readInput(
         io,
         file,
