@@ -20,7 +20,13 @@ import {
   type NatsBootstrapKeys,
   type TenantLimits,
 } from "./nats-claims.js";
-import { type AuthorizationRequest, authorizationRequestSchema, decideLogin } from "./nats-login.js";
+import {
+  type AuthorizationRequest,
+  authorizationRequestSchema,
+  decideLogin,
+  deviceClientId,
+  type TenantTrust,
+} from "./nats-login.js";
 import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
 
 /** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
@@ -39,6 +45,11 @@ export interface NatsAdapterOptions {
   readonly keys: NatsBootstrapKeys;
   readonly accountKeys: AccountKeyStore;
   readonly tenantLimits: (tenant: string) => TenantLimits;
+  /**
+   * The tenant's device CA and revoked serials, which certificate logins are checked against;
+   * without it (or without an answer for the tenant) every certificate login is refused.
+   */
+  readonly tenantTrust?: (tenant: string) => TenantTrust | undefined;
   /** How long one login's user stays valid; the server drops the connection then and the device logs in again. */
   readonly userLifetimeSeconds?: number;
   /** How long to wait for every server's answer. */
@@ -56,11 +67,25 @@ const claimUpdateReply = z.object({
   error: z.object({ code: z.number().optional(), description: z.string().optional() }).optional(),
 });
 
+type ConnzConnection = {
+  readonly cid: number;
+  readonly mqtt_client?: string | undefined;
+  readonly tags?: readonly string[] | null | undefined;
+};
+
 const connzReply = z.object({
   server: z.object({ id: z.string(), name: z.string() }),
   data: z
     .object({
-      connections: z.array(z.object({ cid: z.number(), mqtt_client: z.string().optional() })).nullish(),
+      connections: z
+        .array(
+          z.object({
+            cid: z.number(),
+            mqtt_client: z.string().optional(),
+            tags: z.array(z.string()).nullish(),
+          }),
+        )
+        .nullish(),
     })
     .optional(),
 });
@@ -74,6 +99,10 @@ const jsApiReply = z.object({
 });
 
 const deviceKey = (ref: DeviceRef) => `${ref.tenant}/${ref.device}`;
+/** The user tag that names the certificate a connection logged in with (tags are lower case). */
+const serialTag = (serial: string) => `certificate-serial:${serial}`;
+/** More connections than an account can hold: one CONNZ page covers the whole account. */
+const CONNZ_LIMIT = 1 << 20;
 
 /**
  * NATS in operator mode: a tenant is an account signed with the operator key (its key kept by
@@ -153,9 +182,12 @@ export class NatsAccountsAdapter implements BrokerAdapter {
       this.options.logger?.warn({ err: error }, "malformed authorization request");
       return;
     }
-    const decision = decideLogin(request, (username) => {
-      const key = this.byUsername.get(username);
-      return key === undefined ? undefined : this.desired.get(key);
+    const decision = decideLogin(request, {
+      deviceByUsername: (username) => {
+        const key = this.byUsername.get(username);
+        return key === undefined ? undefined : this.desired.get(key);
+      },
+      tenantTrust: (tenant) => this.options.tenantTrust?.(tenant),
     });
     const { keys } = this.options;
     let response: { jwt?: string; error?: string };
@@ -166,12 +198,18 @@ export class NatsAccountsAdapter implements BrokerAdapter {
         device: decision.device.device,
         account,
         permissions: decision.permissions,
+        ...(decision.certificateSerial ? { tags: [serialTag(decision.certificateSerial)] } : {}),
         expiresAt: Math.floor(Date.now() / 1000) + (this.options.userLifetimeSeconds ?? 86_400),
       });
       response = { jwt };
     } else {
       this.options.logger?.info(
-        { username: request.connect_opts.user, reason: decision.reason, server: request.server_id.name },
+        {
+          username: request.connect_opts.user,
+          clientId: request.client_info.mqtt_id,
+          reason: decision.reason,
+          server: request.server_id.name,
+        },
         "login refused",
       );
       response = { error: decision.reason };
@@ -303,23 +341,47 @@ export class NatsAccountsAdapter implements BrokerAdapter {
    * callout already refuses the device's next login everywhere).
    */
   private async kick(device: BrokerDevice): Promise<void> {
-    const account = await this.ensureAccount(device.tenant);
-    const clientId = device.credentials.username;
+    const clientId = deviceClientId(device);
+    await this.kickWhere(
+      await this.ensureAccount(device.tenant),
+      { mqtt_client: clientId },
+      (c) => c.mqtt_client === clientId,
+    );
+  }
+
+  /** Kicks, on every server, the account's connections that `filter` lists and `match` picks. */
+  private async kickWhere(
+    account: string,
+    filter: Record<string, unknown>,
+    match: (connection: ConnzConnection) => boolean,
+  ): Promise<void> {
     const subject = `$SYS.REQ.ACCOUNT.${account}.CONNZ`;
-    const replies = await this.askServers(subject, JSON.stringify({ mqtt_client: clientId }), connzReply);
+    const replies = await this.askServers(subject, JSON.stringify(filter), connzReply);
     const nc = await this.connection();
     await Promise.all(
       replies.flatMap((reply) =>
-        (reply.data?.connections ?? [])
-          .filter((c) => c.mqtt_client === clientId)
-          .map((c) =>
-            nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
-              timeout: this.requestTimeout,
-            }),
-          ),
+        (reply.data?.connections ?? []).filter(match).map((c) =>
+          nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
+            timeout: this.requestTimeout,
+          }),
+        ),
       ),
     );
     this.assertEveryServer(subject, replies);
+  }
+
+  /**
+   * The tenant's revoked serials changed (its CRL): drops, on every server, each live connection
+   * that logged in with a certificate now revoked. The callout refuses those certificates already.
+   */
+  async certificatesRevoked(tenant: string): Promise<void> {
+    const account = this.accounts.get(tenant)?.key.getPublicKey();
+    const revoked = this.options.tenantTrust?.(tenant)?.revokedSerials;
+    if (!account || !revoked?.size) return;
+    const tags = new Set([...revoked].map(serialTag));
+    await this.kickWhere(account, { auth: true, limit: CONNZ_LIMIT }, (c) =>
+      (c.tags ?? []).some((tag) => tags.has(tag)),
+    );
   }
 
   private remember(device: BrokerDevice): BrokerDevice | undefined {

@@ -194,6 +194,8 @@ export function encodeDeviceUser(options: {
   readonly device: string;
   readonly account: KeyPair;
   readonly permissions: DevicePermissions;
+  /** Tags the server shows with the connection (CONNZ with auth), e.g. the certificate's serial. */
+  readonly tags?: readonly string[];
   readonly expiresAt: number;
 }): Promise<string> {
   return encodeUser(
@@ -204,6 +206,7 @@ export function encodeDeviceUser(options: {
       pub: { allow: [...options.permissions.pub] },
       sub: { allow: [...options.permissions.sub] },
       allowed_connection_types: ["MQTT"],
+      ...(options.tags ? { tags: [...options.tags] } : {}),
     },
     { exp: options.expiresAt },
   );
