@@ -116,6 +116,14 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   private readonly byUsername = new Map<string, string>();
   private readonly accounts = new Map<string, { key: KeyPair; pushed?: string }>();
   private readonly listeners = new Set<(status: BrokerStatus) => void>();
+  /**
+   * Revoked serials per tenant as the revocation controller last reported them: they count at once,
+   * before the tenant's CRL Secret reaches `tenantTrust`'s cache, so a kicked device cannot log in
+   * again with its revoked certificate meanwhile.
+   */
+  private readonly revoked = new Map<string, ReadonlySet<string>>();
+  /** The serials whose connections every server has dropped, per tenant. */
+  private readonly kickedRevoked = new Map<string, ReadonlySet<string>>();
   private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
   private system?: NatsConnection;
   private callout?: NatsConnection;
@@ -187,7 +195,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
         const key = this.byUsername.get(username);
         return key === undefined ? undefined : this.desired.get(key);
       },
-      tenantTrust: (tenant) => this.options.tenantTrust?.(tenant),
+      tenantTrust: (tenant) => this.tenantTrust(tenant),
     });
     const { keys } = this.options;
     let response: { jwt?: string; error?: string };
@@ -370,18 +378,30 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     this.assertEveryServer(subject, replies);
   }
 
+  private tenantTrust(tenant: string): TenantTrust | undefined {
+    const trust = this.options.tenantTrust?.(tenant);
+    const reported = this.revoked.get(tenant);
+    if (!trust || !reported) return trust;
+    return { ...trust, revokedSerials: new Set([...trust.revokedSerials, ...reported]) };
+  }
+
   /**
-   * The tenant's revoked serials changed (its CRL): drops, on every server, each live connection
-   * that logged in with a certificate now revoked. The callout refuses those certificates already.
+   * The tenant's revoked certificates (its CRL's serials, lower-case hex): the callout refuses them
+   * from now on, and when the list gained a serial, each live connection that logged in with a now
+   * revoked certificate is dropped on every server.
    */
-  async certificatesRevoked(tenant: string): Promise<void> {
+  async certificatesRevoked(tenant: string, serials: readonly string[]): Promise<void> {
+    const current = new Set(serials);
+    this.revoked.set(tenant, current);
+    const kicked = this.kickedRevoked.get(tenant);
     const account = this.accounts.get(tenant)?.key.getPublicKey();
-    const revoked = this.options.tenantTrust?.(tenant)?.revokedSerials;
-    if (!account || !revoked?.size) return;
-    const tags = new Set([...revoked].map(serialTag));
+    if (!account || serials.every((serial) => kicked?.has(serial))) return;
+    const tags = new Set(serials.map(serialTag));
     await this.kickWhere(account, { auth: true, limit: CONNZ_LIMIT }, (c) =>
       (c.tags ?? []).some((tag) => tags.has(tag)),
     );
+    // Only once every server answered; otherwise the next report kicks again.
+    this.kickedRevoked.set(tenant, current);
   }
 
   private remember(device: BrokerDevice): BrokerDevice | undefined {

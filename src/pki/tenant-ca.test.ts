@@ -237,10 +237,13 @@ describe("tenant CA signing", () => {
           "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n" +
             "nameConstraints=critical,permitted;dirName:tenant\n[tenant]\nO=acme\n",
         );
-        await run("openssl", ["req", "-new", "-key", file("key"), "-out", file("csr")].concat([
-          "-subj",
-          "/O=acme/CN=acme device CA",
-        ]));
+        await run(
+          "openssl",
+          ["req", "-new", "-key", file("key"), "-out", file("csr")].concat([
+            "-subj",
+            "/O=acme/CN=acme device CA",
+          ]),
+        );
         await run(
           "openssl",
           ["x509", "-req", "-in", file("csr"), "-CA", root.certFile, "-CAkey", root.keyFile].concat([
