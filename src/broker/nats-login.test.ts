@@ -86,6 +86,8 @@ describe("decideLogin", () => {
       ["root-s2", root, "/O=acme/CN=s2"],
       ["acme-signs-globex", cas.acme as KeyPair, "/O=globex/CN=s2"],
       ["acme-s2-extra-ou", cas.acme as KeyPair, "/O=acme/OU=x/CN=s2"],
+      ["acme-signs-both-orgs", cas.acme as KeyPair, "/O=acme/O=globex/CN=s2"],
+      ["acme-smuggles-globex", cas.acme as KeyPair, "/O=acme/CN=s2,O=globex"],
     ];
     for (const [name, signer, subject] of leaves) {
       const issued = await issueCertificate(dir, signer, name, { subject, usages: ["clientAuth"] });
@@ -139,6 +141,16 @@ describe("decideLogin", () => {
       "the certificate is not from the device's tenant CA",
     ],
     ["a subject with more than O and CN", () => certificateLogin("acme-s2-extra-ou"), "unknown user"],
+    [
+      "tenant A's CA signing both organizations",
+      () => certificateLogin("acme-signs-both-orgs", ["acme", "root"], "globex/s2"),
+      "unknown user",
+    ],
+    [
+      "tenant B's organization smuggled into the CN",
+      () => certificateLogin("acme-smuggles-globex", ["acme", "root"], "globex/s2"),
+      "unknown user",
+    ],
     [
       "a certificate with another client id",
       () => certificateLogin("acme-s2", ["acme", "root"], "acme/s1"),

@@ -1,5 +1,6 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { connect, jwtAuthenticator } from "@nats-io/transport-node";
 import type { MqttClient } from "mqtt";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -21,7 +22,7 @@ import { KubeClient } from "../runtime/kube-client.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
 import type { BrokerDevice } from "./adapter.js";
 import { NatsAccountsAdapter } from "./nats-accounts.js";
-import { bootstrapKeys } from "./nats-claims.js";
+import { bootstrapKeys, bootstrapUserJwt } from "./nats-claims.js";
 import type { TenantTrust } from "./nats-login.js";
 
 /**
@@ -311,5 +312,37 @@ describe("x509 devices on a real 3-node NATS cluster", () => {
       connectWith({ certificate: await ownCertificate(d) }, clientIdOf(d)),
     );
     await own.endAsync(true);
+  });
+
+  it("seals the callout's requests to the operator's xkey: another listener with the callout user's credentials reads no password", async () => {
+    const tenant = `x${run}`;
+    const d: BrokerDevice = {
+      ...x509Device(tenant, "pw-1"),
+      credentials: { type: "password", username: `${tenant}/pw-1`, password: `sealed-${run}` },
+    };
+    await adapter.applyDevice(d);
+    const keys = bootstrapKeys(cluster.seeds);
+    const eavesdropper = await connect({
+      servers: [...cluster.urls],
+      authenticator: jwtAuthenticator(
+        await bootstrapUserJwt(keys, "calloutUser"),
+        keys.calloutUser.getSeed(),
+      ),
+    });
+    try {
+      const seen = eavesdropper.subscribe("$SYS.REQ.USER.AUTH", { max: 1 });
+      await eavesdropper.flush();
+      const client = await eventuallyConnects(() =>
+        connectWith({ username: d.credentials.username, password: `sealed-${run}` }, clientIdOf(d)),
+      );
+      await client.endAsync(true);
+      for await (const request of seen) {
+        expect(request.headers?.get("Nats-Server-Xkey")).toMatch(/^X/);
+        expect(Buffer.from(request.data).includes(`sealed-${run}`)).toBe(false);
+        expect(request.string()).not.toMatch(/^eyJ/);
+      }
+    } finally {
+      await eavesdropper.close();
+    }
   });
 });
