@@ -90,6 +90,9 @@ const connzReply = z.object({
     .optional(),
 });
 
+/** The header in which a server names its curve key when it seals an authorization request (server/auth_callout.go). */
+const SERVER_XKEY_HEADER = "Nats-Server-Xkey";
+
 /** The streams nats-server creates in an account for its MQTT clients (server/mqtt.go). */
 const MQTT_STREAMS = ["$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs", "$MQTT_qos2in", "$MQTT_out"] as const;
 /** JetStream API error code "stream not found". */
@@ -182,10 +185,17 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   /** The auth callout: one decision per login, answered to the server that asked. */
   private async answer(msg: Msg): Promise<void> {
     if (!this.serving) return;
+    const { keys } = this.options;
+    // Sealed to the callout's xkey by the server, which names its own curve key in the header.
+    const serverXkey = msg.headers?.get(SERVER_XKEY_HEADER) || undefined;
     let request: AuthorizationRequest;
     try {
+      const opened = serverXkey ? keys.calloutXkey.open(msg.data, serverXkey) : msg.data;
+      if (!opened) throw new Error("the request is not sealed to this callout's xkey");
       // decode verifies the server's signature over the request.
-      request = authorizationRequestSchema.parse((decode(msg.string()) as ClaimsData<unknown>).nats);
+      request = authorizationRequestSchema.parse(
+        (decode(new TextDecoder().decode(opened)) as ClaimsData<unknown>).nats,
+      );
     } catch (error) {
       this.options.logger?.warn({ err: error }, "malformed authorization request");
       return;
@@ -197,7 +207,6 @@ export class NatsAccountsAdapter implements BrokerAdapter {
       },
       tenantTrust: (tenant) => this.tenantTrust(tenant),
     });
-    const { keys } = this.options;
     let response: { jwt?: string; error?: string };
     if (decision.allow) {
       const account = await this.accountKey(decision.device.tenant);
@@ -222,15 +231,14 @@ export class NatsAccountsAdapter implements BrokerAdapter {
       );
       response = { error: decision.reason };
     }
-    msg.respond(
-      await encodeAuthorizationResponse(
-        request.user_nkey,
-        request.server_id.id,
-        keys.authAccount,
-        response,
-        {},
-      ),
+    const answer = await encodeAuthorizationResponse(
+      request.user_nkey,
+      request.server_id.id,
+      keys.authAccount,
+      response,
+      {},
     );
+    msg.respond(serverXkey ? keys.calloutXkey.seal(new TextEncoder().encode(answer), serverXkey) : answer);
   }
 
   private async accountKey(tenant: string): Promise<KeyPair> {
