@@ -56,6 +56,8 @@ function x509Device(tenant: string, name: string, extra: Partial<BrokerDevice> =
 describe("x509 devices on a real 3-node NATS cluster", () => {
   let cluster: NatsCluster;
   let adapter: NatsAccountsAdapter;
+  /** An operator replica's adapter: the callout, which answers once it has been given devices. */
+  let newAdapter: () => NatsAccountsAdapter;
   let ca: Buffer;
   let dir: string;
   const trust = new Map<string, { caCertificatePem: string; revokedSerials: Set<string> }>();
@@ -151,20 +153,22 @@ describe("x509 devices on a real 3-node NATS cluster", () => {
         },
       },
     );
-    adapter = new NatsAccountsAdapter({
-      servers: cluster.urls,
-      clusterSize: cluster.nodes.length,
-      keys: bootstrapKeys(cluster.seeds),
-      accountKeys: new SecretAccountKeyStore(new KubeClient(adminKubeConfig()), OPERATOR_NAMESPACE),
-      tenantLimits: () => ({
-        connections: 10,
-        subscriptions: 100,
-        payloadBytes: 64 * 1024,
-        jetStreamBytes: 64 << 20,
-      }),
-      tenantTrust: (tenant): TenantTrust | undefined => trust.get(tenant),
-      logger,
-    });
+    newAdapter = () =>
+      new NatsAccountsAdapter({
+        servers: cluster.urls,
+        clusterSize: cluster.nodes.length,
+        keys: bootstrapKeys(cluster.seeds),
+        accountKeys: new SecretAccountKeyStore(new KubeClient(adminKubeConfig()), OPERATOR_NAMESPACE),
+        tenantLimits: () => ({
+          connections: 10,
+          subscriptions: 100,
+          payloadBytes: 64 * 1024,
+          jetStreamBytes: 64 << 20,
+        }),
+        tenantTrust: (tenant): TenantTrust | undefined => trust.get(tenant),
+        logger,
+      });
+    adapter = newAdapter();
   });
   afterAll(async () => {
     await adapter?.close();
@@ -345,5 +349,25 @@ describe("x509 devices on a real 3-node NATS cluster", () => {
     } finally {
       await eavesdropper.close();
     }
+  });
+
+  it("keeps a connected x509 device while the auth callout is away, refuses a new certificate login then, and serves it once the callout is back", async () => {
+    const tenant = `w${run}`;
+    const d = x509Device(tenant, "sensor-1");
+    await adapter.applyDevice(d);
+    const own = await ownCertificate(d);
+    const connected = await eventuallyConnects(() => connectWith({ certificate: own }, clientIdOf(d), 0));
+    await adapter.close();
+    try {
+      // No answer: the server refuses after its callout timeout.
+      await expect(connectWith({ certificate: own }, clientIdOf(d), 1)).rejects.toThrow(LOGIN_REFUSED);
+      expect(connected.connected).toBe(true);
+      expect(await subscribeCodes(connected, `tenants/${tenant}/devices/sensor-1/#`)).toEqual([1]);
+    } finally {
+      adapter = newAdapter();
+    }
+    await adapter.applyDevice(d);
+    const again = await eventuallyConnects(() => connectWith({ certificate: own }, clientIdOf(d), 1));
+    await Promise.all([again.endAsync(true), connected.endAsync(true)]);
   });
 });
