@@ -67,27 +67,17 @@ const claimUpdateReply = z.object({
   error: z.object({ code: z.number().optional(), description: z.string().optional() }).optional(),
 });
 
-type ConnzConnection = {
-  readonly cid: number;
-  readonly mqtt_client?: string | undefined;
-  readonly tags?: readonly string[] | null | undefined;
-};
+const connzConnection = z.object({
+  cid: z.number(),
+  mqtt_client: z.string().optional(),
+  /** The user's tags (with `auth`): a certificate login's serial. */
+  tags: z.array(z.string()).nullish(),
+});
+type ConnzConnection = z.infer<typeof connzConnection>;
 
 const connzReply = z.object({
   server: z.object({ id: z.string(), name: z.string() }),
-  data: z
-    .object({
-      connections: z
-        .array(
-          z.object({
-            cid: z.number(),
-            mqtt_client: z.string().optional(),
-            tags: z.array(z.string()).nullish(),
-          }),
-        )
-        .nullish(),
-    })
-    .optional(),
+  data: z.object({ connections: z.array(connzConnection).nullish() }).optional(),
 });
 
 /** The header in which a server names its curve key when it seals an authorization request (server/auth_callout.go). */
