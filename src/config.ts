@@ -70,7 +70,7 @@ export const operatorConfigSchema = z.object({
     .min(1)
     .default("iot-nats-keys")
     .describe(
-      "Secret in the operator's namespace with the NATS nkey seeds operator, systemAccount, systemUser, authAccount, calloutUser; tenants' account keys go into Secrets nats-account-<tenant> beside it.",
+      "Secret in the operator's namespace with the NATS nkey seeds operator, systemAccount, systemUser, authAccount, calloutUser, calloutXkey (a curve seed: authorization requests are sealed to it); tenants' account keys go into Secrets nats-account-<tenant> beside it.",
     ),
   NATS_USER_LIFETIME_SECONDS: z.coerce
     .number()

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { tenantCAName } from "./api/derived-names.js";
 import { SecurityMonitor } from "./audit/security-monitor.js";
 import { AuditTrail } from "./audit/trail.js";
 import type { BrokerAdapter } from "./broker/adapter.js";
@@ -8,14 +9,18 @@ import type { DynsecConnection } from "./broker/dynsec-client.js";
 import { MosquittoDynsecAdapter } from "./broker/mosquitto-dynsec.js";
 import { NatsAccountsAdapter } from "./broker/nats-accounts.js";
 import { bootstrapKeys, tenantLimits } from "./broker/nats-claims.js";
+import type { TenantTrust } from "./broker/nats-login.js";
 import type { OperatorConfig } from "./config.js";
 import { DeviceReconciler } from "./controllers/device.js";
 import { readBootstrapSeeds, SecretAccountKeyStore } from "./controllers/nats-keys.js";
 import { parseTenantObject } from "./controllers/parse.js";
 import { Resource } from "./controllers/resources.js";
-import { RevocationReconciler } from "./controllers/revocation.js";
+import { MANAGED_SECRETS, RevocationReconciler } from "./controllers/revocation.js";
+import { type Secret, secretText } from "./controllers/secrets.js";
 import { TenantReconciler } from "./controllers/tenant.js";
+import { parseRevocations, REVOKED_KEY, tenantCrlName } from "./desired/revocation.js";
 import type { Logger } from "./observability/logger.js";
+import { objectKey } from "./runtime/kube-object.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
@@ -57,6 +62,27 @@ export function brokerAdminConnection(config: OperatorConfig): DynsecConnection 
   };
 }
 
+/**
+ * What the NATS auth callout checks device certificates against, from the operator's own Secrets:
+ * the tenant's CA (`tenant-<t>-ca`) and the serials its CRL Secret lists.
+ */
+function tenantTrustFromSecrets(
+  manager: Manager,
+  namespace: string,
+): (tenant: string) => TenantTrust | undefined {
+  const secrets = manager.informer<Secret>(Resource.secret, { labelSelector: MANAGED_SECRETS });
+  return (tenant) => {
+    const caCertificatePem = secretText(
+      secrets.get(objectKey({ namespace, name: tenantCAName(tenant) })),
+      "tls.crt",
+    );
+    if (!caCertificatePem) return undefined;
+    const crl = secrets.get(objectKey({ namespace, name: tenantCrlName(tenant) }));
+    const revoked = parseRevocations(secretText(crl, REVOKED_KEY) ?? "[]");
+    return { caCertificatePem, revokedSerials: new Set(revoked.map((r) => r.serialNumber)) };
+  };
+}
+
 /** The backend BROKER_KIND names, behind the one adapter interface. */
 async function brokerAdapter(options: OperatorOptions, manager: Manager): Promise<BrokerAdapter> {
   const { config } = options;
@@ -86,6 +112,7 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
       // A device is applied only once its tenant is cached; a tenant gone meanwhile gets no connections.
       return tenantLimits(object ? parseTenantObject(object).spec.devices.maxDevices : 0, perDevice);
     },
+    tenantTrust: tenantTrustFromSecrets(manager, config.OPERATOR_NAMESPACE),
     userLifetimeSeconds: config.NATS_USER_LIFETIME_SECONDS,
     logger,
   });
@@ -117,7 +144,13 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
         }),
   });
   const broker = await brokerAdapter(options, manager);
-  new RevocationReconciler(manager, config).register();
+  new RevocationReconciler(
+    manager,
+    config,
+    broker instanceof NatsAccountsAdapter
+      ? (tenant, serials) => broker.certificatesRevoked(tenant, serials)
+      : undefined,
+  ).register();
   broker.onStatusChange((status) => manager.metrics.brokerSynced.set(status.synced ? 1 : 0));
   const devices = new DeviceReconciler(manager, config, broker);
   devices.register();

@@ -20,7 +20,13 @@ import {
   type NatsBootstrapKeys,
   type TenantLimits,
 } from "./nats-claims.js";
-import { type AuthorizationRequest, authorizationRequestSchema, decideLogin } from "./nats-login.js";
+import {
+  type AuthorizationRequest,
+  authorizationRequestSchema,
+  decideLogin,
+  deviceClientId,
+  type TenantTrust,
+} from "./nats-login.js";
 import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
 
 /** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
@@ -39,6 +45,11 @@ export interface NatsAdapterOptions {
   readonly keys: NatsBootstrapKeys;
   readonly accountKeys: AccountKeyStore;
   readonly tenantLimits: (tenant: string) => TenantLimits;
+  /**
+   * The tenant's device CA and revoked serials, which certificate logins are checked against;
+   * without it (or without an answer for the tenant) every certificate login is refused.
+   */
+  readonly tenantTrust?: (tenant: string) => TenantTrust | undefined;
   /** How long one login's user stays valid; the server drops the connection then and the device logs in again. */
   readonly userLifetimeSeconds?: number;
   /** How long to wait for every server's answer. */
@@ -56,14 +67,21 @@ const claimUpdateReply = z.object({
   error: z.object({ code: z.number().optional(), description: z.string().optional() }).optional(),
 });
 
+const connzConnection = z.object({
+  cid: z.number(),
+  mqtt_client: z.string().optional(),
+  /** The user's tags (with `auth`): a certificate login's serial. */
+  tags: z.array(z.string()).nullish(),
+});
+type ConnzConnection = z.infer<typeof connzConnection>;
+
 const connzReply = z.object({
   server: z.object({ id: z.string(), name: z.string() }),
-  data: z
-    .object({
-      connections: z.array(z.object({ cid: z.number(), mqtt_client: z.string().optional() })).nullish(),
-    })
-    .optional(),
+  data: z.object({ connections: z.array(connzConnection).nullish() }).optional(),
 });
+
+/** The header in which a server names its curve key when it seals an authorization request (server/auth_callout.go). */
+const SERVER_XKEY_HEADER = "Nats-Server-Xkey";
 
 /** The streams nats-server creates in an account for its MQTT clients (server/mqtt.go). */
 const MQTT_STREAMS = ["$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs", "$MQTT_qos2in", "$MQTT_out"] as const;
@@ -74,6 +92,10 @@ const jsApiReply = z.object({
 });
 
 const deviceKey = (ref: DeviceRef) => `${ref.tenant}/${ref.device}`;
+/** The user tag that names the certificate a connection logged in with (tags are lower case). */
+const serialTag = (serial: string) => `certificate-serial:${serial}`;
+/** More connections than an account can hold: one CONNZ page covers the whole account. */
+const CONNZ_LIMIT = 1 << 20;
 
 /**
  * NATS in operator mode: a tenant is an account signed with the operator key (its key kept by
@@ -87,6 +109,14 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   private readonly byUsername = new Map<string, string>();
   private readonly accounts = new Map<string, { key: KeyPair; pushed?: string }>();
   private readonly listeners = new Set<(status: BrokerStatus) => void>();
+  /**
+   * Revoked serials per tenant as the revocation controller last reported them: they count at once,
+   * before the tenant's CRL Secret reaches `tenantTrust`'s cache, so a kicked device cannot log in
+   * again with its revoked certificate meanwhile.
+   */
+  private readonly revoked = new Map<string, ReadonlySet<string>>();
+  /** The serials whose connections every server has dropped, per tenant. */
+  private readonly kickedRevoked = new Map<string, ReadonlySet<string>>();
   private current: BrokerStatus = { synced: false, reason: "BrokerError", message: "not connected yet" };
   private system?: NatsConnection;
   private callout?: NatsConnection;
@@ -145,19 +175,28 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   /** The auth callout: one decision per login, answered to the server that asked. */
   private async answer(msg: Msg): Promise<void> {
     if (!this.serving) return;
+    const { keys } = this.options;
+    // Sealed to the callout's xkey by the server, which names its own curve key in the header.
+    const serverXkey = msg.headers?.get(SERVER_XKEY_HEADER) || undefined;
     let request: AuthorizationRequest;
     try {
+      const opened = serverXkey ? keys.calloutXkey.open(msg.data, serverXkey) : msg.data;
+      if (!opened) throw new Error("the request is not sealed to this callout's xkey");
       // decode verifies the server's signature over the request.
-      request = authorizationRequestSchema.parse((decode(msg.string()) as ClaimsData<unknown>).nats);
+      request = authorizationRequestSchema.parse(
+        (decode(new TextDecoder().decode(opened)) as ClaimsData<unknown>).nats,
+      );
     } catch (error) {
       this.options.logger?.warn({ err: error }, "malformed authorization request");
       return;
     }
-    const decision = decideLogin(request, (username) => {
-      const key = this.byUsername.get(username);
-      return key === undefined ? undefined : this.desired.get(key);
+    const decision = decideLogin(request, {
+      deviceByUsername: (username) => {
+        const key = this.byUsername.get(username);
+        return key === undefined ? undefined : this.desired.get(key);
+      },
+      tenantTrust: (tenant) => this.tenantTrust(tenant),
     });
-    const { keys } = this.options;
     let response: { jwt?: string; error?: string };
     if (decision.allow) {
       const account = await this.accountKey(decision.device.tenant);
@@ -166,25 +205,30 @@ export class NatsAccountsAdapter implements BrokerAdapter {
         device: decision.device.device,
         account,
         permissions: decision.permissions,
+        ...(decision.certificateSerial ? { tags: [serialTag(decision.certificateSerial)] } : {}),
         expiresAt: Math.floor(Date.now() / 1000) + (this.options.userLifetimeSeconds ?? 86_400),
       });
       response = { jwt };
     } else {
       this.options.logger?.info(
-        { username: request.connect_opts.user, reason: decision.reason, server: request.server_id.name },
+        {
+          username: request.connect_opts.user,
+          clientId: request.client_info.mqtt_id,
+          reason: decision.reason,
+          server: request.server_id.name,
+        },
         "login refused",
       );
       response = { error: decision.reason };
     }
-    msg.respond(
-      await encodeAuthorizationResponse(
-        request.user_nkey,
-        request.server_id.id,
-        keys.authAccount,
-        response,
-        {},
-      ),
+    const answer = await encodeAuthorizationResponse(
+      request.user_nkey,
+      request.server_id.id,
+      keys.authAccount,
+      response,
+      {},
     );
+    msg.respond(serverXkey ? keys.calloutXkey.seal(new TextEncoder().encode(answer), serverXkey) : answer);
   }
 
   private async accountKey(tenant: string): Promise<KeyPair> {
@@ -303,23 +347,59 @@ export class NatsAccountsAdapter implements BrokerAdapter {
    * callout already refuses the device's next login everywhere).
    */
   private async kick(device: BrokerDevice): Promise<void> {
-    const account = await this.ensureAccount(device.tenant);
-    const clientId = device.credentials.username;
+    const clientId = deviceClientId(device);
+    await this.kickWhere(
+      await this.ensureAccount(device.tenant),
+      { mqtt_client: clientId },
+      (c) => c.mqtt_client === clientId,
+    );
+  }
+
+  /** Kicks, on every server, the account's connections that `filter` lists and `match` picks. */
+  private async kickWhere(
+    account: string,
+    filter: Record<string, unknown>,
+    match: (connection: ConnzConnection) => boolean,
+  ): Promise<void> {
     const subject = `$SYS.REQ.ACCOUNT.${account}.CONNZ`;
-    const replies = await this.askServers(subject, JSON.stringify({ mqtt_client: clientId }), connzReply);
+    const replies = await this.askServers(subject, JSON.stringify(filter), connzReply);
     const nc = await this.connection();
     await Promise.all(
       replies.flatMap((reply) =>
-        (reply.data?.connections ?? [])
-          .filter((c) => c.mqtt_client === clientId)
-          .map((c) =>
-            nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
-              timeout: this.requestTimeout,
-            }),
-          ),
+        (reply.data?.connections ?? []).filter(match).map((c) =>
+          nc.request(`$SYS.REQ.SERVER.${reply.server.id}.KICK`, JSON.stringify({ cid: c.cid }), {
+            timeout: this.requestTimeout,
+          }),
+        ),
       ),
     );
     this.assertEveryServer(subject, replies);
+  }
+
+  private tenantTrust(tenant: string): TenantTrust | undefined {
+    const trust = this.options.tenantTrust?.(tenant);
+    const reported = this.revoked.get(tenant);
+    if (!trust || !reported) return trust;
+    return { ...trust, revokedSerials: new Set([...trust.revokedSerials, ...reported]) };
+  }
+
+  /**
+   * The tenant's revoked certificates (its CRL's serials, lower-case hex): the callout refuses them
+   * from now on, and when the list gained a serial, each live connection that logged in with a now
+   * revoked certificate is dropped on every server.
+   */
+  async certificatesRevoked(tenant: string, serials: readonly string[]): Promise<void> {
+    const current = new Set(serials);
+    this.revoked.set(tenant, current);
+    const kicked = this.kickedRevoked.get(tenant);
+    const account = this.accounts.get(tenant)?.key.getPublicKey();
+    if (!account || serials.every((serial) => kicked?.has(serial))) return;
+    const tags = new Set(serials.map(serialTag));
+    await this.kickWhere(account, { auth: true, limit: CONNZ_LIMIT }, (c) =>
+      (c.tags ?? []).some((tag) => tags.has(tag)),
+    );
+    // Only once every server answered; otherwise the next report kicks again.
+    this.kickedRevoked.set(tenant, current);
   }
 
   private remember(device: BrokerDevice): BrokerDevice | undefined {

@@ -64,10 +64,13 @@ describe("claims", () => {
 
   it("lets only the callout service user skip the callout, and gives the sentinel no permission", async () => {
     const trust = await serverTrust(keys);
-    const auth = decode<{ authorization: { auth_users: string[] } }>(
+    const auth = decode<{ authorization: { auth_users: string[]; xkey?: string } }>(
       trust.preload[keys.authAccount.getPublicKey()] ?? "",
     );
     expect(auth.nats.authorization?.auth_users).toEqual([keys.calloutUser.getPublicKey()]);
+    // Requests (with devices' passwords) are sealed to the callout's curve key.
+    expect(auth.nats.authorization).toMatchObject({ xkey: keys.calloutXkey.getPublicKey() });
+    expect(keys.calloutXkey.getPublicKey()).toMatch(/^X/);
     const sentinel = decode<Record<string, unknown>>(trust.defaultSentinel);
     expect(sentinel.nats).toMatchObject({ bearer_token: true, pub: { deny: [">"] }, sub: { deny: [">"] } });
   });

@@ -1,5 +1,13 @@
 import { type Account, encodeAccount, encodeOperator, encodeUser, type User } from "@nats-io/jwt";
-import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from "@nats-io/nkeys";
+import {
+  createAccount,
+  createCurve,
+  createOperator,
+  createUser,
+  fromCurveSeed,
+  fromSeed,
+  type KeyPair,
+} from "@nats-io/nkeys";
 import type { DevicePermissions } from "./nats-subjects.js";
 
 /**
@@ -15,13 +23,27 @@ export const BOOTSTRAP_KEY_NAMES = [
   "authAccount",
   /** The auth account's service user that answers `$SYS.REQ.USER.AUTH`. */
   "calloutUser",
+  /**
+   * The callout's curve key (xkey): servers seal each authorization request (which carries the
+   * device's password) to it and the callout seals its answer back, so whoever else can listen
+   * on the callout subject or the routes reads neither.
+   */
+  "calloutXkey",
 ] as const;
 export type BootstrapKeyName = (typeof BOOTSTRAP_KEY_NAMES)[number];
 export type NatsBootstrapSeeds = Readonly<Record<BootstrapKeyName, string>>;
 export type NatsBootstrapKeys = Readonly<Record<BootstrapKeyName, KeyPair>>;
 
 export function bootstrapKeys(seeds: NatsBootstrapSeeds): NatsBootstrapKeys {
-  const entries = BOOTSTRAP_KEY_NAMES.map((name) => [name, keyFromSeed(seeds[name])] as const);
+  const entries = BOOTSTRAP_KEY_NAMES.map(
+    (name) =>
+      [
+        name,
+        name === "calloutXkey"
+          ? fromCurveSeed(new TextEncoder().encode(seeds[name]))
+          : keyFromSeed(seeds[name]),
+      ] as const,
+  );
   return Object.fromEntries(entries) as Record<BootstrapKeyName, KeyPair>;
 }
 
@@ -37,6 +59,7 @@ export function newBootstrapSeeds(): NatsBootstrapSeeds {
     systemUser: createUser,
     authAccount: createAccount,
     calloutUser: createUser,
+    calloutXkey: createCurve,
   };
   const entries = BOOTSTRAP_KEY_NAMES.map(
     (name) => [name, new TextDecoder().decode(make[name]().getSeed())] as const,
@@ -104,6 +127,7 @@ export async function serverTrust(keys: NatsBootstrapKeys): Promise<ServerTrust>
         auth_users: [keys.calloutUser.getPublicKey()],
         // Tenants come and go; the callout alone decides which account a device lands in.
         allowed_accounts: ["*"],
+        xkey: keys.calloutXkey.getPublicKey(),
       },
     },
     { signer: keys.operator },
@@ -194,6 +218,8 @@ export function encodeDeviceUser(options: {
   readonly device: string;
   readonly account: KeyPair;
   readonly permissions: DevicePermissions;
+  /** Tags the server shows with the connection (CONNZ with auth), e.g. the certificate's serial. */
+  readonly tags?: readonly string[];
   readonly expiresAt: number;
 }): Promise<string> {
   return encodeUser(
@@ -204,6 +230,7 @@ export function encodeDeviceUser(options: {
       pub: { allow: [...options.permissions.pub] },
       sub: { allow: [...options.permissions.sub] },
       allowed_connection_types: ["MQTT"],
+      ...(options.tags ? { tags: [...options.tags] } : {}),
     },
     { exp: options.expiresAt },
   );

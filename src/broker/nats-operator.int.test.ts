@@ -4,7 +4,7 @@ import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type NatsCluster, startNatsCluster } from "../../test/harness/nats.js";
 import { NATS_KEYS_SECRET, natsKeysSecret } from "../../test/harness/stack.js";
-import { uniqueName } from "../../test/support/kube.js";
+import { eventually, uniqueName } from "../../test/support/kube.js";
 import { eventuallyNotFound, kubectl } from "../../test/support/kubectl.js";
 import { receivedBeforeSentinel } from "../../test/support/mqtt.js";
 import {
@@ -19,6 +19,7 @@ import {
   applyManifest,
   applyReadyTenant,
   deviceReadyReason,
+  deviceTls,
   readyAtCurrentGeneration,
   readyDevice,
   secretData,
@@ -27,16 +28,17 @@ import {
 } from "../../test/support/operator.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
 import { natsAccountSecretName } from "../controllers/nats-keys.js";
+import { REVOKED_KEY, tenantCrlName } from "../desired/revocation.js";
 import type { RunningOperator } from "../operator.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
 
 /**
- * The whole operator with BROKER_KIND=nats on a real 3-node NATS cluster: Tenants and password
- * Devices from the API server become accounts and logins that the cluster enforces.
+ * The whole operator with BROKER_KIND=nats on a real 3-node NATS cluster: Tenants and Devices
+ * (password and x509) from the API server become accounts and logins that the cluster enforces.
  */
 describe("the operator with BROKER_KIND=nats", () => {
   const stack = inject("stack");
-  const [tenantA, tenantB] = [uniqueName("natsa"), uniqueName("natsb")];
+  const [tenantA, tenantB, tenantX] = [uniqueName("natsa"), uniqueName("natsb"), uniqueName("natsx")];
   const device = "sensor-1";
   let cluster: NatsCluster;
   let operator: RunningOperator;
@@ -72,8 +74,8 @@ describe("the operator with BROKER_KIND=nats", () => {
   afterAll(async () => {
     // Leaves no Tenant behind for the next operator test's operator to reconcile.
     if (operator) {
-      await kubectl(["delete", "tenant", tenantA, tenantB, "--ignore-not-found", "--wait=false"]);
-      await Promise.all([tenantA, tenantB].map((t) => eventuallyNotFound(["tenant", t], 60_000)));
+      await kubectl(["delete", "tenant", tenantA, tenantB, tenantX, "--ignore-not-found", "--wait=false"]);
+      await Promise.all([tenantA, tenantB, tenantX].map((t) => eventuallyNotFound(["tenant", t], 60_000)));
       await operator.stop();
     }
     await cluster?.stop();
@@ -172,5 +174,77 @@ describe("the operator with BROKER_KIND=nats", () => {
     } finally {
       await Promise.all([a.endAsync(true), b.endAsync(true)]);
     }
+  });
+
+  it("provisions x509 devices whose cert-manager certificate from the tenant CA logs in as <tenant>/<device>; a deleted device's certificate is dropped, revoked and refused, even for a new Device of that name", async () => {
+    await applyReadyTenant(tenantX);
+    await applyDevice(tenantX, device);
+    const status = await readyDevice(tenantX, device);
+    expect(status.username).toBe(`CN=${device},O=${tenantX}`);
+    const first = await deviceTls(tenantX, device);
+    const clientId = `${tenantX}/${device}`;
+    const loginWith = (tls: { cert: string | Buffer; key: string | Buffer }, node: number) =>
+      connectNatsMqtt({
+        host: cluster.host,
+        port: cluster.nodes[node]?.mqttPort ?? 0,
+        ca,
+        clientId,
+        cert: Buffer.from(tls.cert),
+        key: Buffer.from(tls.key),
+      });
+    // Without its certificate the device's identity does not log in.
+    await expect(
+      connectNatsMqtt({ host: cluster.host, port: cluster.nodes[0]?.mqttPort ?? 0, ca, clientId }),
+    ).rejects.toThrow(LOGIN_REFUSED);
+    const client = await eventuallyConnects(() => loginWith(first, 1));
+    const own = `tenants/${tenantX}/devices/${device}`;
+    expect(await subscribeCodes(client, `${own}/#`)).toEqual([1]);
+    expect(await subscribeCodes(client, `tenants/${tenantX}/#`)).toEqual([REFUSED]);
+
+    // Deleting the Device drops its live connection and puts its certificate on the tenant's CRL.
+    const dropped = closed(client);
+    expect((await kubectl(["-n", tenantX, "delete", "device", device, "--wait=false"])).ok).toBe(true);
+    console.log(
+      `[nats-operator] deleted x509 device's connection dropped after ${(await dropped).toFixed(0)} ms`,
+    );
+    await eventually(
+      "the deleted device's serial on the tenant's CRL",
+      async () => {
+        const crl = await kubectl([
+          "-n",
+          OPERATOR_NAMESPACE,
+          "get",
+          "secret",
+          tenantCrlName(tenantX),
+          "-o",
+          "json",
+        ]);
+        if (!crl.ok) return undefined;
+        const data = (JSON.parse(crl.stdout) as { data: Record<string, string> }).data[REVOKED_KEY] ?? "";
+        return Buffer.from(data, "base64")
+          .toString()
+          .includes(status.certificate?.serialNumber ?? "?")
+          ? true
+          : undefined;
+      },
+      60_000,
+    );
+    await eventuallyNotFound(["-n", tenantX, "device", device]);
+    // A new Device of that name gets a new certificate; the old one stays refused (revoked), the new one logs in.
+    await applyDevice(tenantX, device);
+    const renewed = await eventually(
+      "the new Device's certificate",
+      async () => {
+        const current = await readyDevice(tenantX, device);
+        return current.certificate?.serialNumber !== status.certificate?.serialNumber ? current : undefined;
+      },
+      90_000,
+    );
+    expect(renewed.username).toBe(status.username);
+    const second = await deviceTls(tenantX, device);
+    await expect(loginWith(first, 2)).rejects.toThrow(LOGIN_REFUSED);
+    const again = await eventuallyConnects(() => loginWith(second, 2));
+    expect(await subscribeCodes(again, `${own}/#`)).toEqual([1]);
+    await again.endAsync(true);
   });
 });

@@ -1,3 +1,5 @@
+import type { X509Certificate } from "node:crypto";
+
 /** One attribute of a certificate subject, e.g. `{ type: "CN", value: "sensor-1" }` (OpenSSL short names). */
 export interface SubjectAttribute {
   readonly type: string;
@@ -49,4 +51,14 @@ export function deviceSubject(tenant: string, device: string): SubjectAttribute[
     { type: "O", value: tenant },
     { type: "CN", value: device },
   ];
+}
+
+/** The username of a certificate's subject (node's X509Certificate, one `type=value` line per attribute). */
+export function certificateUsername(certificate: X509Certificate): string {
+  return subjectUsername(
+    certificate.subject.split("\n").map((line) => {
+      const eq = line.indexOf("=");
+      return { type: line.slice(0, eq), value: line.slice(eq + 1) };
+    }),
+  );
 }

@@ -51,9 +51,14 @@ export class RevocationReconciler {
   private readonly tenants: Informer;
   private readonly secrets: Informer<Secret>;
 
+  /**
+   * `onRevocations` hears each tenant's revoked serials once its CRL is signed: a broker that checks
+   * certificates itself (NATS: the operator's auth callout) refuses them and drops their connections.
+   */
   constructor(
     private readonly manager: Manager,
     private readonly config: OperatorConfig,
+    private readonly onRevocations?: (tenant: string, serials: readonly string[]) => Promise<void>,
   ) {
     this.tenants = manager.informer(Resource.tenant);
     this.secrets = indexedByTenant(
@@ -112,6 +117,11 @@ export class RevocationReconciler {
     }
     const result = await this.signTenantCrl(request.name, records, context);
     await this.publish(context);
+    if (result.revoked)
+      await this.onRevocations?.(
+        request.name,
+        result.revoked.map((r) => r.serialNumber),
+      );
     if (result.folded) {
       for (const record of records)
         await this.manager.client.delete(Resource.secret, record.metadata, { signal });
@@ -124,7 +134,7 @@ export class RevocationReconciler {
     tenant: string,
     records: readonly Secret[],
     context: ReconcileContext,
-  ): Promise<{ folded: boolean; requeueAfterMs: number }> {
+  ): Promise<{ folded: boolean; requeueAfterMs: number; revoked?: readonly Revocation[] }> {
     const namespace = this.config.OPERATOR_NAMESPACE;
     const ca = this.secrets.get(objectKey({ namespace, name: tenantCAName(tenant) }));
     const [caCertificatePem, caKeyPem] = [secretText(ca, "tls.crt"), secretText(ca, "tls.key")];
@@ -141,7 +151,7 @@ export class RevocationReconciler {
     );
     const fresh = current?.metadata.annotations?.["iot.tenant-operator.io/crl-digest"] === listDigest;
     if (fresh && secretText(current, "ca.crl") && signedUntil - now > RESIGN_BEFORE_MS) {
-      return { folded: true, requeueAfterMs: signedUntil - now - RESIGN_BEFORE_MS };
+      return { folded: true, requeueAfterMs: signedUntil - now - RESIGN_BEFORE_MS, revoked };
     }
     const number = Number(current?.metadata.annotations?.["iot.tenant-operator.io/crl-number"] ?? 0) + 1;
     const nextUpdate = now + CRL_LIFETIME_MS;
@@ -177,7 +187,7 @@ export class RevocationReconciler {
       context.signal,
     );
     context.logger.info({ tenant, revoked: revoked.length, number }, "tenant CRL signed");
-    return { folded: true, requeueAfterMs: CRL_LIFETIME_MS - RESIGN_BEFORE_MS };
+    return { folded: true, requeueAfterMs: CRL_LIFETIME_MS - RESIGN_BEFORE_MS, revoked };
   }
 
   /**

@@ -3,7 +3,7 @@ import { deviceCertificateName, deviceSecretName, tenantCAName } from "../api/de
 import { AuthenticationType, type Device } from "../api/device.js";
 import type { Tenant } from "../api/tenant.js";
 import type { BrokerDevice } from "../broker/adapter.js";
-import { subjectUsername } from "../broker/subject.js";
+import { certificateUsername } from "../broker/subject.js";
 import { DEVICE_LABEL, DEVICE_NAMESPACE_LABEL, DEVICE_UID_LABEL, managedLabels } from "./labels.js";
 import { type KubeObject, ownerReferenceTo, tenantTopicRoot } from "./tenant.js";
 
@@ -115,12 +115,8 @@ export interface IssuedCertificate {
  */
 export function describeCertificate(pem: string): IssuedCertificate {
   const certificate = new X509Certificate(pem);
-  const attributes = certificate.subject.split("\n").map((line) => {
-    const eq = line.indexOf("=");
-    return { type: line.slice(0, eq), value: line.slice(eq + 1) };
-  });
   return {
-    username: subjectUsername(attributes),
+    username: certificateUsername(certificate),
     serialNumber: certificate.serialNumber.toLowerCase(),
     notAfter: new Date(certificate.validTo).toISOString().replace(".000Z", "Z"),
     sha256: createHash("sha256").update(certificate.raw).digest("hex"),

@@ -93,13 +93,14 @@ describe("tenant CA signing", () => {
     expect(await verifyLeaf(subject)).toMatch(verdict);
   });
 
-  it("is a CA for device certificates only: path length 0, keyCertSign and cRLSign, critical constraints", async () => {
+  it("is a CA for device certificates only: path length 0, keyCertSign and cRLSign, its name constraint not critical", async () => {
     const file = join(dir, "acme-ca.crt");
     await writeFile(file, acme.certificatePem);
     const { stdout } = await run("openssl", ["x509", "-in", file, "-noout", "-text"]);
     expect(stdout).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
     expect(stdout).toMatch(/Key Usage: critical\s+Certificate Sign, CRL Sign/);
-    expect(stdout).toMatch(/Name Constraints: critical\s+Permitted:\s+DirName:O = acme\s/);
+    // Not critical, so Go (nats-server) verifies chains through it; OpenSSL enforces it all the same (above).
+    expect(stdout).toMatch(/Name Constraints: \s*Permitted:\s+DirName:O = acme\s/);
     expect(stdout).toMatch(/Issuer: CN = root/);
   });
 
@@ -209,6 +210,45 @@ describe("tenant CA signing", () => {
           ["x509", "-req", "-in", file("csr"), "-CA", root.certFile, "-CAkey", root.keyFile].concat([
             "-set_serial",
             "0x77",
+            "-days",
+            "300",
+            "-extfile",
+            file("ext"),
+            "-out",
+            file("crt"),
+          ]),
+        );
+        return {
+          tenant: "acme",
+          current: { certificatePem: await readFile(file("crt"), "utf8"), keyPem: acme.keyPem },
+          rootCertificatePem: root.certificatePem,
+          nowMs: Date.now(),
+        };
+      },
+      /renew.*name constraints/,
+    ],
+    [
+      "a CA whose name constraint is critical (signed before NATS verified device chains)",
+      async () => {
+        const file = (ext: string) => join(dir, `critical.${ext}`);
+        await writeFile(file("key"), acme.keyPem);
+        await writeFile(
+          file("ext"),
+          "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n" +
+            "nameConstraints=critical,permitted;dirName:tenant\n[tenant]\nO=acme\n",
+        );
+        await run(
+          "openssl",
+          ["req", "-new", "-key", file("key"), "-out", file("csr")].concat([
+            "-subj",
+            "/O=acme/CN=acme device CA",
+          ]),
+        );
+        await run(
+          "openssl",
+          ["x509", "-req", "-in", file("csr"), "-CA", root.certFile, "-CAkey", root.keyFile].concat([
+            "-set_serial",
+            "0x78",
             "-days",
             "300",
             "-extfile",

@@ -12,12 +12,18 @@ import { crypto, keyMatches, signingKey } from "./keys.js";
 import * as x509 from "./x509.js";
 
 /**
- * A tenant's intermediate CA, signed by the operator with the device root key. Its critical
- * NameConstraints extension permits only subjects that begin with O=<tenant>, so a TLS peer
- * (OpenSSL in the broker) refuses any certificate below it that names another tenant: the CA of
- * tenant A cannot mint an identity of tenant B (I3). cert-manager cannot write directoryName
- * constraints (its NameConstraints has DNS, IP, email and URI only), hence signed here; the
- * cert-manager CA Issuer of the tenant still issues the device certificates from this key pair.
+ * A tenant's intermediate CA, signed by the operator with the device root key. Its NameConstraints
+ * extension permits only subjects that begin with O=<tenant>, so a TLS peer (OpenSSL in Mosquitto)
+ * refuses any certificate below it that names another tenant: the CA of tenant A cannot mint an
+ * identity of tenant B (I3). cert-manager cannot write directoryName constraints (its
+ * NameConstraints has DNS, IP, email and URI only), hence signed here; the cert-manager CA Issuer
+ * of the tenant still issues the device certificates from this key pair.
+ *
+ * The extension is NOT critical (RFC 5280 asks for critical): Go's crypto/x509, which nats-server
+ * verifies client certificates with, does not implement directoryName constraints and refuses
+ * every chain through a CA with a critical one ("x509: unhandled critical extension"). OpenSSL
+ * enforces the constraint whether critical or not, and the NATS auth callout accepts a device
+ * certificate only from its own tenant's CA (broker/nats-login.ts), so both brokers still hold I3.
  */
 
 export const TENANT_CA_LIFETIME_MS = 5 * 365 * 86_400_000;
@@ -62,7 +68,7 @@ function sameBytes(a: ArrayBuffer | undefined, b: ArrayBuffer): boolean {
 
 /**
  * Why `certificate` is not exactly the CA this tenant needs from `root` (undefined when it is): the
- * tenant's subject, critical NameConstraints O=<tenant>, a CA with path length 0, signed by the root.
+ * tenant's subject, non-critical NameConstraints O=<tenant>, a CA with path length 0, signed by the root.
  */
 export async function tenantCaProblem(
   tenant: string,
@@ -73,7 +79,7 @@ export async function tenantCaProblem(
   const basic = certificate.getExtension(x509.BasicConstraintsExtension);
   if (certificate.subject !== new x509.Name(tenantCaSubject(tenant)).toString())
     return "subject is not the tenant's";
-  if (!constraints?.critical || !sameBytes(constraints.value, tenantNameConstraints(tenant)))
+  if (!constraints || constraints.critical || !sameBytes(constraints.value, tenantNameConstraints(tenant)))
     return "name constraints are not the tenant's";
   if (!basic?.ca || basic.pathLength !== 0) return "basic constraints";
   if (certificate.issuer !== root.subject || !(await certificate.verify({ publicKey: root }, crypto)))
@@ -144,7 +150,7 @@ export function newCaKey(): string {
 
 /**
  * The tenant's CA certificate for `keyPem`, signed by the root: CA with path length 0 (it signs
- * device certificates only), keyCertSign + cRLSign, NameConstraints O=<tenant> (critical), never
+ * device certificates only), keyCertSign + cRLSign, NameConstraints O=<tenant> (not critical: see above), never
  * valid beyond the root.
  */
 export async function signTenantCa(input: {
@@ -175,7 +181,7 @@ export async function signTenantCa(input: {
       extensions: [
         new x509.BasicConstraintsExtension(true, 0, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        new x509.Extension(id_ce_nameConstraints, true, tenantNameConstraints(input.tenant)),
+        new x509.Extension(id_ce_nameConstraints, false, tenantNameConstraints(input.tenant)),
         await x509.SubjectKeyIdentifierExtension.create(publicKey, false, crypto),
         rootKeyId
           ? new x509.AuthorityKeyIdentifierExtension(rootKeyId)

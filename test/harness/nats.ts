@@ -19,7 +19,10 @@ const buildScript = resolve(dirname(fileURLToPath(import.meta.url)), "../tools/b
 export interface NatsNode {
   readonly name: string;
   readonly clientPort: number;
-  /** MQTT 3.1.1 over TLS (server authentication only); devices log in through the auth callout. */
+  /**
+   * MQTT 3.1.1 over TLS; a client certificate is optional and, when presented, verified against the
+   * device root. Devices (password or certificate) log in through the auth callout.
+   */
   readonly mqttPort: number;
   readonly monitorPort: number;
   readonly routePort: number;
@@ -92,7 +95,9 @@ export async function startNatsCluster(options: {
         `http: "${host}:${node.monitorPort}"`,
         `cluster { name: iot, listen: "${host}:${node.routePort}", routes: ${JSON.stringify(routes)} }`,
         `jetstream { store_dir: ${JSON.stringify(join(nodeDir, "js"))}, max_memory_store: 64MB, max_file_store: 1GB }`,
-        `mqtt { host: "${host}", port: ${node.mqttPort}, stream_replicas: 3, tls { cert_file: ${JSON.stringify(serverCert.certFile)}, key_file: ${JSON.stringify(serverCert.keyFile)} } }`,
+        // verify: optional: a password device presents no certificate; a presented one must chain to
+        // the device root, and the auth callout then accepts it only from the device's tenant CA.
+        `mqtt { host: "${host}", port: ${node.mqttPort}, stream_replicas: 3, tls { cert_file: ${JSON.stringify(serverCert.certFile)}, key_file: ${JSON.stringify(serverCert.keyFile)}, ca_file: ${JSON.stringify(options.deviceRootCA.certFile)}, verify: "optional" } }`,
         `operator: ${trust.operatorJwt}`,
         `system_account: ${trust.systemAccount}`,
         `resolver { type: full, dir: ${JSON.stringify(join(nodeDir, "jwt"))}, allow_delete: false, interval: "2m", timeout: "1.9s" }`,

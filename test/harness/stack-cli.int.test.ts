@@ -80,7 +80,7 @@ describe("the stack CLI", () => {
         `source '${join(dir, "env")}' && kubectl get secret -n iot-system "$NATS_KEYS_SECRET" -o jsonpath='{.data}'`,
       ]);
       expect(Object.keys(JSON.parse(stdout)).sort()).toEqual(
-        ["authAccount", "calloutUser", "operator", "systemAccount", "systemUser"].sort(),
+        ["authAccount", "calloutUser", "calloutXkey", "operator", "systemAccount", "systemUser"].sort(),
       );
     } finally {
       await run(tsx, [cli, "down"], { env, cwd: repoRoot });

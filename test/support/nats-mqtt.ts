@@ -14,9 +14,12 @@ export function connectNatsMqtt(options: {
   readonly host: string;
   readonly port: number;
   readonly ca: Buffer;
-  readonly username: string;
-  readonly password: string;
+  readonly username?: string;
+  readonly password?: string;
   readonly clientId: string;
+  /** A client certificate (PEM, with its chain) and its key, for x509 devices. */
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
 }): Promise<MqttClient> {
   const { host, port, ...login } = options;
   const client = mqtt.connect(
@@ -30,7 +33,7 @@ export function connectNatsMqtt(options: {
     client.once("connect", () => resolve(client));
     client.once("error", fail);
     client.once("close", () =>
-      fail(new Error(`${options.username} on port ${port}: closed without CONNACK`)),
+      fail(new Error(`${options.username ?? options.clientId} on port ${port}: closed without CONNACK`)),
     );
   });
 }
