@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { type ClaimsData, decode, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
+import { type ClaimsData, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
 import { createUser, type KeyPair } from "@nats-io/nkeys";
 import { connect, jwtAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -21,6 +21,7 @@ import {
   type TenantLimits,
 } from "./nats-claims.js";
 import { type AuthorizationRequest, authorizationRequestSchema, decideLogin } from "./nats-login.js";
+import { verifiedClaims } from "./nats-signing.js";
 import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
 
 /** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
@@ -147,8 +148,8 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     if (!this.serving) return;
     let request: AuthorizationRequest;
     try {
-      // decode verifies the server's signature over the request.
-      request = authorizationRequestSchema.parse((decode(msg.string()) as ClaimsData<unknown>).nats);
+      // Verifies the server's signature over the request.
+      request = authorizationRequestSchema.parse((verifiedClaims(msg.string()) as ClaimsData<unknown>).nats);
     } catch (error) {
       this.options.logger?.warn({ err: error }, "malformed authorization request");
       return;
