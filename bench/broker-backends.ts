@@ -27,7 +27,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { setImmediate, setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -206,9 +206,15 @@ async function startNatsBackend(dir: string, ca: IntermediateCA): Promise<Backen
   };
 }
 
+/**
+ * `count` tasks, `width` at a time. Between batches the event loop gets a turn, as it would in the
+ * operator (each reconcile waits on the API server): NATS's applyDevice settles in microtasks only,
+ * and without the turn the round-trip probe beside it would never run.
+ */
 async function inBatches(count: number, width: number, task: (i: number) => Promise<void>): Promise<void> {
   for (let from = 0; from < count; from += width) {
     await Promise.all(Array.from({ length: Math.min(width, count - from) }, (_, k) => task(from + k)));
+    await setImmediate();
   }
 }
 
