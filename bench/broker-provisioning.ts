@@ -10,18 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import type { MqttClient } from "mqtt";
 import type { BrokerDevice } from "../src/broker/adapter.js";
-import { desiredDevice } from "../src/broker/desired.js";
 import { DynsecClient } from "../src/broker/dynsec-client.js";
-import {
-  type CommandEvent,
-  DEFAULT_OWNER_PREFIX,
-  MosquittoDynsecAdapter,
-} from "../src/broker/mosquitto-dynsec.js";
-import { observationOf } from "../src/broker/plan.js";
+import { type CommandEvent, MosquittoDynsecAdapter } from "../src/broker/mosquitto-dynsec.js";
 import { deviceSubject, subjectUsername } from "../src/broker/subject.js";
-import { adminConnection, type Broker, startMosquitto } from "../test/harness/mosquitto.js";
+import { adminConnection } from "../test/harness/mosquitto.js";
 import {
   createCA,
   createIntermediateCA,
@@ -29,11 +22,11 @@ import {
   issueCertificate,
   type KeyPair,
 } from "../test/harness/pki.js";
-import type { ManagedProcess } from "../test/harness/process.js";
 import { repoRoot } from "../test/harness/stack.js";
-import { appendToDynsecFile, restartMosquitto } from "./support/mosquitto-process.js";
+import { startMosquittoWithFleet } from "./support/mosquitto-process.js";
 import { connectWithCertificate } from "./support/mqtt-device.js";
 import { spread, writeResults } from "./support/results.js";
+import { RoundTripProbe } from "./support/round-trip.js";
 import { linearFit, type Summary, summarize } from "./support/stats.js";
 
 const BOUND_MS = 100;
@@ -69,78 +62,12 @@ function benchDevice(name: string): BrokerDevice {
 const preloadName = (i: number) => `pre-${i}`;
 const newName = (i: number) => `new-${i}`;
 
-/** A broker whose dynsec file already holds `count` devices as the adapter would have created them. */
-async function brokerWithFleet(
-  dir: string,
-  ca: IntermediateCA,
-  count: number,
-): Promise<{ broker: Broker; process: ManagedProcess }> {
-  const broker = await startMosquitto({ stateDir: dir, deviceRootCA: ca.issuer, deviceCA: ca });
-  await broker.stop();
-  const fleet = [
+/** A broker whose dynsec file already holds the probe and `count` devices. */
+function brokerWithFleet(dir: string, ca: IntermediateCA, count: number) {
+  return startMosquittoWithFleet(dir, ca, [
     benchDevice(PROBE_DEVICE),
     ...Array.from({ length: count }, (_, i) => benchDevice(preloadName(i))),
-  ];
-  const observed = fleet.map((device) => observationOf(desiredDevice(DEFAULT_OWNER_PREFIX, device)));
-  await appendToDynsecFile(broker.dynsecFile, {
-    roles: observed.flatMap((o) => (o.role ? [o.role] : [])),
-    clients: observed.flatMap((o) =>
-      o.clients.map((c) => ({
-        username: c.username,
-        textname: c.textname ?? "",
-        roles: c.roles.map((rolename) => ({ rolename })),
-      })),
-    ),
-  });
-  return { broker, process: await restartMosquitto(broker) };
-}
-
-/** Publishes to its own subtree and waits for the message back, over and over, until stopped. */
-class RoundTripProbe {
-  private readonly samples: Array<{ at: number; ms: number }> = [];
-  private running = true;
-  private readonly done: Promise<void>;
-
-  constructor(private readonly client: MqttClient) {
-    this.done = this.loop();
-  }
-
-  static async start(broker: Broker, pair: KeyPair): Promise<RoundTripProbe> {
-    const client = await connectWithCertificate(broker, pair);
-    await client.subscribeAsync(`tenants/${TENANT}/devices/${PROBE_DEVICE}/rtt`, { qos: 0 });
-    return new RoundTripProbe(client);
-  }
-
-  /** Round trips that started within [from, to). */
-  between(from: number, to: number): number[] {
-    return this.samples.filter((s) => s.at >= from && s.at < to).map((s) => s.ms);
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.done;
-    await this.client.endAsync();
-  }
-
-  private async loop(): Promise<void> {
-    let sequence = 0;
-    while (this.running) {
-      const id = String(++sequence);
-      const at = performance.now();
-      const back = new Promise<void>((resolve) => {
-        const onMessage = (_topic: string, payload: Buffer) => {
-          if (payload.toString() !== id) return;
-          this.client.off("message", onMessage);
-          resolve();
-        };
-        this.client.on("message", onMessage);
-      });
-      this.client.publish(`tenants/${TENANT}/devices/${PROBE_DEVICE}/rtt`, id, { qos: 0 });
-      await Promise.race([back, sleep(10_000, undefined, { ref: false })]);
-      this.samples.push({ at, ms: performance.now() - at });
-      await sleep(10);
-    }
-  }
+  ]);
 }
 
 interface ProvisioningRun {
@@ -170,7 +97,10 @@ async function provisioningRun(
     pacing,
     onCommand: (event) => events.push(event),
   });
-  const probe = await RoundTripProbe.start(broker, probePair);
+  const probe = await RoundTripProbe.start(
+    await connectWithCertificate(broker, probePair),
+    `tenants/${TENANT}/devices/${PROBE_DEVICE}/rtt`,
+  );
   try {
     const idleFrom = performance.now();
     await sleep(idleMs);

@@ -264,8 +264,11 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
     const w = await connectDevice(writer, 0);
     await w.publishAsync(`tenants/${tenant}/devices/writer/state`, "secret", { qos: 1, retain: true });
     await w.endAsync(true);
-    // Positive twin: within the tenant, the retained message is there.
-    expect(await retainedFor(reader)).toEqual([`tenants/${tenant}/devices/writer/state=secret`]);
+    // Positive twin: within the tenant, the retained message is there. Each server learns retained
+    // messages from the account's stream asynchronously, so the reader's node may need a moment.
+    await eventuallyResolves(async () =>
+      expect(await retainedFor(reader)).toEqual([`tenants/${tenant}/devices/writer/state=secret`]),
+    );
     await adapter.removeDevice(writer);
     await adapter.removeDevice(reader);
     await adapter.purgeTenant({ tenant, topicRoot: `tenants/${tenant}` });

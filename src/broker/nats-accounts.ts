@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { type ClaimsData, decode, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
+import { type ClaimsData, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
 import { createUser, type KeyPair } from "@nats-io/nkeys";
 import { connect, jwtAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
@@ -27,6 +27,7 @@ import {
   deviceClientId,
   type TenantTrust,
 } from "./nats-login.js";
+import { verifiedClaims } from "./nats-signing.js";
 import { devicePermissions, permissionsNarrow } from "./nats-subjects.js";
 
 /** Where tenants' account keys live (Secrets in the operator's namespace): created on first use. */
@@ -182,9 +183,9 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     try {
       const opened = serverXkey ? keys.calloutXkey.open(msg.data, serverXkey) : msg.data;
       if (!opened) throw new Error("the request is not sealed to this callout's xkey");
-      // decode verifies the server's signature over the request.
+      // Verifies the server's signature over the request.
       request = authorizationRequestSchema.parse(
-        (decode(new TextDecoder().decode(opened)) as ClaimsData<unknown>).nats,
+        (verifiedClaims(new TextDecoder().decode(opened)) as ClaimsData<unknown>).nats,
       );
     } catch (error) {
       this.options.logger?.warn({ err: error }, "malformed authorization request");

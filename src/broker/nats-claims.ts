@@ -5,9 +5,9 @@ import {
   createOperator,
   createUser,
   fromCurveSeed,
-  fromSeed,
   type KeyPair,
 } from "@nats-io/nkeys";
+import { nativeKeyPair } from "./nats-signing.js";
 import type { DevicePermissions } from "./nats-subjects.js";
 
 /**
@@ -47,8 +47,9 @@ export function bootstrapKeys(seeds: NatsBootstrapSeeds): NatsBootstrapKeys {
   return Object.fromEntries(entries) as Record<BootstrapKeyName, KeyPair>;
 }
 
+/** Signs natively (see nats-signing.ts): every login through the callout signs twice. */
 export function keyFromSeed(seed: string): KeyPair {
-  return fromSeed(new TextEncoder().encode(seed));
+  return nativeKeyPair(seed);
 }
 
 /** New seeds for a deployment (the harness, an installer). */
