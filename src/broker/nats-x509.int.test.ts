@@ -138,7 +138,7 @@ describe("x509 devices on a real 3-node NATS cluster", () => {
   beforeAll(async () => {
     dir = join(stack.stateDir, `nats-x509-${run}`);
     await mkdir(dir, { recursive: true });
-    cluster = await startNatsCluster({ stateDir: stack.stateDir, deviceRootCA: stack.deviceRootCA });
+    cluster = await startNatsCluster({ stateDir: dir, deviceRootCA: stack.deviceRootCA });
     ca = await readFile(cluster.caFile);
     const logger = pino(
       { level: "info" },

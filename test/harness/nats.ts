@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -61,8 +61,9 @@ export async function startNatsCluster(options: {
 }): Promise<NatsCluster> {
   const binary = await natsServerBinary();
   const host = "127.0.0.1";
-  const dir = join(options.stateDir, "nats");
-  await mkdir(dir, { recursive: true });
+  // A directory of its own: clusters started beside each other (test files in parallel) never share state.
+  await mkdir(options.stateDir, { recursive: true });
+  const dir = await mkdtemp(join(options.stateDir, "nats-"));
   const seeds = newBootstrapSeeds();
   const trust = await serverTrust(bootstrapKeys(seeds));
   const serverCert = await issueCertificate(dir, options.deviceRootCA, "nats", {
