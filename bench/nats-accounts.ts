@@ -94,7 +94,9 @@ async function oneRun(index: number) {
       deleteAccount: async (tenant) => {
         seeds.delete(tenant);
       },
+      tenants: async () => [...seeds.keys()],
     },
+    tenantExists: () => true,
     tenantLimits: () => ({
       connections: deviceCount + 10,
       subscriptions: 20 * (deviceCount + 10),

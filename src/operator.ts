@@ -86,6 +86,7 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
       // A device is applied only once its tenant is cached; a tenant gone meanwhile gets no connections.
       return tenantLimits(object ? parseTenantObject(object).spec.devices.maxDevices : 0, perDevice);
     },
+    tenantExists: (tenant) => tenants.get(tenant) !== undefined,
     userLifetimeSeconds: config.NATS_USER_LIFETIME_SECONDS,
     logger,
   });
