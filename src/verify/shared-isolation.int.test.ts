@@ -64,12 +64,15 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
   afterAll(async () => {
     await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
     if (!backend) return;
-    // Deleted while this backend's operator runs, so its finalizers go and the next backend's operator inherits nothing.
-    if (tenants.length > 0) {
-      await kubectl(["delete", "tenant", ...tenants, "--ignore-not-found", "--wait=false"]);
-      await Promise.all(tenants.map((t) => eventuallyNotFound(["tenant", t], 120_000)));
+    try {
+      // Deleted while this backend's operator runs, so its finalizers go and the next backend's operator inherits nothing.
+      if (tenants.length > 0) {
+        await kubectl(["delete", "tenant", ...tenants, "--ignore-not-found", "--wait=false"]);
+        await Promise.all(tenants.map((t) => eventuallyNotFound(["tenant", t], 120_000)));
+      }
+    } finally {
+      await backend.stop();
     }
-    await backend.stop();
   });
 
   async function newTenant(prefix: string): Promise<string> {
