@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MqttClient } from "mqtt";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { issueCertificate, type KeyPair } from "../../test/harness/pki.js";
 import {
   BACKENDS,
@@ -42,10 +42,26 @@ const MQTT311 = "the backend speaks MQTT 3.1.1 only";
 const unless = (capable: boolean, reason: string) => (capable ? "" : ` [skipped: ${reason}]`);
 const REFUSED_AT_LOGIN = new RegExp(`${LOGIN_REFUSED.source}|revoked|alert|certificate`, "i");
 
+/** `promise`, or a failure naming `what` after `ms`: a step that never settles fails with its name. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The SUBACK codes, or none when the server closes the connection first (a cut-off racing the SUBSCRIBE). */
+function subscribeOrClosed(client: MqttClient, filter: string): Promise<number[]> {
+  return Promise.race([subscribeCodes(client, filter), closed(client).then(() => [])]);
+}
+
 describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
   let backend: Backend;
   let dir: string;
+  /** Every tenant this backend's tests made; `pending` those of the running test. */
   const tenants: string[] = [];
+  let pending: string[] = [];
   const open: MqttClient[] = [];
   const track = (client: MqttClient) => {
     open.push(client);
@@ -61,15 +77,18 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       `[shared-isolation] ${fixture.kind} with operator up in ${(performance.now() - started).toFixed(0)} ms`,
     );
   });
+  // Each test's tenants go when it ends, so the broker cleans them up while the next test runs.
+  afterEach(async () => {
+    const done = pending;
+    pending = [];
+    await Promise.all(open.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
+    if (done.length > 0) await kubectl(["delete", "tenant", ...done, "--ignore-not-found", "--wait=false"]);
+  });
   afterAll(async () => {
-    await Promise.all(open.map((c) => c.endAsync(true).catch(() => undefined)));
     if (!backend) return;
     try {
       // Deleted while this backend's operator runs, so its finalizers go and the next backend's operator inherits nothing.
-      if (tenants.length > 0) {
-        await kubectl(["delete", "tenant", ...tenants, "--ignore-not-found", "--wait=false"]);
-        await Promise.all(tenants.map((t) => eventuallyNotFound(["tenant", t], 120_000)));
-      }
+      await Promise.all(tenants.map((t) => eventuallyNotFound(["tenant", t], 180_000)));
     } finally {
       await backend.stop();
     }
@@ -78,6 +97,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
   async function newTenant(prefix: string): Promise<string> {
     const name = uniqueName(prefix);
     tenants.push(name);
+    pending.push(name);
     await applyReadyTenant(name);
     return name;
   }
@@ -94,10 +114,26 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     return { type: "password", username, password };
   }
 
-  async function certificateDevice(tenant: string, name: string): Promise<DeviceLogin> {
-    await applyDevice(tenant, name);
+  async function certificateDevice(
+    tenant: string,
+    name: string,
+    spec: Record<string, unknown> = {},
+  ): Promise<DeviceLogin> {
+    await applyDevice(tenant, name, spec);
     const status = await readyAtCurrentGeneration(tenant, name);
     return { type: "x509", username: status.username ?? "", tls: await deviceTls(tenant, name) };
+  }
+
+  /** A Device that logs in with `credentials`. */
+  function newDevice(
+    credentials: DeviceLogin["type"],
+    tenant: string,
+    name: string,
+    spec: Record<string, unknown> = {},
+  ): Promise<DeviceLogin> {
+    return credentials === "password"
+      ? passwordDevice(tenant, name, spec)
+      : certificateDevice(tenant, name, spec);
   }
 
   /** A login that must work: a new account's first logins may be closed once while its streams are made. */
@@ -115,7 +151,8 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       throw error;
     }
     try {
-      return (await subscribeCodes(client, `${subtree}/#`))[0] === REFUSED;
+      const codes = await subscribeOrClosed(client, `${subtree}/#`);
+      return codes.length === 0 || codes[0] === REFUSED;
     } finally {
       await client.endAsync(true);
     }
@@ -127,11 +164,12 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     topic: string,
     send: () => Promise<unknown>,
   ): Promise<string[]> {
-    expect(await subscribeCodes(client, topic)).toEqual([1]);
+    // Listening before the SUBSCRIBE: retained messages follow the SUBACK at once.
     const received: string[] = [];
     const onMessage = (t: string, p: Buffer) => received.push(`${t}=${p.toString()}`);
     client.on("message", onMessage);
     try {
+      expect(await subscribeCodes(client, topic)).toEqual([1]);
       await send();
       return await eventually(
         `a message on ${topic}`,
@@ -249,103 +287,113 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     expect(await delivered(rb, state, async () => undefined)).toEqual([`${state}=secret`]);
   });
 
-  it.each([
-    ["a device of another tenant", "other"],
-    ["a sibling device of the same tenant", "sibling"],
-  ] as const)("%s that uses a device's client id neither takes over its session nor knocks it off (I1, I4)", async (_, whose) => {
-    const a = await newTenant("ca");
-    const thiefTenant = whose === "other" ? await newTenant("cb") : a;
-    const [victimLogin, thiefLogin, commanderLogin] = await Promise.all([
-      passwordDevice(a, "victim"),
-      passwordDevice(thiefTenant, "thief"),
-      passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
-    ]);
-    const cmd = `tenants/${a}/devices/victim/cmd`;
-    const thiefOwn = `tenants/${thiefTenant}/devices/thief/sentinel`;
-    const commander = await connect(commanderLogin);
-    const victimReceived: string[] = [];
-    const victim = await connect(victimLogin, { clean: false, received: victimReceived });
-    expect(await subscribeCodes(victim, cmd)).toEqual([1]);
+  for (const credentials of ["password", "x509"] as const) {
+    it.skipIf(credentials === "x509" && !x509).each([
+      ["a device of another tenant", "other"],
+      ["a sibling device of the same tenant", "sibling"],
+    ] as const)(
+      `%s that uses a ${credentials} device's client id neither takes over its session nor knocks it off (I1, I4)${unless(credentials !== "x509" || x509, NO_X509)}`,
+      async (_, whose) => {
+        const a = await newTenant("ca");
+        const thiefTenant = whose === "other" ? await newTenant("cb") : a;
+        const [victimLogin, thiefLogin, commanderLogin] = await Promise.all([
+          newDevice(credentials, a, "victim"),
+          newDevice(credentials, thiefTenant, "thief"),
+          passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
+        ]);
+        const cmd = `tenants/${a}/devices/victim/cmd`;
+        const thiefOwn = `tenants/${thiefTenant}/devices/thief/sentinel`;
+        const commander = await connect(commanderLogin);
+        const victimReceived: string[] = [];
+        const victim = await connect(victimLogin, { clean: false, received: victimReceived });
+        expect(await subscribeCodes(victim, cmd)).toEqual([1]);
 
-    /** The thief with the victim's client id and a kept session: refused, or connected as itself and given nothing of the victim's. */
-    async function thiefGetsNothing(): Promise<void> {
-      const thief = await backend
-        .connect(thiefLogin, { clientId: victimLogin.username, clean: false })
-        .catch((error: Error) => {
-          expect(error.message).toMatch(LOGIN_REFUSED);
-          return undefined;
+        /** The thief with the victim's client id and a kept session: refused, or connected as itself and given nothing of the victim's. */
+        async function thiefGetsNothing(): Promise<void> {
+          const thief = await backend
+            .connect(thiefLogin, { clientId: victimLogin.username, clean: false })
+            .catch((error: Error) => {
+              expect(error.message).toMatch(LOGIN_REFUSED);
+              return undefined;
+            });
+          if (!thief) return;
+          expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
+          expect(
+            await receivedBeforeSentinel(thief, thiefOwn, () =>
+              thief.publishAsync(thiefOwn, "s", { qos: 1 }),
+            ),
+          ).toEqual([]);
+          await thief.endAsync();
+        }
+
+        await thiefGetsNothing();
+        // The victim kept its connection and its session: a command still reaches it.
+        expect(victim.connected).toBe(true);
+        await commander.publishAsync(cmd, "online", { qos: 1 });
+        await eventually("the victim's command", async () =>
+          victimReceived.includes(`${cmd}=online`) ? true : undefined,
+        );
+        expect(victim.connected).toBe(true);
+
+        // While the victim is away with a message queued: the thief resumes nothing.
+        await victim.endAsync();
+        await commander.publishAsync(cmd, "queued while offline", { qos: 1 });
+        await thiefGetsNothing();
+        // Positive twin: the victim's own session kept the message for it.
+        const back: string[] = [];
+        await connect(victimLogin, { clean: false, received: back });
+        await eventually("the queued command", async () =>
+          back.includes(`${cmd}=queued while offline`) ? true : undefined,
+        );
+      },
+    );
+
+    it.skipIf(credentials === "x509" && !x509).each([
+      ["while connected (the live subscription stops)", "live"],
+      ["while its session waits offline (the resumed session gets nothing beyond the new grant)", "offline"],
+    ] as const)(
+      `narrowing a ${credentials} device's topics %s stops delivery (I2)${unless(credentials !== "x509" || x509, NO_X509)}`,
+      async (_, when) => {
+        const a = await newTenant("na");
+        const root = `tenants/${a}/devices`;
+        const wide = { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } };
+        const [gwLogin, , commanderLogin] = await Promise.all([
+          newDevice(credentials, a, "gw", wide),
+          passwordDevice(a, "neighbour"),
+          passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
+        ]);
+        const commander = await connect(commanderLogin);
+        const neighbourCmd = `${root}/neighbour/cmd`;
+        const own = `${root}/gw/sentinel`;
+        const session = await connect(gwLogin, { clean: false });
+        // The wide grant really delivered a neighbour's messages before it was narrowed.
+        expect(
+          await delivered(session, `${root}/#`, () =>
+            commander.publishAsync(neighbourCmd, "while wide", { qos: 1 }),
+          ),
+        ).toEqual([`${neighbourCmd}=while wide`]);
+
+        const dropped = closed(session);
+        if (when === "offline") await session.endAsync();
+        await applyDevice(a, "gw", credentials === "password" ? PASSWORD : {});
+        await readyAtCurrentGeneration(a, "gw");
+        // Both backends drop a live connection whose grant narrowed: its old subscriptions would deliver on.
+        await within(dropped, 30_000, "the live connection dropped");
+        await commander.publishAsync(neighbourCmd, "queued while offline", { qos: 1 });
+
+        const received: string[] = [];
+        const resumed = await connect(gwLogin, { clean: false, received });
+        // Its own subscription carries the sentinel whether or not the session kept the old one.
+        expect(await subscribeCodes(resumed, own)).toEqual([1]);
+        await receivedBeforeSentinel(resumed, own, async () => {
+          await commander.publishAsync(neighbourCmd, "live", { qos: 1 });
+          await resumed.publishAsync(own, "s", { qos: 1 });
         });
-      if (!thief) return;
-      expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
-      expect(
-        await receivedBeforeSentinel(thief, thiefOwn, () => thief.publishAsync(thiefOwn, "s", { qos: 1 })),
-      ).toEqual([]);
-      await thief.endAsync();
-    }
-
-    await thiefGetsNothing();
-    // The victim kept its connection and its session: a command still reaches it.
-    expect(victim.connected).toBe(true);
-    await commander.publishAsync(cmd, "online", { qos: 1 });
-    await eventually("the victim's command", async () =>
-      victimReceived.includes(`${cmd}=online`) ? true : undefined,
+        expect(received.filter((m) => !m.startsWith(`${own}=`))).toEqual([]);
+        expect(await subscribeCodes(resumed, `${root}/#`)).toEqual([REFUSED]);
+      },
     );
-    expect(victim.connected).toBe(true);
-
-    // While the victim is away with a message queued: the thief resumes nothing.
-    await victim.endAsync();
-    await commander.publishAsync(cmd, "queued while offline", { qos: 1 });
-    await thiefGetsNothing();
-    // Positive twin: the victim's own session kept the message for it.
-    const back: string[] = [];
-    await connect(victimLogin, { clean: false, received: back });
-    await eventually("the queued command", async () =>
-      back.includes(`${cmd}=queued while offline`) ? true : undefined,
-    );
-  });
-
-  it.each([
-    ["while connected (the live subscription stops)", "live"],
-    ["while its session waits offline (the resumed session gets nothing beyond the new grant)", "offline"],
-  ] as const)("narrowing a device's topics %s stops delivery (I2)", async (_, when) => {
-    const a = await newTenant("na");
-    const root = `tenants/${a}/devices`;
-    const wide = { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } };
-    const [gwLogin, , commanderLogin] = await Promise.all([
-      passwordDevice(a, "gw", wide),
-      passwordDevice(a, "neighbour"),
-      passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
-    ]);
-    const commander = await connect(commanderLogin);
-    const neighbourCmd = `${root}/neighbour/cmd`;
-    const own = `${root}/gw/sentinel`;
-    const session = await connect(gwLogin, { clean: false });
-    // The wide grant really delivered a neighbour's messages before it was narrowed.
-    expect(
-      await delivered(session, `${root}/#`, () =>
-        commander.publishAsync(neighbourCmd, "while wide", { qos: 1 }),
-      ),
-    ).toEqual([`${neighbourCmd}=while wide`]);
-
-    const dropped = closed(session);
-    if (when === "offline") await session.endAsync();
-    await applyDevice(a, "gw", PASSWORD);
-    await readyAtCurrentGeneration(a, "gw");
-    // Both backends drop a live connection whose grant narrowed: its old subscriptions would deliver on.
-    await dropped;
-    await commander.publishAsync(neighbourCmd, "queued while offline", { qos: 1 });
-
-    const received: string[] = [];
-    const resumed = await connect(gwLogin, { clean: false, received });
-    // Its own subscription carries the sentinel whether or not the session kept the old one.
-    expect(await subscribeCodes(resumed, own)).toEqual([1]);
-    await receivedBeforeSentinel(resumed, own, async () => {
-      await commander.publishAsync(neighbourCmd, "live", { qos: 1 });
-      await resumed.publishAsync(own, "s", { qos: 1 });
-    });
-    expect(received.filter((m) => !m.startsWith(`${own}=`))).toEqual([]);
-    expect(await subscribeCodes(resumed, `${root}/#`)).toEqual([REFUSED]);
-  });
+  }
 
   it("disabling a device drops its live connection and refuses its next login; enabled again, it logs in (I4)", async () => {
     const a = await newTenant("da");
@@ -354,7 +402,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     const dropped = closed(await connect(login));
     await applyDevice(a, "meter", { ...PASSWORD, enabled: false });
     await deviceReadyReason(a, "meter", "Disabled");
-    await dropped;
+    await within(dropped, 30_000, "the live connection dropped");
     for (let node = 0; node < backend.nodes; node++)
       expect(await cutOff(login, subtree, { node })).toBe(true);
     await applyDevice(a, "meter", { ...PASSWORD, enabled: true });
@@ -369,7 +417,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     const sibling = await connect(siblingLogin);
     const dropped = closed(await connect(login));
     expect((await kubectl(["-n", a, "delete", "device", "gone", "--wait=false"])).ok).toBe(true);
-    await dropped;
+    await within(dropped, 30_000, "the live connection dropped");
     await eventuallyNotFound(["-n", a, "device", "gone"]);
     expect(await cutOff(login, `tenants/${a}/devices/gone`)).toBe(true);
     expect(sibling.connected).toBe(true);
@@ -383,7 +431,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       logins.map(async (login, node) => closed(await connect(login, { node }))),
     );
     await applyReadyTenant(a, { suspended: true });
-    await Promise.all(drops);
+    await within(Promise.all(drops), 30_000, "the suspended tenant's live connections dropped");
     for (const [i, login] of logins.entries())
       expect(await cutOff(login, `tenants/${a}/devices/${["one", "two"][i]}`)).toBe(true);
     await applyReadyTenant(a, { suspended: false });
@@ -392,7 +440,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       async () => {
         const client = await backend.connect(logins[0] as DeviceLogin).catch(() => undefined);
         if (!client) return undefined;
-        if ((await subscribeCodes(client, `tenants/${a}/devices/one/#`))[0] === 1) return track(client);
+        if ((await subscribeOrClosed(client, `tenants/${a}/devices/one/#`))[0] === 1) return track(client);
         await client.endAsync(true);
         return undefined;
       },
@@ -410,7 +458,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     const survivor = await connect(otherLogin);
     const dropped = closed(await connect(login, { node: backend.nodes - 1 }));
     expect((await kubectl(["delete", "tenant", doomed, "--wait=false"])).ok).toBe(true);
-    await dropped;
+    await within(dropped, 30_000, "the live connection dropped");
     await eventuallyNotFound(["tenant", doomed], 120_000);
     expect(await cutOff(login, `tenants/${doomed}/devices/meter`)).toBe(true);
     expect(survivor.connected).toBe(true);
@@ -428,8 +476,6 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       throw new Error("password devices");
     for (const password of ["wrong", "", sibling.password, foreign.password])
       await expect(backend.connect({ ...login, password })).rejects.toThrow(LOGIN_REFUSED);
-    // Another device's username with its own password, but this device's client id.
-    await expect(backend.connect(sibling, { clientId: login.username })).rejects.toThrow(LOGIN_REFUSED);
     const own = await connect(login);
     expect(await subscribeCodes(own, `tenants/${a}/devices/meter/#`)).toEqual([1]);
   });
@@ -450,7 +496,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
         ])
       ).ok,
     ).toBe(true);
-    await dropped;
+    await within(dropped, 30_000, "the live connection dropped");
     const after = await eventually("password replaced", async () => {
       const data = await secretData(a, "meter-mqtt");
       return before.type === "password" && data.password !== before.password ? data : undefined;
@@ -515,7 +561,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
         ]);
         const dropped = closed(await connect(gone));
         expect((await kubectl(["-n", a, "delete", "device", "gone", "--wait=false"])).ok).toBe(true);
-        await dropped;
+        await within(dropped, 30_000, "the live connection dropped");
         expect(await cutOff(gone, `tenants/${a}/devices/gone`)).toBe(true);
         // Then the tenant's CRL lists it and the handshake itself fails.
         await eventually(
