@@ -5,8 +5,9 @@ import { inject } from "vitest";
 import { OPERATOR_NAMESPACE } from "../../src/api/group.js";
 import type { OperatorConfig } from "../../src/config.js";
 import type { RunningOperator } from "../../src/operator.js";
+import { startMosquitto } from "../harness/mosquitto.js";
 import { type NatsCluster, startNatsCluster } from "../harness/nats.js";
-import { NATS_KEYS_SECRET, natsKeysSecret } from "../harness/stack.js";
+import { mosquittoVariables, NATS_KEYS_SECRET, natsKeysSecret } from "../harness/stack.js";
 import { kubectl } from "./kubectl.js";
 import type { TlsMaterial } from "./mqtt.js";
 import { connectNatsMqtt } from "./nats-mqtt.js";
@@ -75,26 +76,43 @@ function mqtt311(
   });
 }
 
-/** The stack's Mosquitto: the password listener for password devices, the mTLS listener for certificates. */
+/**
+ * A Mosquitto of this file's own (the password listener for password devices, the mTLS listener for
+ * certificates), and the operator in front of it: a broker this suite makes fail stays its own.
+ */
 const mosquitto: BackendFixture = {
   kind: "mosquitto",
   capabilities: { x509: true, mqtt5: true },
   async start() {
-    const { broker } = inject("stack");
-    const ca = await readFile(broker.caFile);
-    const operator = await startTestOperator();
-    return {
-      nodes: 1,
-      connect: (login, options = {}) =>
-        mqtt311(
-          broker.host,
-          login.type === "password" ? broker.passwordPort : broker.mtlsPort,
-          ca,
-          login,
-          options,
-        ),
-      stop: () => operator.stop(),
+    const stack = inject("stack");
+    const broker = await startMosquitto({
+      stateDir: join(stack.stateDir, `mosquitto-${Date.now().toString(36)}`),
+      deviceRootCA: stack.deviceRootCA,
+    });
+    let operator: RunningOperator | undefined;
+    const stop = async () => {
+      await operator?.stop();
+      await broker.stop();
     };
+    try {
+      const ca = await readFile(broker.caFile);
+      operator = await startTestOperator(stackOperatorConfig(mosquittoVariables(broker)));
+      return {
+        nodes: 1,
+        connect: (login, options = {}) =>
+          mqtt311(
+            broker.host,
+            login.type === "password" ? broker.passwordPort : broker.mtlsPort,
+            ca,
+            login,
+            options,
+          ),
+        stop,
+      };
+    } catch (error) {
+      await stop();
+      throw error;
+    }
   },
 };
 
