@@ -427,9 +427,8 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
   it("suspending a tenant drops every device's live connection and refuses their logins; resumed, they log in (I4)", async () => {
     const a = await newTenant("su");
     const logins = await Promise.all([passwordDevice(a, "one"), passwordDevice(a, "two")]);
-    const drops = await Promise.all(
-      logins.map(async (login, node) => closed(await connect(login, { node }))),
-    );
+    const clients = await Promise.all(logins.map((login, node) => connect(login, { node })));
+    const drops = clients.map(closed);
     await applyReadyTenant(a, { suspended: true });
     await within(Promise.all(drops), 30_000, "the suspended tenant's live connections dropped");
     for (const [i, login] of logins.entries())
