@@ -170,7 +170,9 @@ async function startNatsBackend(dir: string, ca: IntermediateCA): Promise<Backen
       deleteAccount: async (tenant) => {
         seeds.delete(tenant);
       },
+      tenants: async () => [...seeds.keys()],
     },
+    tenantExists: () => true,
     tenantLimits: () => ({
       connections: loginCount + 10,
       subscriptions: 20 * (loginCount + 10),

@@ -113,6 +113,7 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
       return tenantLimits(object ? parseTenantObject(object).spec.devices.maxDevices : 0, perDevice);
     },
     tenantTrust: tenantTrustFromSecrets(manager, config.OPERATOR_NAMESPACE),
+    tenantExists: (tenant) => tenants.get(tenant) !== undefined,
     userLifetimeSeconds: config.NATS_USER_LIFETIME_SECONDS,
     logger,
   });

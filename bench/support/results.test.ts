@@ -70,7 +70,7 @@ describe("the committed results", () => {
         "broker-provisioning",
         "cutoff-under-load",
         "device-import",
-        "nats-accounts",
+        "broker-backends",
         "tenant-provisioning",
       ].sort(),
     );

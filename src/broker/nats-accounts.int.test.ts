@@ -12,13 +12,14 @@ import {
   LOGIN_REFUSED,
   REFUSED,
 } from "../../test/support/nats-mqtt.js";
+import { accountConnLimits } from "../../test/support/nats-system.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
 import { natsAccountSecretName, SecretAccountKeyStore } from "../controllers/nats-keys.js";
 import { KubeClient } from "../runtime/kube-client.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
 import type { BrokerDevice } from "./adapter.js";
 import { BrokerUnconfirmedError, NatsAccountsAdapter } from "./nats-accounts.js";
-import { bootstrapKeys, type TenantLimits } from "./nats-claims.js";
+import { bootstrapKeys, keyFromSeed, type TenantLimits } from "./nats-claims.js";
 
 const stack = inject("stack");
 const run = Date.now().toString(36);
@@ -46,6 +47,8 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
   let adapter: NatsAccountsAdapter;
   let ca: Buffer;
   const limits = new Map<string, TenantLimits>();
+  /** Tenants deleted while no adapter ran (the API server no longer has them). */
+  const vanished = new Set<string>();
   const keys = new SecretAccountKeyStore(new KubeClient(adminKubeConfig()), OPERATOR_NAMESPACE);
 
   function newAdapter(requestTimeoutMs = 5_000): NatsAccountsAdapter {
@@ -55,6 +58,7 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
       keys: bootstrapKeys(cluster.seeds),
       accountKeys: keys,
       tenantLimits: (tenant) => limits.get(tenant) ?? DEFAULT_LIMITS,
+      tenantExists: (tenant) => !vanished.has(tenant),
       requestTimeoutMs,
     });
   }
@@ -388,6 +392,47 @@ describe("NatsAccountsAdapter on a real 3-node NATS cluster", () => {
       await client.endAsync(true);
       adapter = newAdapter();
     }
+  });
+
+  /** The tenant's account key (its public half names the account on the servers). */
+  async function accountOf(tenant: string): Promise<string> {
+    return keyFromSeed((await keys.existingAccountSeed(tenant)) ?? "").getPublicKey();
+  }
+
+  it("pushes one tenant's concurrent account changes one at a time: the last desired limits win on every server", async () => {
+    const tenant = `m${run}`;
+    const change = (connections: number, name: string) => {
+      limits.set(tenant, { ...DEFAULT_LIMITS, connections });
+      return adapter.applyDevice(device(tenant, name));
+    };
+    // A new tenant: every change also races for the account's key.
+    await Promise.all([1, 2, 3, 4, 5, 6].map((n) => change(n, `sensor-${n}`)));
+    const account = await accountOf(tenant);
+    expect(await accountConnLimits(cluster, account)).toEqual([6, 6, 6]);
+    // A change and its reversal while the first is in flight: the reversal is what the servers keep.
+    await Promise.all([change(3, "sensor-1"), change(6, "sensor-2")]);
+    expect(await accountConnLimits(cluster, account)).toEqual([6, 6, 6]);
+  });
+
+  it("closes at its full resync the account of a tenant deleted while no adapter ran, and keeps a tenant's that still exists", async () => {
+    const [gone, kept] = [`n${run}`, `o${run}`];
+    await Promise.all([
+      adapter.applyDevice(device(gone, "sensor-1")),
+      adapter.applyDevice(device(kept, "sensor-1")),
+    ]);
+    const [goneAccount, keptAccount] = await Promise.all([accountOf(gone), accountOf(kept)]);
+    const client = await eventuallyConnects(() => connectDevice(device(gone, "sensor-1"), 0));
+    await client.endAsync(true);
+    // The operator stops; both tenants' devices and one tenant go while it is down.
+    await adapter.close();
+    vanished.add(gone);
+    adapter = newAdapter();
+    await adapter.syncAll([]);
+    expect(await accountConnLimits(cluster, goneAccount)).toEqual([0, 0, 0]);
+    expect(await notFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(gone)])).toBe(true);
+    // Positive twin: the tenant that still exists keeps its account, though it has no device now.
+    expect(await accountConnLimits(cluster, keptAccount)).toEqual([10, 10, 10]);
+    expect(await notFound(["-n", OPERATOR_NAMESPACE, "secret", natsAccountSecretName(kept)])).toBe(false);
   });
 
   async function retainedFor(reader: BrokerDevice): Promise<string[]> {

@@ -37,6 +37,8 @@ export interface AccountKeyStore {
   existingAccountSeed(tenant: string): Promise<string | undefined>;
   /** Forgets the tenant's key, so a later tenant of that name gets a new, empty account. Idempotent. */
   deleteAccount(tenant: string): Promise<void>;
+  /** Every tenant that has a key. */
+  tenants(): Promise<string[]>;
 }
 
 export interface NatsAdapterOptions {
@@ -51,6 +53,11 @@ export interface NatsAdapterOptions {
    * without it (or without an answer for the tenant) every certificate login is refused.
    */
   readonly tenantTrust?: (tenant: string) => TenantTrust | undefined;
+  /**
+   * Whether the tenant exists; asked at a full resync (when the caches are complete) to close the
+   * accounts of tenants deleted while no operator ran.
+   */
+  readonly tenantExists: (tenant: string) => boolean;
   /** How long one login's user stays valid; the server drops the connection then and the device logs in again. */
   readonly userLifetimeSeconds?: number;
   /** How long to wait for every server's answer. */
@@ -109,6 +116,11 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   private readonly desired = new Map<string, BrokerDevice>();
   private readonly byUsername = new Map<string, string>();
   private readonly accounts = new Map<string, { key: KeyPair; pushed?: string }>();
+  /**
+   * Per tenant, the last account push queued. A server keeps whichever JWT arrives last, so one
+   * tenant's pushes run one at a time, and each reads the limits when it runs: the last desired wins.
+   */
+  private readonly pushes = new Map<string, Promise<string>>();
   private readonly listeners = new Set<(status: BrokerStatus) => void>();
   /**
    * Revoked serials per tenant as the revocation controller last reported them: they count at once,
@@ -287,10 +299,23 @@ export class NatsAccountsAdapter implements BrokerAdapter {
 
   /** Pushes the tenant's account JWT if it changed, and returns once every server has applied it. */
   private ensureAccount(tenant: string): Promise<string> {
-    return this.pushAccount(tenant, this.options.tenantLimits(tenant));
+    return this.pushAccount(tenant, () => this.options.tenantLimits(tenant));
   }
 
-  private async pushAccount(tenant: string, limits: TenantLimits): Promise<string> {
+  /** Queues a push of the tenant's account behind the one before it; `limits` is read when it runs. */
+  private pushAccount(tenant: string, limits: () => TenantLimits): Promise<string> {
+    const next = (this.pushes.get(tenant) ?? Promise.resolve(""))
+      .catch(() => "")
+      .then(() => this.pushNow(tenant, limits()));
+    this.pushes.set(tenant, next);
+    const forget = () => {
+      if (this.pushes.get(tenant) === next) this.pushes.delete(tenant);
+    };
+    next.then(forget, forget);
+    return next;
+  }
+
+  private async pushNow(tenant: string, limits: TenantLimits): Promise<string> {
     const key = await this.accountKey(tenant);
     const entry = this.accounts.get(tenant) ?? { key };
     const digest = createHash("sha256").update(JSON.stringify(limits)).digest("hex");
@@ -434,6 +459,7 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     const gone = [...this.desired.values()].filter((d) => !list.some((n) => deviceKey(n) === deviceKey(d)));
     for (const device of gone) await this.removeDevice(device);
     for (const device of list) await this.applyDevice(device);
+    await this.closeVanishedTenants();
     return {
       commands: this.accounts.size,
       orphansDeleted: gone.length,
@@ -442,19 +468,37 @@ export class NatsAccountsAdapter implements BrokerAdapter {
   }
 
   /**
+   * Closes the account of every tenant that has a key but no longer exists: deleted while no
+   * operator ran, so no finalizer closed it. One that fails is logged and tried at the next resync.
+   */
+  private async closeVanishedTenants(): Promise<void> {
+    const vanished = (await this.options.accountKeys.tenants()).filter((t) => !this.options.tenantExists(t));
+    const results = await Promise.allSettled(vanished.map((tenant) => this.closeAccount(tenant)));
+    for (const [i, result] of results.entries())
+      if (result.status === "rejected")
+        this.options.logger?.warn(
+          { err: result.reason, tenant: vanished[i] },
+          "closing a vanished tenant's account failed",
+        );
+  }
+
+  /**
    * What outlives a tenant's devices is its account (retained messages and sessions live in the
    * account's own streams): the account is closed (no connection allowed, every server confirms)
    * and its key forgotten, so a later tenant of the same name gets a new account and sees nothing.
    */
-  async purgeTenant(ref: TenantRef): Promise<void> {
+  purgeTenant(ref: TenantRef): Promise<void> {
+    return this.closeAccount(ref.tenant);
+  }
+
+  private async closeAccount(tenant: string): Promise<void> {
     // No key: never provisioned, or purged already (a retry after the finalizer's removal failed, or a
     // stale cache). A new key would be an account the servers do not know, refusing the purge's login.
-    if (!this.accounts.has(ref.tenant) && !(await this.options.accountKeys.existingAccountSeed(ref.tenant)))
-      return;
-    await this.deleteMqttStreams(ref.tenant);
-    await this.pushAccount(ref.tenant, CLOSED_ACCOUNT);
-    this.accounts.delete(ref.tenant);
-    await this.options.accountKeys.deleteAccount(ref.tenant);
+    if (!this.accounts.has(tenant) && !(await this.options.accountKeys.existingAccountSeed(tenant))) return;
+    await this.deleteMqttStreams(tenant);
+    await this.pushAccount(tenant, () => CLOSED_ACCOUNT);
+    this.accounts.delete(tenant);
+    await this.options.accountKeys.deleteAccount(tenant);
   }
 
   /** A tenant's devices are cut off together: each loses its login decision and is kicked on every server. */

@@ -4,6 +4,7 @@ import type { MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type NatsCluster, startNatsCluster } from "../../test/harness/nats.js";
 import { NATS_KEYS_SECRET, natsKeysSecret } from "../../test/harness/stack.js";
+import { natsOperatorConfig } from "../../test/support/backends.js";
 import { eventually, uniqueName } from "../../test/support/kube.js";
 import { eventuallyNotFound, kubectl } from "../../test/support/kubectl.js";
 import { receivedBeforeSentinel } from "../../test/support/mqtt.js";
@@ -14,6 +15,7 @@ import {
   LOGIN_REFUSED,
   REFUSED,
 } from "../../test/support/nats-mqtt.js";
+import { accountConnLimits } from "../../test/support/nats-system.js";
 import {
   applyDevice,
   applyManifest,
@@ -23,7 +25,6 @@ import {
   readyAtCurrentGeneration,
   readyDevice,
   secretData,
-  stackOperatorConfig,
   startTestOperator,
 } from "../../test/support/operator.js";
 import { OPERATOR_NAMESPACE } from "../api/group.js";
@@ -31,6 +32,7 @@ import { natsAccountSecretName } from "../controllers/nats-keys.js";
 import { REVOKED_KEY, tenantCrlName } from "../desired/revocation.js";
 import type { RunningOperator } from "../operator.js";
 import { subscribeCodes } from "../verify/mqtt-probe.js";
+import { keyFromSeed } from "./nats-claims.js";
 
 /**
  * The whole operator with BROKER_KIND=nats on a real 3-node NATS cluster: Tenants and Devices
@@ -38,7 +40,12 @@ import { subscribeCodes } from "../verify/mqtt-probe.js";
  */
 describe("the operator with BROKER_KIND=nats", () => {
   const stack = inject("stack");
-  const [tenantA, tenantB, tenantX] = [uniqueName("natsa"), uniqueName("natsb"), uniqueName("natsx")];
+  const [tenantA, tenantB, tenantX, tenantL] = [
+    uniqueName("natsa"),
+    uniqueName("natsb"),
+    uniqueName("natsx"),
+    uniqueName("natsl"),
+  ];
   const device = "sensor-1";
   let cluster: NatsCluster;
   let operator: RunningOperator;
@@ -51,31 +58,15 @@ describe("the operator with BROKER_KIND=nats", () => {
     });
     ca = await readFile(cluster.caFile);
     await applyManifest(natsKeysSecret(cluster));
-    const port = String(cluster.nodes[0]?.mqttPort);
-    // The stack's Mosquitto CRL file and PID are not this broker's: the operator must not reload it.
-    const {
-      BROKER_CRL_FILE: _crlFile,
-      BROKER_PID_FILE: _pidFile,
-      BROKER_CRL_INCLUDE_FILE: _crlInclude,
-      ...config
-    } = stackOperatorConfig({
-      BROKER_KIND: "nats",
-      BROKER_HOST: cluster.host,
-      BROKER_MTLS_PORT: port,
-      BROKER_PASSWORD_PORT: port,
-      BROKER_CA_FILE: cluster.caFile,
-      NATS_URLS: cluster.urls.join(","),
-      NATS_CLUSTER_SIZE: String(cluster.nodes.length),
-      NATS_KEYS_SECRET,
-    });
-    operator = await startTestOperator(config);
+    operator = await startTestOperator(natsOperatorConfig(cluster));
   });
 
   afterAll(async () => {
     // Leaves no Tenant behind for the next operator test's operator to reconcile.
     if (operator) {
-      await kubectl(["delete", "tenant", tenantA, tenantB, tenantX, "--ignore-not-found", "--wait=false"]);
-      await Promise.all([tenantA, tenantB, tenantX].map((t) => eventuallyNotFound(["tenant", t], 60_000)));
+      const tenants = [tenantA, tenantB, tenantX, tenantL];
+      await kubectl(["delete", "tenant", ...tenants, "--ignore-not-found", "--wait=false"]);
+      await Promise.all(tenants.map((t) => eventuallyNotFound(["tenant", t], 60_000)));
       await operator.stop();
     }
     await cluster?.stop();
@@ -246,5 +237,22 @@ describe("the operator with BROKER_KIND=nats", () => {
     const again = await eventuallyConnects(() => loginWith(second, 2));
     expect(await subscribeCodes(again, `${own}/#`)).toEqual([1]);
     await again.endAsync(true);
+  });
+
+  it("applies a Tenant's changed device limit to its account when the Tenant changes, on every server (I6)", async () => {
+    await applyReadyTenant(tenantL, { devices: { maxDevices: 3 } });
+    await applyDevice(tenantL, device, { authentication: { type: "password" } });
+    await readyDevice(tenantL, device);
+    const { seed = "" } = await secretData(OPERATOR_NAMESPACE, natsAccountSecretName(tenantL));
+    const account = keyFromSeed(seed).getPublicKey();
+    expect(await accountConnLimits(cluster, account)).toEqual([3, 3, 3]);
+    // Only the Tenant changes; none of its devices does.
+    await applyReadyTenant(tenantL, { devices: { maxDevices: 7 } });
+    await eventually(
+      "the account's new connection limit on every server",
+      async () =>
+        (await accountConnLimits(cluster, account)).every((conn) => conn === 7) ? true : undefined,
+      30_000,
+    );
   });
 });

@@ -165,6 +165,7 @@ describe("x509 devices on a real 3-node NATS cluster", () => {
           payloadBytes: 64 * 1024,
           jetStreamBytes: 64 << 20,
         }),
+        tenantExists: () => true,
         tenantTrust: (tenant): TenantTrust | undefined => trust.get(tenant),
         logger,
       });

@@ -446,34 +446,6 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     expect(await subscribeCodes(client, `${rootA}/devices/renewing/#`)).toEqual([1]);
   });
 
-  it("replaces a password device's password on request and refuses the old one", async () => {
-    await applyDevice(tenantA, "legacy-2", { authentication: { type: "password" } });
-    await readyDevice(tenantA, "legacy-2");
-    const before = await secretData(tenantA, "legacy-2-mqtt");
-    expect(
-      (
-        await kubectl([
-          "-n",
-          tenantA,
-          "annotate",
-          "device",
-          "legacy-2",
-          "iot.tenant-operator.io/rotate-password=2026-11-25",
-        ])
-      ).ok,
-    ).toBe(true);
-    const after = await eventually("password replaced", async () => {
-      const data = await secretData(tenantA, "legacy-2-mqtt");
-      return data.password !== before.password ? data : undefined;
-    });
-    const client = await eventually("new password accepted", async () =>
-      connectWithPassword(after.username ?? "", after.password ?? "").catch(() => undefined),
-    );
-    track(client);
-    expect(await subscribeCodes(client, `${rootA}/devices/legacy-2/#`)).toEqual([1]);
-    await expect(connectWithPassword(before.username ?? "", before.password ?? "")).rejects.toThrow();
-  });
-
   it("issues no new device certificate once a tenant's revocation list is full, and keeps its devices working (I6)", async () => {
     const churner = uniqueName("churn");
     await applyReadyTenant(churner, { devices: { maxDevices: 2 } });

@@ -1,7 +1,9 @@
 import { createAccount } from "@nats-io/nkeys";
 import type { AccountKeyStore } from "../broker/nats-accounts.js";
 import { BOOTSTRAP_KEY_NAMES, type NatsBootstrapSeeds } from "../broker/nats-claims.js";
+import { MANAGED_BY_LABEL, MANAGER } from "../desired/labels.js";
 import { KubeApiError, type KubeClient } from "../runtime/kube-client.js";
+import { resourcePath } from "../runtime/kube-object.js";
 import { Resource } from "./resources.js";
 import { base64, type Secret, secretText } from "./secrets.js";
 
@@ -38,7 +40,7 @@ export class SecretAccountKeyStore implements AccountKeyStore {
         apiVersion: "v1",
         kind: "Secret",
         type: "Opaque",
-        metadata: { ...target, labels: { "app.kubernetes.io/managed-by": "iot-tenant-operator" } },
+        metadata: { ...target, labels: { [MANAGED_BY_LABEL]: MANAGER } },
         data: { [SEED_KEY]: base64(seed) },
       });
       return seed;
@@ -48,6 +50,20 @@ export class SecretAccountKeyStore implements AccountKeyStore {
       if (!winner) throw error;
       return winner;
     }
+  }
+
+  async tenants(): Promise<string[]> {
+    const prefix = natsAccountSecretName("");
+    const listed = (await this.client.request({
+      verb: "list",
+      method: "GET",
+      path: resourcePath(Resource.secret, { namespace: this.namespace }),
+      query: { labelSelector: `${MANAGED_BY_LABEL}=${MANAGER}` },
+    })) as { items?: Secret[] };
+    return (listed.items ?? []).flatMap((secret) => {
+      const name = secret.metadata?.name ?? "";
+      return name.startsWith(prefix) && secretText(secret, SEED_KEY) ? [name.slice(prefix.length)] : [];
+    });
   }
 
   async deleteAccount(tenant: string): Promise<void> {

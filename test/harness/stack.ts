@@ -214,22 +214,29 @@ async function installRootCA(controlPlane: ControlPlane, ca: KeyPair): Promise<v
 export function stackVariables(env: StackEnv): Record<string, string> {
   return {
     KUBECONFIG: env.kubeconfig,
-    BROKER_KIND: "mosquitto",
-    BROKER_HOST: env.broker.host,
-    BROKER_MTLS_PORT: String(env.broker.mtlsPort),
-    BROKER_PASSWORD_PORT: String(env.broker.passwordPort),
-    BROKER_ADMIN_PORT: String(env.broker.adminPort),
-    BROKER_ADMIN_USERNAME: env.broker.adminUsername,
-    BROKER_ADMIN_CERT_FILE: env.broker.adminCertFile,
-    BROKER_ADMIN_KEY_FILE: env.broker.adminKeyFile,
-    BROKER_ADMIN_PASSWORD: env.broker.adminPassword,
-    BROKER_CA_FILE: env.broker.caFile,
-    BROKER_CRL_FILE: env.broker.crlFile,
-    BROKER_PID_FILE: env.broker.pidFile,
-    BROKER_CRL_INCLUDE_FILE: env.broker.baseCrlFile,
+    ...mosquittoVariables(env.broker),
     ROOT_CA_SECRET: env.rootCaSecret,
     AUDIT_LOG_FILE: join(env.stateDir, "audit.log"),
     IOT_STACK_BIN: env.binDir,
+  };
+}
+
+/** The operator's settings for one Mosquitto broker. */
+export function mosquittoVariables(broker: StackEnv["broker"]): Record<string, string> {
+  return {
+    BROKER_KIND: "mosquitto",
+    BROKER_HOST: broker.host,
+    BROKER_MTLS_PORT: String(broker.mtlsPort),
+    BROKER_PASSWORD_PORT: String(broker.passwordPort),
+    BROKER_ADMIN_PORT: String(broker.adminPort),
+    BROKER_ADMIN_USERNAME: broker.adminUsername,
+    BROKER_ADMIN_CERT_FILE: broker.adminCertFile,
+    BROKER_ADMIN_KEY_FILE: broker.adminKeyFile,
+    BROKER_ADMIN_PASSWORD: broker.adminPassword,
+    BROKER_CA_FILE: broker.caFile,
+    BROKER_CRL_FILE: broker.crlFile,
+    BROKER_PID_FILE: broker.pidFile,
+    BROKER_CRL_INCLUDE_FILE: broker.baseCrlFile,
   };
 }
 

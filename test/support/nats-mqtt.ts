@@ -7,24 +7,32 @@ export const REFUSED = 0x80;
 export const LOGIN_REFUSED = /Not authorized|Bad username or password|closed without CONNACK/;
 
 /**
- * A device's MQTT 3.1.1 connection over TLS to one NATS node. Resolves on CONNACK 0; rejects on a
- * refusal and on a connection the server closes without one (over an account's connection limit).
+ * A device's MQTT connection (3.1.1 unless asked) over TLS to one broker listener (NATS speaks 3.1.1 only): with a
+ * username and password, or with a client certificate. Resolves on CONNACK 0; rejects on a refusal
+ * and on a connection the server closes without one (over an account's connection limit).
+ * `received`, when given, gets every message from the first one on (a resumed session's queued
+ * messages arrive right after the CONNACK).
  */
 export function connectNatsMqtt(options: {
   readonly host: string;
   readonly port: number;
   readonly ca: Buffer;
+  readonly clientId: string;
   readonly username?: string;
   readonly password?: string;
-  readonly clientId: string;
   /** A client certificate (PEM, with its chain) and its key, for x509 devices. */
-  readonly cert?: Buffer;
-  readonly key?: Buffer;
+  readonly cert?: string | Buffer;
+  readonly key?: string | Buffer;
+  readonly clean?: boolean;
+  readonly received?: string[];
+  /** 4 (MQTT 3.1.1, the default) or 5. */
+  readonly protocolVersion?: 4 | 5;
 }): Promise<MqttClient> {
-  const { host, port, ...login } = options;
+  const { host, port, received, protocolVersion = 4, ...login } = options;
   const client = mqtt.connect(
-    probeOptions(host, port, { ...login, protocolVersion: 4, connectTimeout: 10_000 }),
+    probeOptions(host, port, { ...login, protocolVersion, connectTimeout: 10_000 }),
   );
+  if (received) client.on("message", (topic, payload) => received.push(`${topic}=${payload.toString()}`));
   return new Promise((resolve, reject) => {
     const fail = (error: Error) => {
       reject(error);
