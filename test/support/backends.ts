@@ -10,16 +10,30 @@ import { type NatsCluster, startNatsCluster } from "../harness/nats.js";
 import { mosquittoVariables, NATS_KEYS_SECRET, natsKeysSecret } from "../harness/stack.js";
 import { kubectl } from "./kubectl.js";
 import type { TlsMaterial } from "./mqtt.js";
-import { connectNatsMqtt } from "./nats-mqtt.js";
+import { connectNatsMqtt, LOGIN_REFUSED } from "./nats-mqtt.js";
 import { applyManifest, stackOperatorConfig, startTestOperator } from "./operator.js";
 
-/** How a device logs in: the password the operator generated, or its certificate. */
+/**
+ * How a device logs in: the password the operator generated, or its certificate. `clientId` is the
+ * identity's own, `<tenant>/<device>`: NATS requires it (it cannot rewrite client ids); Mosquitto
+ * replaces whatever a device sends with its username.
+ */
 export type DeviceLogin =
-  | { readonly type: "password"; readonly username: string; readonly password: string }
-  | { readonly type: "x509"; readonly username: string; readonly tls: TlsMaterial };
+  | {
+      readonly type: "password";
+      readonly clientId: string;
+      readonly username: string;
+      readonly password: string;
+    }
+  | {
+      readonly type: "x509";
+      readonly clientId: string;
+      readonly username: string;
+      readonly tls: TlsMaterial;
+    };
 
 export interface ConnectOptions {
-  /** Default: the device's username, the one client id every backend accepts for it. */
+  /** Default: the login's own client id. */
   readonly clientId?: string;
   /** MQTT clean session; false keeps the session (subscriptions, queued messages) across connections. */
   readonly clean?: boolean;
@@ -42,6 +56,11 @@ export interface BackendCapabilities {
 /** One broker backend with the real operator in front of it: what the shared isolation suite attacks. */
 export interface Backend {
   readonly nodes: number;
+  /**
+   * How the broker refuses a revoked certificate once the tenant's CRL lists it: Mosquitto fails the
+   * TLS handshake (OpenSSL's CRL check); NATS's auth callout refuses the login (CONNACK 5).
+   */
+  readonly revokedCertificateRefusal: RegExp;
   /** A device's MQTT connection over TLS (3.1.1 unless `mqtt5`); resolves on CONNACK 0, rejects on a refusal. */
   connect(login: DeviceLogin, options?: ConnectOptions): Promise<MqttClient>;
   stop(): Promise<void>;
@@ -66,7 +85,7 @@ function mqtt311(
     host,
     port,
     ca,
-    clientId: options.clientId ?? login.username,
+    clientId: options.clientId ?? login.clientId,
     clean: options.clean ?? true,
     protocolVersion: options.mqtt5 ? 5 : 4,
     ...(options.received ? { received: options.received } : {}),
@@ -103,6 +122,7 @@ const mosquitto: BackendFixture = {
       operator = await startTestOperator(stackOperatorConfig(mosquittoVariables(broker)));
       return {
         nodes: 1,
+        revokedCertificateRefusal: /revoked/,
         connect: (login, options = {}) =>
           mqtt311(
             broker.host,
@@ -123,8 +143,8 @@ const mosquitto: BackendFixture = {
 /** A 3-node NATS cluster of this file's own, and the operator with BROKER_KIND=nats in front of it. */
 const nats: BackendFixture = {
   kind: "nats",
-  // nats-server speaks MQTT 3.1.1 only; certificate logins are not served yet (password devices only).
-  capabilities: { x509: false, mqtt5: false },
+  // nats-server speaks MQTT 3.1.1 only.
+  capabilities: { x509: true, mqtt5: false },
   async start() {
     const stack = inject("stack");
     const cluster: NatsCluster = await startNatsCluster({
@@ -143,6 +163,7 @@ const nats: BackendFixture = {
       operator = await startTestOperator(natsOperatorConfig(cluster));
       return {
         nodes: cluster.nodes.length,
+        revokedCertificateRefusal: LOGIN_REFUSED,
         connect: (login, options = {}) => {
           const node = cluster.nodes[(options.node ?? 0) % cluster.nodes.length];
           return mqtt311(cluster.host, node?.mqttPort ?? 0, ca, login, options);
