@@ -456,7 +456,8 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     const started = performance.now();
     const list = typeof devices === "function" ? devices() : devices;
     this.serving = true;
-    const gone = [...this.desired.values()].filter((d) => !list.some((n) => deviceKey(n) === deviceKey(d)));
+    const wanted = new Set(list.map(deviceKey));
+    const gone = [...this.desired.values()].filter((d) => !wanted.has(deviceKey(d)));
     for (const device of gone) await this.removeDevice(device);
     for (const device of list) await this.applyDevice(device);
     await this.closeVanishedTenants();
