@@ -1,5 +1,20 @@
+import { STAGES, type stageSummary, type TracedCutoff } from "./cutoff-trace.js";
 import { type Figure, spread } from "./results.js";
 import { percentile, type Summary } from "./stats.js";
+
+/** What else was going on during a phase: the machine's load and both event loops' delay. */
+export interface PhaseConditions {
+  /** os.loadavg() (1, 5, 15 minutes) when the phase started and ended. */
+  readonly loadAverage: { readonly start: number[]; readonly end: number[] };
+  /** The operator's event-loop delay, one p99 and one max per second of the phase. */
+  readonly operatorEventLoopDelayMs: { readonly p99PerSecond: Summary; readonly maxPerSecond: Summary };
+  readonly benchEventLoopDelayMs: { readonly p99: number; readonly max: number };
+}
+
+type PhaseStages = ReturnType<typeof stageSummary> & {
+  /** Cut-offs whose operator log lines were not found. */
+  readonly untraced: number;
+};
 
 /** One run of bench/cutoff-under-load.ts. */
 export interface CutoffRun {
@@ -16,6 +31,9 @@ export interface CutoffRun {
     readonly dropsMs: Summary;
     readonly firstMs: number;
   };
+  readonly stages: { readonly idle: PhaseStages; readonly underLoad: PhaseStages };
+  readonly conditions: { readonly idle: PhaseConditions; readonly underLoad: PhaseConditions };
+  readonly samples: { readonly idle: TracedCutoff[]; readonly underLoad: TracedCutoff[] };
 }
 
 /** The published figures, one value per run; pooled percentiles go into the parameters, not here. */
@@ -30,6 +48,20 @@ export function cutoffFigures(runs: readonly CutoffRun[], devices: number): Figu
     ),
     per(`cut-off p99 while ${devices} devices of another tenant provision`, "ms", (r) =>
       percentile(r.underLoadMs, 99),
+    ),
+    ...STAGES.flatMap((stage) => [
+      per(`  under load, stage ${stage} p50`, "ms", (r) => r.stages.underLoad.stages[stage].p50),
+      per(`  under load, stage ${stage} p99`, "ms", (r) => r.stages.underLoad.stages[stage].p99),
+    ]),
+    per(
+      "operator event-loop delay under load, worst second's max",
+      "ms",
+      (r) => r.conditions.underLoad.operatorEventLoopDelayMs.maxPerSecond.max,
+    ),
+    per(
+      "machine load average (1 min) at the end of the cut-offs under load",
+      "",
+      (r) => r.conditions.underLoad.loadAverage.end[0] ?? Number.NaN,
     ),
     per(
       `provisioning throughput beside the cut-offs (${devices} devices)`,

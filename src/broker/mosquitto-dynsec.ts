@@ -52,6 +52,21 @@ export interface CommandEvent {
   readonly error?: string;
 }
 
+/** What the adapter was doing when a cut-off was asked for: what the cut-off had to wait out. */
+export type AdapterActivity = "idle" | "command" | "pause" | "read";
+
+/**
+ * One cut-off through the adapter, as epoch milliseconds: asked for, its first command sent (what
+ * kicks the live connection), and that command answered.
+ */
+export interface CutOffEvent {
+  readonly owner: string;
+  readonly requestedAt: number;
+  readonly sentAt: number;
+  readonly ackedAt: number;
+  readonly behind: AdapterActivity;
+}
+
 export interface MosquittoDynsecOptions {
   readonly connection: DynsecConnection;
   /** The adapter owns exactly the roles, and clients by textname, that start with this; nothing else is touched. */
@@ -64,7 +79,12 @@ export interface MosquittoDynsecOptions {
   readonly logger?: Logger;
   /** Observes every mutating command (benchmarks, metrics). */
   readonly onCommand?: (event: CommandEvent) => void;
+  /** Observes every cut-off's first command (metrics); each is also logged at info. */
+  readonly onCutOff?: (event: CutOffEvent) => void;
 }
+
+/** Wall-clock milliseconds with the monotonic clock's resolution, comparable across processes. */
+const epochNow = () => performance.timeOrigin + performance.now();
 
 /** The broker refused a change for a reason that retrying will not fix, e.g. a username held by a foreign client. */
 export class BrokerConflictError extends Error {}
@@ -199,6 +219,9 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly dirty = new Set<string>();
   /** The dirty devices whose plan cuts access; a subset of `dirty`, served first. */
   private readonly cutOffs = new Set<string>();
+  /** When each pending cut-off was asked for and what the adapter was doing then (tracing only). */
+  private readonly cutOffRequests = new Map<string, { at: number; behind: AdapterActivity }>();
+  private activity: AdapterActivity = "idle";
   private readonly waiters = new Map<string, Waiter[]>();
   private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
   private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
@@ -349,6 +372,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       try {
         const client = await this.connected();
         if (this.observeAllNeeded || performance.now() >= this.nextResyncAt) {
+          this.activity = "read";
           await this.observeAll(client);
           // Readable again: devices converge from here on, one by one, each reporting for itself.
           this.setStatus({ synced: true });
@@ -356,6 +380,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         const owner = this.nextDirty();
         if (owner === undefined) {
           this.finishRound();
+          this.activity = "idle";
           await this.idle();
           continue;
         }
@@ -418,8 +443,14 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     const cutOff = this.isGate(name)
       ? gateCutsOff(this.gateTarget(name), this.observedGates.get(name) ?? NO_GATE)
       : isCutOff(this.desiredOf(name), this.observed.get(name) ?? NOTHING_OBSERVED);
-    if (cutOff) this.cutOffs.add(name);
-    else this.cutOffs.delete(name);
+    if (cutOff) {
+      this.cutOffs.add(name);
+      if (!this.cutOffRequests.has(name))
+        this.cutOffRequests.set(name, { at: epochNow(), behind: this.activity });
+    } else {
+      this.cutOffs.delete(name);
+      this.cutOffRequests.delete(name);
+    }
   }
 
   private isGate(name: string): boolean {
@@ -443,6 +474,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private markClean(owner: string): void {
     this.dirty.delete(owner);
     this.cutOffs.delete(owner);
+    this.cutOffRequests.delete(owner);
   }
 
   private desiredOf(owner: string): DesiredDevice | undefined {
@@ -634,8 +666,10 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private async apply(client: DynsecClient, owner: string, commands: readonly DynsecCommand[]) {
     for (const command of commands) {
       const started = performance.now();
+      this.activity = "command";
       const [response] = await client.send([command]);
       const durationMs = performance.now() - started;
+      this.traceCutOff(owner, started, durationMs);
       if (MUTATING.has(command.command)) this.round.commands++;
       this.options.onCommand?.({
         command: command.command,
@@ -680,7 +714,26 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   }
 
   private async pace(durationMs: number): Promise<void> {
-    if (this.pacing > 0) await sleep(durationMs * this.pacing);
+    if (this.pacing <= 0) return;
+    this.activity = "pause";
+    await sleep(durationMs * this.pacing);
+  }
+
+  /** The first command of a pending cut-off: logged and reported, once. */
+  private traceCutOff(owner: string, startedMs: number, durationMs: number): void {
+    const request = this.cutOffRequests.get(owner);
+    if (!request) return;
+    this.cutOffRequests.delete(owner);
+    const sentAt = performance.timeOrigin + startedMs;
+    const event = {
+      owner,
+      requestedAt: request.at,
+      sentAt,
+      ackedAt: sentAt + durationMs,
+      behind: request.behind,
+    };
+    this.options.onCutOff?.(event);
+    this.deviceLogger(owner)?.info(event, "cut-off sent to the broker");
   }
 
   private async lookup<T>(
