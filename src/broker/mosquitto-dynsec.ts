@@ -37,6 +37,7 @@ import {
   type ObservedDevice,
   type ObservedGate,
   observationOf,
+  pauseAfter,
   planDefaultAccess,
   planDevice,
   planGate,
@@ -222,6 +223,12 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   /** When each pending cut-off was asked for and what the adapter was doing then (tracing only). */
   private readonly cutOffRequests = new Map<string, { at: number; behind: AdapterActivity }>();
   private activity: AdapterActivity = "idle";
+  /** Pause time a cut-off deferred: added to the next pause. */
+  private owedPauseMs = 0;
+  /** Ends a deferrable pause early: a cut-off arrived. */
+  private interruptPause: () => void = () => undefined;
+  /** Devices and gates whose commands a cut-off interrupted: re-read before they are planned again. */
+  private readonly interrupted = new Set<string>();
   private readonly waiters = new Map<string, Waiter[]>();
   private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
   private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
@@ -447,6 +454,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       this.cutOffs.add(name);
       if (!this.cutOffRequests.has(name))
         this.cutOffRequests.set(name, { at: epochNow(), behind: this.activity });
+      this.interruptPause();
     } else {
       this.cutOffs.delete(name);
       this.cutOffRequests.delete(name);
@@ -524,7 +532,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     if (this.everyDevice) this.replaceDesired(this.everyDevice());
     await this.ensureDefaultAccess(client);
-    const pace = (durationMs: number) => this.pace(durationMs);
+    // A cut-off cannot be served before the read ends; deferring a pause ends the read sooner.
+    const pace = (durationMs: number) => this.pace(durationMs, false);
     const roles = await listAllRoles(client, pace);
     const groups = await listAllGroups(client, pace);
     const clients = await listAllClients(client, pace);
@@ -577,12 +586,27 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     const entry = this.desired.get(owner);
     const desired = entry ?? undefined;
     // The device's client names its tenant's gate role and group: they must exist first.
-    if (desired && this.dirty.has(desired.gate)) await this.convergeGate(client, desired.gate);
+    if (desired && this.dirty.has(desired.gate)) {
+      await this.convergeGate(client, desired.gate);
+      if (this.interrupted.has(desired.gate)) return;
+    }
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      if (this.interrupted.delete(owner)) {
+        try {
+          await this.refresh(client, owner, desired);
+        } catch (error) {
+          if (!(error instanceof BrokerConflictError)) throw error;
+          this.giveUp(owner, error);
+          return;
+        }
+      }
       const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
       const commands = planDevice(desired, observed);
       const isOrphan = entry === undefined && commands.length > 0;
-      if ((await this.apply(client, owner, commands)) === "applied") {
+      const outcome = await this.apply(client, owner, commands);
+      // A cut-off goes first; this device stays dirty and is planned again from what the broker holds.
+      if (outcome === "interrupted") return;
+      if (outcome === "applied") {
         for (const username of sessionsToDiscard(desired, observed))
           await discardSession(this.options.connection, username);
         this.observed.set(owner, observationOf(desired));
@@ -620,9 +644,12 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private async convergeGate(client: DynsecClient, name: string): Promise<void> {
     const entry = this.gates.get(name);
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      if (this.interrupted.delete(name)) await this.refreshGate(client, name);
       const target = this.gateTarget(name);
       const commands = planGate(name, target, this.observedGates.get(name) ?? NO_GATE);
-      if ((await this.apply(client, name, commands)) === "applied") {
+      const outcome = await this.apply(client, name, commands);
+      if (outcome === "interrupted") return;
+      if (outcome === "applied") {
         if (entry === undefined && !target && commands.length > 0) this.round.orphansDeleted++;
         if (target) this.observedGates.set(name, gateObservationOf(target));
         else this.observedGates.delete(name);
@@ -662,9 +689,22 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.settle(owner, error);
   }
 
-  /** Sends the commands one per message, paced; "not found" on a delete counts as done. */
-  private async apply(client: DynsecClient, owner: string, commands: readonly DynsecCommand[]) {
-    for (const command of commands) {
+  /**
+   * Sends the commands one per message, paced; "not found" on a delete counts as done. The commands
+   * of a device or gate that cuts nothing off stop when a cut-off is waiting, so that it never waits
+   * for the rest of them and their pauses.
+   */
+  private async apply(
+    client: DynsecClient,
+    owner: string,
+    commands: readonly DynsecCommand[],
+  ): Promise<"applied" | "drifted" | "interrupted"> {
+    const cutsOff = this.cutOffs.has(owner);
+    for (const [index, command] of commands.entries()) {
+      if (index > 0 && !cutsOff && this.cutOffs.size > 0) {
+        this.interrupted.add(owner);
+        return "interrupted";
+      }
       const started = performance.now();
       this.activity = "command";
       const [response] = await client.send([command]);
@@ -677,7 +717,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         durationMs,
         ...(response?.error ? { error: response.error } : {}),
       });
-      await this.pace(durationMs);
+      await this.pace(durationMs, cutsOff);
       if (!response) throw new Error(`dynamic-security ${command.command}: no response`);
       const gone = response.error && command.command.startsWith("delete") && NOT_FOUND.test(response.error);
       if (response.error && !gone) {
@@ -713,10 +753,32 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.observed.set(owner, { ...(role ? { role: role.role } : {}), clients });
   }
 
-  private async pace(durationMs: number): Promise<void> {
-    if (this.pacing <= 0) return;
+  /** The pause after a change (see pauseAfter): a deferrable one ends when a cut-off arrives, owing the rest. */
+  private async pace(durationMs: number, cutsOff: boolean): Promise<void> {
+    const { pauseMs, deferrable } = pauseAfter({
+      durationMs,
+      pacing: this.pacing,
+      owedMs: this.owedPauseMs,
+      cutsOff,
+    });
+    this.owedPauseMs = 0;
+    if (pauseMs <= 0) return;
     this.activity = "pause";
-    await sleep(durationMs * this.pacing);
+    if (!deferrable) {
+      await sleep(pauseMs);
+      return;
+    }
+    const started = performance.now();
+    if (this.cutOffs.size === 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.interruptPause = resolve;
+        timer = setTimeout(resolve, pauseMs);
+      });
+      clearTimeout(timer);
+      this.interruptPause = () => undefined;
+    }
+    this.owedPauseMs = Math.max(0, pauseMs - (performance.now() - started));
   }
 
   /** The first command of a pending cut-off: logged and reported, once. */
