@@ -16,6 +16,8 @@
  *     (busy devices Ready per second, from the first create to the last Ready);
  *  3. suspend: every busy device connects, then the busy tenant is suspended; time to the first,
  *     median, p99 and last dropped connection.
+ * With --cutoffs-only a run ends after step 2 (creating stops; throughput is the devices Ready by
+ * then per second): on a loaded machine provisioning thousands of devices can take an hour.
  * Cut-off samples are kept only when the busy tenant still had devices not Ready both when the
  * disable was sent and when the connection dropped.
  *
@@ -24,7 +26,7 @@
  * the operator (its nodejs_eventloop_lag_* metrics, scraped every second) and of this process, and
  * the machine's load average at the start and end of each phase.
  *
- *   npx tsx bench/cutoff-under-load.ts [--devices 500] [--cutoffs 10] [--runs 3] [--gap-ms 1000]
+ *   npx tsx bench/cutoff-under-load.ts [--devices 500] [--cutoffs 10] [--runs 3] [--gap-ms 1000] [--cutoffs-only]
  *
  * Prints a table (median and min–max over the runs) and writes bench/results/cutoff-under-load.json;
  * with fewer than 3 runs (not publishable) it writes bench/results/partial/cutoff-under-load.json.
@@ -61,12 +63,14 @@ const { values: args } = parseArgs({
     cutoffs: { type: "string", default: "10" },
     runs: { type: "string", default: "3" },
     "gap-ms": { type: "string", default: "1000" },
+    "cutoffs-only": { type: "boolean", default: false },
   },
 });
 const deviceCount = Number(args.devices);
 const cutoffCount = Number(args.cutoffs);
 const runCount = Number(args.runs);
 const gapMs = Number(args["gap-ms"]);
+const cutoffsOnly = args["cutoffs-only"];
 
 const QUIET = "quiet";
 const BUSY = "busy";
@@ -112,9 +116,14 @@ async function applyReadyTenant(
   );
 }
 
-function createDevices(client: KubeClient, namespace: string, names: readonly string[]): Promise<void> {
+function createDevices(
+  client: KubeClient,
+  namespace: string,
+  names: readonly string[],
+  stopped: () => boolean = () => false,
+): Promise<void> {
   return (async () => {
-    for (let i = 0; i < names.length; i += CREATE_CONCURRENCY) {
+    for (let i = 0; i < names.length && !stopped(); i += CREATE_CONCURRENCY) {
       await Promise.all(
         names.slice(i, i + CREATE_CONCURRENCY).map((name) =>
           client.create(Resource.device, {
@@ -288,6 +297,27 @@ function watchConditions(probePort: number): { stop(): Promise<PhaseConditions> 
   };
 }
 
+/** Every busy device connected, then the whole tenant cut off at once: when each connection dropped. */
+async function suspendAll(
+  client: KubeClient,
+  endpoint: DeviceEndpoint,
+  open: MqttClient[],
+): Promise<NonNullable<CutoffRun["suspend"]>> {
+  const fleet = await connectAll(client, endpoint, BUSY);
+  open.push(...fleet.values());
+  const drops = [...fleet.values()].map((c) => closedAt(c, SUSPEND_TIMEOUT_MS).catch(() => undefined));
+  const suspendedAt = epochNow();
+  await client.mergePatch(Resource.tenant, { name: BUSY }, { spec: { suspended: true } });
+  const closed = (await Promise.all(drops)).filter((at) => at !== undefined);
+  const dropsMs = closed.map((at) => at - suspendedAt);
+  return {
+    connected: fleet.size,
+    notDropped: fleet.size - closed.length,
+    dropsMs: summarize(dropsMs),
+    firstMs: Math.min(...dropsMs),
+  };
+}
+
 async function oneRun(run: number): Promise<CutoffRun> {
   const stateDir = await mkdtemp(join(tmpdir(), "bench-cutoff-"));
   const stack = await startStack(stateDir);
@@ -346,11 +376,12 @@ async function measure(run: number, env: StackEnv): Promise<CutoffRun> {
     const createdFrom = performance.now();
     let ready = 0;
     let lastReadyAt = 0;
-    const creating = createDevices(client, BUSY, busyNames);
+    let stopped = false;
+    const creating = createDevices(client, BUSY, busyNames, () => stopped);
     creating.catch(() => {}); // awaited below; this only keeps an early failure from counting as unhandled
     const busyReady = () => busy.list(BUSY).filter(isReady).length;
     const polling = (async () => {
-      while (ready < deviceCount) {
+      while (ready < deviceCount && !stopped) {
         await sleep(1_000);
         ready = busyReady();
         lastReadyAt = performance.now();
@@ -379,18 +410,13 @@ async function measure(run: number, env: StackEnv): Promise<CutoffRun> {
       await sleep(gapMs);
     }
     const loaded = await loadConditions.stop();
+    // --cutoffs-only: the run ends with the cut-offs; throughput is what was Ready by then.
+    stopped = cutoffsOnly;
     await creating;
     await polling;
-    const provisioningSeconds = (lastReadyAt - createdFrom) / 1000;
-
-    // Suspend: every busy device connected, then the whole tenant cut off at once.
-    const fleet = await connectAll(client, endpoint, BUSY);
-    open.push(...fleet.values());
-    const drops = [...fleet.values()].map((c) => closedAt(c, SUSPEND_TIMEOUT_MS).catch(() => undefined));
-    const suspendedAt = epochNow();
-    await client.mergePatch(Resource.tenant, { name: BUSY }, { spec: { suspended: true } });
-    const closed = (await Promise.all(drops)).filter((at) => at !== undefined);
-    const dropsMs = closed.map((at) => at - suspendedAt);
+    const readyAtEnd = cutoffsOnly ? busyReady() : deviceCount;
+    const provisioningSeconds = ((cutoffsOnly ? performance.now() : lastReadyAt) - createdFrom) / 1000;
+    const suspend = cutoffsOnly ? undefined : await suspendAll(client, endpoint, open);
 
     const operatorLog = await readFile(operator.logFile, "utf8");
     const tracedIdle = traceCutoffs(baseline, operatorLog);
@@ -400,13 +426,8 @@ async function measure(run: number, env: StackEnv): Promise<CutoffRun> {
       underLoadMs: underLoad.map(totalMs),
       discarded,
       provisioningSeconds,
-      devicesPerSecond: deviceCount / provisioningSeconds,
-      suspend: {
-        connected: fleet.size,
-        notDropped: fleet.size - closed.length,
-        dropsMs: summarize(dropsMs),
-        firstMs: Math.min(...dropsMs),
-      },
+      devicesPerSecond: readyAtEnd / provisioningSeconds,
+      ...(suspend ? { suspend } : {}),
       stages: {
         idle: { ...stageSummary(tracedIdle), untraced: baseline.length - tracedIdle.length },
         underLoad: { ...stageSummary(tracedLoad), untraced: underLoad.length - tracedLoad.length },
@@ -455,6 +476,7 @@ async function main(): Promise<void> {
     parameters: {
       devices: deviceCount,
       cutoffs: cutoffCount,
+      cutoffsOnly,
       gapMs,
       pooledP99: pooled,
       samples,

@@ -22,9 +22,11 @@ export interface CutoffRun {
   readonly underLoadMs: number[];
   /** Cut-offs left out because the busy tenant's devices were all Ready by then. */
   readonly discarded: number;
+  /** From the first create to the last Ready, or (--cutoffs-only) to the end of the cut-offs. */
   readonly provisioningSeconds: number;
   readonly devicesPerSecond: number;
-  readonly suspend: {
+  /** Absent with --cutoffs-only. */
+  readonly suspend?: {
     readonly connected: number;
     /** Still connected when the bench stopped waiting: a cut-off that did not happen. */
     readonly notDropped: number;
@@ -54,6 +56,11 @@ export function cutoffFigures(runs: readonly CutoffRun[], devices: number): Figu
       per(`  under load, stage ${stage} p99`, "ms", (r) => r.stages.underLoad.stages[stage].p99),
     ]),
     per(
+      "  under load, span kick (broker command sent → closed) p99",
+      "ms",
+      (r) => r.stages.underLoad.stages.kick.p99,
+    ),
+    per(
       "operator event-loop delay under load, worst second's max",
       "ms",
       (r) => r.conditions.underLoad.operatorEventLoopDelayMs.maxPerSecond.max,
@@ -64,16 +71,24 @@ export function cutoffFigures(runs: readonly CutoffRun[], devices: number): Figu
       (r) => r.conditions.underLoad.loadAverage.end[0] ?? Number.NaN,
     ),
     per(
-      `provisioning throughput beside the cut-offs (${devices} devices)`,
+      `provisioning throughput beside the cut-offs (${devices} devices${runs.some((r) => !r.suspend) ? ", Ready by the last cut-off" : ""})`,
       "devices/s",
       (r) => r.devicesPerSecond,
     ),
-    per(`suspend ${devices} connected devices: last drop`, "ms", (r) => r.suspend.dropsMs.max),
-    per(
-      `suspend ${devices} connected devices: still connected at the end`,
-      "devices",
-      (r) => r.suspend.notDropped,
-    ),
+    ...(runs.every((r) => r.suspend)
+      ? [
+          per(
+            `suspend ${devices} connected devices: last drop`,
+            "ms",
+            (r) => r.suspend?.dropsMs.max ?? Number.NaN,
+          ),
+          per(
+            `suspend ${devices} connected devices: still connected at the end`,
+            "devices",
+            (r) => r.suspend?.notDropped ?? Number.NaN,
+          ),
+        ]
+      : []),
   ];
 }
 

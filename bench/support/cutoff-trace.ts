@@ -20,7 +20,10 @@ export interface CutoffSample {
 export const STAGES = ["toQueue", "queue", "reconcile", "adapterWait", "brokerCommand", "toClose"] as const;
 export type Stage = (typeof STAGES)[number];
 
-export const STAGE_MEANING: Record<Stage | "apiWrite" | "total", string> = {
+/** Informative spans beside the consecutive stages. */
+type Span = "apiWrite" | "kick" | "total";
+
+export const STAGE_MEANING: Record<Stage | Span, string> = {
   apiWrite: "bench sends the patch → API server answers (informative, overlaps toQueue)",
   toQueue:
     "patch sent → the operator's informer queued the Device key (API write, watch, operator event loop)",
@@ -28,7 +31,9 @@ export const STAGE_MEANING: Record<Stage | "apiWrite" | "total", string> = {
   reconcile: "taken → the reconcile asked the broker adapter to remove the device",
   adapterWait: "asked → the adapter sent the first command (waiting out the command or pause in flight)",
   brokerCommand: "first command (deleteClient) sent → Mosquitto answered",
-  toClose: "answered → the bench saw the device's connection close (broker kick, bench event loop)",
+  toClose:
+    "answered → the bench saw the device's connection close (negative: the kick came before the answer reached the operator)",
+  kick: "first command sent → connection closed (brokerCommand + toClose: the broker's part)",
   total: "patch sent → connection closed",
 };
 
@@ -36,7 +41,7 @@ export interface TracedCutoff {
   readonly key: string;
   /** What the adapter was doing when the cut-off arrived: idle, command, pause or read. */
   readonly behind: string;
-  readonly ms: Record<Stage | "apiWrite" | "total", number>;
+  readonly ms: Record<Stage | Span, number>;
 }
 
 const reconciledSchema = (line: Record<string, unknown>) =>
@@ -100,6 +105,7 @@ export function traceCutoffs(samples: readonly CutoffSample[], operatorLog: stri
         adapterWait: broker.sentAt - broker.requestedAt,
         brokerCommand: broker.ackedAt - broker.sentAt,
         toClose: sample.closedAt - broker.ackedAt,
+        kick: sample.closedAt - broker.sentAt,
         total: sample.closedAt - sample.sentAt,
       },
     });
@@ -109,13 +115,13 @@ export function traceCutoffs(samples: readonly CutoffSample[], operatorLog: stri
 
 /** p50/p95/p99/max per stage over the traced cut-offs, and how often each adapter activity was in the way. */
 export function stageSummary(traced: readonly TracedCutoff[]): {
-  readonly stages: Record<Stage | "apiWrite" | "total", Summary>;
+  readonly stages: Record<Stage | Span, Summary>;
   readonly behind: Record<string, number>;
 } {
-  const names = ["apiWrite", ...STAGES, "total"] as const;
+  const names = ["apiWrite", ...STAGES, "kick", "total"] as const;
   const stages = Object.fromEntries(
     names.map((name) => [name, summarize(traced.map((t) => t.ms[name]))]),
-  ) as Record<Stage | "apiWrite" | "total", Summary>;
+  ) as Record<Stage | Span, Summary>;
   const behind: Record<string, number> = {};
   for (const t of traced) behind[t.behind] = (behind[t.behind] ?? 0) + 1;
   return { stages, behind };

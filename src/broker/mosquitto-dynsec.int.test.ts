@@ -644,8 +644,8 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
 });
 
 describe("MosquittoDynsecAdapter: a cut-off overtakes a device being provisioned", () => {
-  // Pauses a hundred times each change's duration, so that what a cut-off waits for shows.
-  const PACING = 100;
+  // Pauses fifty times each change's duration, so that what a cut-off waits for shows.
+  const PACING = 50;
   let dir: string;
   let adapter: MosquittoDynsecAdapter;
   const prefix = `overtake-${run}:`;
