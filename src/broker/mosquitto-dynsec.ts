@@ -587,7 +587,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     const desired = entry ?? undefined;
     // The device's client names its tenant's gate role and group: they must exist first.
     if (desired && this.dirty.has(desired.gate)) {
-      await this.convergeGate(client, desired.gate);
+      // On behalf of a cut-off (a narrowing), the gate is part of it: not interrupted by it.
+      await this.convergeGate(client, desired.gate, this.cutOffs.has(owner));
       if (this.interrupted.has(desired.gate)) return;
     }
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
@@ -641,13 +642,13 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     if (!this.gates.get(gate) && this.decides(gate) && this.observedGates.has(gate)) this.markDirty(gate);
   }
 
-  private async convergeGate(client: DynsecClient, name: string): Promise<void> {
+  private async convergeGate(client: DynsecClient, name: string, forCutOff = false): Promise<void> {
     const entry = this.gates.get(name);
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
       if (this.interrupted.delete(name)) await this.refreshGate(client, name);
       const target = this.gateTarget(name);
       const commands = planGate(name, target, this.observedGates.get(name) ?? NO_GATE);
-      const outcome = await this.apply(client, name, commands);
+      const outcome = await this.apply(client, name, commands, forCutOff);
       if (outcome === "interrupted") return;
       if (outcome === "applied") {
         if (entry === undefined && !target && commands.length > 0) this.round.orphansDeleted++;
@@ -698,8 +699,9 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     client: DynsecClient,
     owner: string,
     commands: readonly DynsecCommand[],
+    forCutOff = false,
   ): Promise<"applied" | "drifted" | "interrupted"> {
-    const cutsOff = this.cutOffs.has(owner);
+    const cutsOff = forCutOff || this.cutOffs.has(owner);
     for (const [index, command] of commands.entries()) {
       if (index > 0 && !cutsOff && this.cutOffs.size > 0) {
         this.interrupted.add(owner);
