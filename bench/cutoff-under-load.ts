@@ -46,7 +46,7 @@ import { install } from "../src/install.js";
 import { createLogger } from "../src/observability/logger.js";
 import { isReady } from "../src/runtime/conditions.js";
 import { Informer } from "../src/runtime/informer.js";
-import { KubeClient } from "../src/runtime/kube-client.js";
+import { KubeApiError, KubeClient } from "../src/runtime/kube-client.js";
 import { type KubeObject, type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
 import { freePort } from "../test/harness/ports.js";
 import { killServersOnSignal, type ManagedProcess, startProcess } from "../test/harness/process.js";
@@ -116,6 +116,27 @@ async function applyReadyTenant(
   );
 }
 
+/**
+ * Concurrent creates in one namespace race on its ResourceQuota's usage: the API server answers
+ * 409 "the object has been modified" to the losers, which a client retries.
+ */
+async function createRetryingConflicts(
+  client: KubeClient,
+  device: Parameters<KubeClient["create"]>[1],
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await client.create(Resource.device, device);
+      return;
+    } catch (error) {
+      const conflict =
+        error instanceof KubeApiError && error.code === 409 && error.reason !== "AlreadyExists";
+      if (!conflict || attempt === 10) throw error;
+      await sleep(100 * attempt);
+    }
+  }
+}
+
 function createDevices(
   client: KubeClient,
   namespace: string,
@@ -126,7 +147,7 @@ function createDevices(
     for (let i = 0; i < names.length && !stopped(); i += CREATE_CONCURRENCY) {
       await Promise.all(
         names.slice(i, i + CREATE_CONCURRENCY).map((name) =>
-          client.create(Resource.device, {
+          createRetryingConflicts(client, {
             apiVersion: API_VERSION,
             kind: "Device",
             metadata: { name, namespace },
