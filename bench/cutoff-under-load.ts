@@ -510,10 +510,14 @@ async function main(): Promise<void> {
     figures,
   };
   if (runCount >= MIN_RUNS) {
-    console.log(`\nwrote ${await writeResults(repoRoot, results)}`);
-    return;
+    try {
+      console.log(`\nwrote ${await writeResults(repoRoot, results)}`);
+      return;
+    } catch (error) {
+      console.error(error instanceof Error ? error.message : error);
+    }
   }
-  // Too few runs to publish: kept for reading, outside the results the README table is made from.
+  // Too few runs (or not valid) to publish: kept for reading, outside the results the README table is made from.
   const dir = join(repoRoot, RESULTS_DIR, "partial");
   await mkdir(dir, { recursive: true });
   const out = join(dir, "cutoff-under-load.json");

@@ -67,7 +67,7 @@ export function cutoffFigures(runs: readonly CutoffRun[], devices: number): Figu
     ),
     per(
       "machine load average (1 min) at the end of the cut-offs under load",
-      "",
+      "load",
       (r) => r.conditions.underLoad.loadAverage.end[0] ?? Number.NaN,
     ),
     per(
