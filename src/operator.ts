@@ -92,6 +92,7 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
       connection: brokerAdminConnection(config),
       logger,
       onCommand: (event) => manager.metrics.brokerCommand(event),
+      onCutOff: (event) => manager.metrics.brokerCutOff(event),
       ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
     });
   if (config.NATS_URLS.length === 0) throw new Error("NATS_URLS is required with BROKER_KIND=nats");

@@ -19,7 +19,7 @@ import {
 import type { BrokerDevice, BrokerStatus } from "./adapter.js";
 import { type Acl, canonicalAcls, desiredDevice, desiredGate } from "./desired.js";
 import { DynsecClient } from "./dynsec-client.js";
-import { BrokerUnavailableError, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
+import { BrokerUnavailableError, type CommandEvent, MosquittoDynsecAdapter } from "./mosquitto-dynsec.js";
 import { gateObservationOf, observationOf } from "./plan.js";
 import { deviceSubject, subjectUsername } from "./subject.js";
 
@@ -640,6 +640,79 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
     });
     expect(seen).toEqual([]);
     await resumed.endAsync();
+  });
+});
+
+describe("MosquittoDynsecAdapter: a cut-off overtakes a device being provisioned", () => {
+  // Pauses fifty times each change's duration, so that what a cut-off waits for shows.
+  const PACING = 50;
+  let dir: string;
+  let adapter: MosquittoDynsecAdapter;
+  const prefix = `overtake-${run}:`;
+  const tenant = `o${run}`;
+  const commands: Array<CommandEvent & { sentAt: number; ackedAt: number }> = [];
+  let onCommand: (event: CommandEvent) => void = () => undefined;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "broker-overtake-"));
+    adapter = new MosquittoDynsecAdapter({
+      connection,
+      ownerPrefix: prefix,
+      pacing: PACING,
+      onCommand: (event) => {
+        const ackedAt = performance.now();
+        commands.push({ ...event, sentAt: ackedAt - event.durationMs, ackedAt });
+        onCommand(event);
+      },
+    });
+  });
+  afterAll(() => adapter.close());
+
+  it("kicks a disabled device between a new device's commands, without waiting out their pause; the new device is still provisioned", async () => {
+    const victim = device(tenant, "victim");
+    await adapter.applyDevice(victim);
+    const victimPair = await issueCertificate(dir, stack.broker.deviceCA, "victim", {
+      subject: `/O=${tenant}/CN=victim`,
+      usages: ["clientAuth"],
+    });
+    const live = await connectWithCertificate(stack.broker, victimPair);
+    const dropped = closed(live);
+
+    // The disable arrives as the new device's first command is answered: its pause begins.
+    const newcomer = device(tenant, "newcomer");
+    const newcomerOwner = `${prefix}${tenant}:newcomer`;
+    let disabling: Promise<void> | undefined;
+    onCommand = (event) => {
+      if (event.owner !== newcomerOwner || disabling) return;
+      disabling = adapter.applyDevice({ ...victim, enabled: false });
+    };
+    await adapter.applyDevice(newcomer);
+    await disabling;
+    await dropped;
+
+    const victimOwner = `${prefix}${tenant}:victim`;
+    const newcomerFirst = commands.findIndex((c) => c.owner === newcomerOwner);
+    const kick = commands.findIndex((c, i) => i > newcomerFirst && c.owner === victimOwner);
+    const newcomerRest = commands.findIndex((c, i) => i > newcomerFirst && c.owner === newcomerOwner);
+    // The kick went before the rest of the new device's commands ...
+    expect(kick).toBeGreaterThan(newcomerFirst);
+    expect(kick).toBeLessThan(newcomerRest);
+    // ... and did not wait for the pause after its first one (which was then paid after the kick).
+    const first = commands[newcomerFirst] as (typeof commands)[number];
+    const kicked = commands[kick] as (typeof commands)[number];
+    expect(kicked.sentAt - first.ackedAt).toBeLessThan((first.durationMs * PACING) / 2);
+
+    // Positive twin: the interrupted device was provisioned all the same and can use its subtree.
+    const newcomerPair = await issueCertificate(dir, stack.broker.deviceCA, "newcomer", {
+      subject: `/O=${tenant}/CN=newcomer`,
+      usages: ["clientAuth"],
+    });
+    const served = await connectWithCertificate(stack.broker, newcomerPair);
+    expect(await subscribeCodes(served, `tenants/${tenant}/devices/newcomer/#`)).toEqual([1]);
+    await served.endAsync();
+    const again = await connectWithCertificate(stack.broker, victimPair);
+    expect(await subscribeCodes(again, `tenants/${tenant}/devices/victim/#`)).toEqual([REFUSED]);
+    await again.endAsync();
   });
 });
 

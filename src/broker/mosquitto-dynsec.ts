@@ -37,6 +37,7 @@ import {
   type ObservedDevice,
   type ObservedGate,
   observationOf,
+  pauseAfter,
   planDefaultAccess,
   planDevice,
   planGate,
@@ -52,6 +53,21 @@ export interface CommandEvent {
   readonly error?: string;
 }
 
+/** What the adapter was doing when a cut-off was asked for: what the cut-off had to wait out. */
+export type AdapterActivity = "idle" | "command" | "pause" | "read";
+
+/**
+ * One cut-off through the adapter, as epoch milliseconds: asked for, its first command sent (what
+ * kicks the live connection), and that command answered.
+ */
+export interface CutOffEvent {
+  readonly owner: string;
+  readonly requestedAt: number;
+  readonly sentAt: number;
+  readonly ackedAt: number;
+  readonly behind: AdapterActivity;
+}
+
 export interface MosquittoDynsecOptions {
   readonly connection: DynsecConnection;
   /** The adapter owns exactly the roles, and clients by textname, that start with this; nothing else is touched. */
@@ -64,7 +80,12 @@ export interface MosquittoDynsecOptions {
   readonly logger?: Logger;
   /** Observes every mutating command (benchmarks, metrics). */
   readonly onCommand?: (event: CommandEvent) => void;
+  /** Observes every cut-off's first command (metrics); each is also logged at info. */
+  readonly onCutOff?: (event: CutOffEvent) => void;
 }
+
+/** Wall-clock milliseconds with the monotonic clock's resolution, comparable across processes. */
+const epochNow = () => performance.timeOrigin + performance.now();
 
 /** The broker refused a change for a reason that retrying will not fix, e.g. a username held by a foreign client. */
 export class BrokerConflictError extends Error {}
@@ -199,6 +220,15 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private readonly dirty = new Set<string>();
   /** The dirty devices whose plan cuts access; a subset of `dirty`, served first. */
   private readonly cutOffs = new Set<string>();
+  /** When each pending cut-off was asked for and what the adapter was doing then (tracing only). */
+  private readonly cutOffRequests = new Map<string, { at: number; behind: AdapterActivity }>();
+  private activity: AdapterActivity = "idle";
+  /** Pause time a cut-off deferred: added to the next pause. */
+  private owedPauseMs = 0;
+  /** Ends a deferrable pause early: a cut-off arrived. */
+  private interruptPause: () => void = () => undefined;
+  /** Devices and gates whose commands a cut-off interrupted: re-read before they are planned again. */
+  private readonly interrupted = new Set<string>();
   private readonly waiters = new Map<string, Waiter[]>();
   private syncWaiters: Array<{ resolve: (report: SyncReport) => void; reject: (error: Error) => void }> = [];
   private readonly statusListeners = new Set<(status: BrokerStatus) => void>();
@@ -349,6 +379,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       try {
         const client = await this.connected();
         if (this.observeAllNeeded || performance.now() >= this.nextResyncAt) {
+          this.activity = "read";
           await this.observeAll(client);
           // Readable again: devices converge from here on, one by one, each reporting for itself.
           this.setStatus({ synced: true });
@@ -356,6 +387,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         const owner = this.nextDirty();
         if (owner === undefined) {
           this.finishRound();
+          this.activity = "idle";
           await this.idle();
           continue;
         }
@@ -418,8 +450,15 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     const cutOff = this.isGate(name)
       ? gateCutsOff(this.gateTarget(name), this.observedGates.get(name) ?? NO_GATE)
       : isCutOff(this.desiredOf(name), this.observed.get(name) ?? NOTHING_OBSERVED);
-    if (cutOff) this.cutOffs.add(name);
-    else this.cutOffs.delete(name);
+    if (cutOff) {
+      this.cutOffs.add(name);
+      if (!this.cutOffRequests.has(name))
+        this.cutOffRequests.set(name, { at: epochNow(), behind: this.activity });
+      this.interruptPause();
+    } else {
+      this.cutOffs.delete(name);
+      this.cutOffRequests.delete(name);
+    }
   }
 
   private isGate(name: string): boolean {
@@ -443,6 +482,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
   private markClean(owner: string): void {
     this.dirty.delete(owner);
     this.cutOffs.delete(owner);
+    this.cutOffRequests.delete(owner);
   }
 
   private desiredOf(owner: string): DesiredDevice | undefined {
@@ -492,7 +532,8 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.round = { commands: 0, orphansDeleted: 0, startedAt: performance.now() };
     if (this.everyDevice) this.replaceDesired(this.everyDevice());
     await this.ensureDefaultAccess(client);
-    const pace = (durationMs: number) => this.pace(durationMs);
+    // A cut-off cannot be served before the read ends; deferring a pause ends the read sooner.
+    const pace = (durationMs: number) => this.pace(durationMs, false);
     const roles = await listAllRoles(client, pace);
     const groups = await listAllGroups(client, pace);
     const clients = await listAllClients(client, pace);
@@ -545,12 +586,28 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     const entry = this.desired.get(owner);
     const desired = entry ?? undefined;
     // The device's client names its tenant's gate role and group: they must exist first.
-    if (desired && this.dirty.has(desired.gate)) await this.convergeGate(client, desired.gate);
+    if (desired && this.dirty.has(desired.gate)) {
+      // On behalf of a cut-off (a narrowing), the gate is part of it: not interrupted by it.
+      await this.convergeGate(client, desired.gate, this.cutOffs.has(owner));
+      if (this.interrupted.has(desired.gate)) return;
+    }
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      if (this.interrupted.delete(owner)) {
+        try {
+          await this.refresh(client, owner, desired);
+        } catch (error) {
+          if (!(error instanceof BrokerConflictError)) throw error;
+          this.giveUp(owner, error);
+          return;
+        }
+      }
       const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
       const commands = planDevice(desired, observed);
       const isOrphan = entry === undefined && commands.length > 0;
-      if ((await this.apply(client, owner, commands)) === "applied") {
+      const outcome = await this.apply(client, owner, commands);
+      // A cut-off goes first; this device stays dirty and is planned again from what the broker holds.
+      if (outcome === "interrupted") return;
+      if (outcome === "applied") {
         for (const username of sessionsToDiscard(desired, observed))
           await discardSession(this.options.connection, username);
         this.observed.set(owner, observationOf(desired));
@@ -585,12 +642,15 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     if (!this.gates.get(gate) && this.decides(gate) && this.observedGates.has(gate)) this.markDirty(gate);
   }
 
-  private async convergeGate(client: DynsecClient, name: string): Promise<void> {
+  private async convergeGate(client: DynsecClient, name: string, forCutOff = false): Promise<void> {
     const entry = this.gates.get(name);
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
+      if (this.interrupted.delete(name)) await this.refreshGate(client, name);
       const target = this.gateTarget(name);
       const commands = planGate(name, target, this.observedGates.get(name) ?? NO_GATE);
-      if ((await this.apply(client, name, commands)) === "applied") {
+      const outcome = await this.apply(client, name, commands, forCutOff);
+      if (outcome === "interrupted") return;
+      if (outcome === "applied") {
         if (entry === undefined && !target && commands.length > 0) this.round.orphansDeleted++;
         if (target) this.observedGates.set(name, gateObservationOf(target));
         else this.observedGates.delete(name);
@@ -630,12 +690,28 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.settle(owner, error);
   }
 
-  /** Sends the commands one per message, paced; "not found" on a delete counts as done. */
-  private async apply(client: DynsecClient, owner: string, commands: readonly DynsecCommand[]) {
-    for (const command of commands) {
+  /**
+   * Sends the commands one per message, paced; "not found" on a delete counts as done. The commands
+   * of a device or gate that cuts nothing off stop when a cut-off is waiting, so that it never waits
+   * for the rest of them and their pauses.
+   */
+  private async apply(
+    client: DynsecClient,
+    owner: string,
+    commands: readonly DynsecCommand[],
+    forCutOff = false,
+  ): Promise<"applied" | "drifted" | "interrupted"> {
+    const cutsOff = forCutOff || this.cutOffs.has(owner);
+    for (const [index, command] of commands.entries()) {
+      if (index > 0 && !cutsOff && this.cutOffs.size > 0) {
+        this.interrupted.add(owner);
+        return "interrupted";
+      }
       const started = performance.now();
+      this.activity = "command";
       const [response] = await client.send([command]);
       const durationMs = performance.now() - started;
+      this.traceCutOff(owner, started, durationMs);
       if (MUTATING.has(command.command)) this.round.commands++;
       this.options.onCommand?.({
         command: command.command,
@@ -643,7 +719,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         durationMs,
         ...(response?.error ? { error: response.error } : {}),
       });
-      await this.pace(durationMs);
+      await this.pace(durationMs, cutsOff);
       if (!response) throw new Error(`dynamic-security ${command.command}: no response`);
       const gone = response.error && command.command.startsWith("delete") && NOT_FOUND.test(response.error);
       if (response.error && !gone) {
@@ -679,8 +755,49 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
     this.observed.set(owner, { ...(role ? { role: role.role } : {}), clients });
   }
 
-  private async pace(durationMs: number): Promise<void> {
-    if (this.pacing > 0) await sleep(durationMs * this.pacing);
+  /** The pause after a change (see pauseAfter): a deferrable one ends when a cut-off arrives, owing the rest. */
+  private async pace(durationMs: number, cutsOff: boolean): Promise<void> {
+    const { pauseMs, deferrable } = pauseAfter({
+      durationMs,
+      pacing: this.pacing,
+      owedMs: this.owedPauseMs,
+      cutsOff,
+    });
+    this.owedPauseMs = 0;
+    if (pauseMs <= 0) return;
+    this.activity = "pause";
+    if (!deferrable) {
+      await sleep(pauseMs);
+      return;
+    }
+    const started = performance.now();
+    if (this.cutOffs.size === 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.interruptPause = resolve;
+        timer = setTimeout(resolve, pauseMs);
+      });
+      clearTimeout(timer);
+      this.interruptPause = () => undefined;
+    }
+    this.owedPauseMs = Math.max(0, pauseMs - (performance.now() - started));
+  }
+
+  /** The first command of a pending cut-off: logged and reported, once. */
+  private traceCutOff(owner: string, startedMs: number, durationMs: number): void {
+    const request = this.cutOffRequests.get(owner);
+    if (!request) return;
+    this.cutOffRequests.delete(owner);
+    const sentAt = performance.timeOrigin + startedMs;
+    const event = {
+      owner,
+      requestedAt: request.at,
+      sentAt,
+      ackedAt: sentAt + durationMs,
+      behind: request.behind,
+    };
+    this.options.onCutOff?.(event);
+    this.deviceLogger(owner)?.info(event, "cut-off sent to the broker");
   }
 
   private async lookup<T>(

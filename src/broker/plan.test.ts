@@ -8,6 +8,7 @@ import {
   NOTHING_OBSERVED,
   type ObservedDevice,
   observationOf,
+  pauseAfter,
   planDefaultAccess,
   planDevice,
   planGate,
@@ -240,6 +241,38 @@ describe("isCutOff", () => {
     },
   ])("$name: $expected", ({ desired, observed, expected }) => {
     expect(isCutOff(desired, observed)).toBe(expected);
+  });
+});
+
+describe("pauseAfter", () => {
+  it.each([
+    {
+      name: "a provisioning change: paced, and a cut-off may defer the pause",
+      change: { durationMs: 40, pacing: 1, owedMs: 0, cutsOff: false },
+      expected: { pauseMs: 40, deferrable: true },
+    },
+    {
+      name: "a cut-off's own change: its pause is kept",
+      change: { durationMs: 40, pacing: 1, owedMs: 0, cutsOff: true },
+      expected: { pauseMs: 40, deferrable: false },
+    },
+    {
+      name: "after a deferred pause: the debt is added and cannot be deferred again",
+      change: { durationMs: 40, pacing: 1, owedMs: 30, cutsOff: false },
+      expected: { pauseMs: 70, deferrable: false },
+    },
+    {
+      name: "a cut-off after a deferred pause pays the debt",
+      change: { durationMs: 10, pacing: 2, owedMs: 30, cutsOff: true },
+      expected: { pauseMs: 50, deferrable: false },
+    },
+    {
+      name: "unpaced: no pause",
+      change: { durationMs: 40, pacing: 0, owedMs: 0, cutsOff: false },
+      expected: { pauseMs: 0, deferrable: false },
+    },
+  ])("$name", ({ change, expected }) => {
+    expect(pauseAfter(change)).toEqual(expected);
   });
 });
 

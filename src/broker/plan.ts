@@ -195,3 +195,26 @@ export function planDefaultAccess(observed: readonly ObservedDefaultAccess[]): D
     .map(([acltype, allow]) => ({ acltype, allow }));
   return acls.length ? [{ command: "setDefaultACLAccess", acls }] : [];
 }
+
+/**
+ * The pause after one change. Mosquitto 2.0 rewrites its whole state file on every change and
+ * serves no client meanwhile, so a change taking `durationMs` is followed by `pacing ×
+ * durationMs` of quiet. A cut-off must not wait that out behind a provisioning change: the pause
+ * after a change that cuts nothing off may be deferred, and what a cut-off deferred is added to
+ * the next pause, which cannot be deferred again. The broker gets the same quiet, once moved
+ * behind the kick, never skipped, and a stream of cut-offs is paced like any other change.
+ */
+export function pauseAfter(change: {
+  readonly durationMs: number;
+  readonly pacing: number;
+  /** Deferred by a cut-off from the pause before. */
+  readonly owedMs: number;
+  /** The change cuts access off (a cut-off's own pauses are kept). */
+  readonly cutsOff: boolean;
+}): { readonly pauseMs: number; readonly deferrable: boolean } {
+  if (change.pacing <= 0) return { pauseMs: 0, deferrable: false };
+  return {
+    pauseMs: change.durationMs * change.pacing + change.owedMs,
+    deferrable: !change.cutsOff && change.owedMs === 0,
+  };
+}

@@ -32,6 +32,7 @@ export class OperatorMetrics {
   readonly brokerCommands: Counter<"command" | "result">;
   readonly brokerCommandDuration: Histogram<"command">;
   readonly brokerSynced: Gauge;
+  readonly brokerCutOffStage: Histogram<"stage" | "behind">;
   readonly securityEvents: Counter<"tenant" | "kind">;
   readonly securityEventsNotRecorded: Counter<"sink">;
 
@@ -138,6 +139,13 @@ export class OperatorMetrics {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
     });
+    this.brokerCutOffStage = new Histogram({
+      name: "iot_broker_cutoff_seconds",
+      help: "A cut-off in the broker adapter: stage wait (asked for until its first command is sent) and command (until the broker answered), by what the adapter was doing when it was asked (idle, command, pause, read)",
+      labelNames: ["stage", "behind"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
     this.brokerSynced = new Gauge({
       name: "iot_broker_synced",
       help: "1 while the broker is reachable and holds the desired state",
@@ -170,6 +178,18 @@ export class OperatorMetrics {
   }): void {
     this.brokerCommands.inc({ command: event.command, result: event.error === undefined ? "ok" : "error" });
     this.brokerCommandDuration.observe({ command: event.command }, event.durationMs / 1000);
+  }
+
+  /** One cut-off's first broker command (epoch milliseconds). */
+  brokerCutOff(event: {
+    readonly requestedAt: number;
+    readonly sentAt: number;
+    readonly ackedAt: number;
+    readonly behind: string;
+  }): void {
+    const { behind } = event;
+    this.brokerCutOffStage.observe({ stage: "wait", behind }, (event.sentAt - event.requestedAt) / 1000);
+    this.brokerCutOffStage.observe({ stage: "command", behind }, (event.ackedAt - event.sentAt) / 1000);
   }
 
   forQueue(name: string): WorkQueueMetrics {

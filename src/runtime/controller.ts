@@ -7,7 +7,7 @@ import type { EventRecorder } from "./events.js";
 import type { Informer } from "./informer.js";
 import { groupOf, type KubeObject, objectKey, parseObjectKey } from "./kube-object.js";
 import { controllerRateLimiter, type RateLimiter } from "./rate-limiter.js";
-import { Priority, WorkQueue } from "./work-queue.js";
+import { Priority, type TakenKey, WorkQueue } from "./work-queue.js";
 
 export interface ReconcileRequest {
   /** `namespace/name` or `name`. */
@@ -231,14 +231,15 @@ export class Controller<T extends KubeObject = KubeObject> {
       const next = await this.queue.get(minPriority);
       if (next === undefined) return;
       try {
-        if (!leadership.aborted) await this.process(next.key, next.priority, leadership);
+        if (!leadership.aborted) await this.process(next, leadership);
       } finally {
         this.queue.done(next.key);
       }
     }
   }
 
-  private async process(key: string, priority: number, signal: AbortSignal): Promise<void> {
+  private async process(taken: TakenKey, signal: AbortSignal): Promise<void> {
+    const { key, priority } = taken;
     const reconcileID = randomUUID();
     const logger = this.logger.child({ key, reconcileID, priority });
     const context: ReconcileContext = { logger, reconcileID, signal };
@@ -260,8 +261,12 @@ export class Controller<T extends KubeObject = KubeObject> {
     } catch (error) {
       await this.handleFailure(key, priority, error, context);
     } finally {
+      const doneAt = this.clock.now();
       metrics?.activeWorkers.dec(labels);
-      metrics?.reconcileDuration.observe(labels, (this.clock.now() - startedAt) / 1000);
+      metrics?.reconcileDuration.observe(labels, (doneAt - startedAt) / 1000);
+      // Where a cut-off's time goes (with the broker adapter's line): one line per cut-off, not per key.
+      if (priority >= Priority.cutOff)
+        logger.info({ dueAt: taken.dueSince, takenAt: startedAt, doneAt }, "cut-off reconciled");
     }
   }
 

@@ -27,6 +27,11 @@ export interface QueuedKey {
   readonly priority: number;
 }
 
+/** A key handed to a worker, with when it became due (clock time): how long it waited. */
+export interface TakenKey extends QueuedKey {
+  readonly dueSince: number;
+}
+
 /** What the queue reports; implemented by the Prometheus metrics, absent in most unit tests. */
 export interface WorkQueueMetrics {
   /** Keys of `priority` waiting for a worker. */
@@ -141,7 +146,7 @@ export class WorkQueue {
   /** Workers waiting for a key of at least `minPriority`, in the order they asked. */
   private readonly waiters: Array<{
     readonly minPriority: number;
-    readonly resolve: (item: QueuedKey | undefined) => void;
+    readonly resolve: (item: TakenKey | undefined) => void;
   }> = [];
   private readonly idleWaiters: Array<() => void> = [];
   private readonly fairnessGroup: (key: string) => string;
@@ -183,7 +188,7 @@ export class WorkQueue {
    * least `minPriority` (a worker kept for cut-offs asks for Priority.cutOff only). After `shutDown`
    * the keys still queued are handed out; then it resolves `undefined`.
    */
-  get(minPriority = Number.NEGATIVE_INFINITY): Promise<QueuedKey | undefined> {
+  get(minPriority = Number.NEGATIVE_INFINITY): Promise<TakenKey | undefined> {
     const next = this.ready.shift(minPriority);
     if (next) return Promise.resolve(this.take(next));
     if (this.shuttingDown) return Promise.resolve(undefined);
@@ -285,15 +290,16 @@ export class WorkQueue {
     this.reportDepth(due.priority);
   }
 
-  private take(next: QueuedKey): QueuedKey {
+  private take(next: QueuedKey): TakenKey {
     const { key, priority } = next;
     this.processing.add(key);
     const due = this.due.get(key);
     this.due.delete(key);
-    if (due) this.metrics?.queued(priority, (this.clock.now() - due.since) / 1000);
+    const now = this.clock.now();
+    if (due) this.metrics?.queued(priority, (now - due.since) / 1000);
     this.reportDepth(priority);
     if (this.shuttingDown) this.releaseWaiters();
-    return next;
+    return { key, priority, dueSince: due?.since ?? now };
   }
 
   /** While shutting down, a waiting worker that can take none of what is left stops. */

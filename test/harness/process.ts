@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
 /** A server process that the harness started and must stop. */
@@ -37,20 +37,20 @@ export function startProcess(
   args: readonly string[],
   options: { logFile: string; env?: NodeJS.ProcessEnv; cwd?: string },
 ): ManagedProcess {
-  const log = createWriteStream(options.logFile, { flags: "a" });
+  // The child writes its log file itself: piped through this process, a busy event loop here
+  // (a benchmark's clients) would block the child's writes to stdout, which are synchronous on a pipe.
+  const log = openSync(options.logFile, "a");
   const child = spawn(command, args, {
     cwd: options.cwd,
     env: options.env ?? process.env,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["ignore", log, log],
   });
+  closeSync(log);
   if (child.pid === undefined) throw new Error(`${name}: could not start ${command}`);
-  child.stdout?.pipe(log, { end: false });
-  child.stderr?.pipe(log, { end: false });
   running.add(child);
   const exited = new Promise<number | string>((resolve) => {
     child.once("exit", (code, signal) => {
       running.delete(child);
-      log.end();
       resolve(code ?? signal ?? "unknown");
     });
   });
