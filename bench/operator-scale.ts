@@ -76,6 +76,8 @@ interface Run {
   readonly heapConvergedMb: number;
   readonly memoryConverged: Memory;
   readonly checkpoints: readonly Checkpoint[];
+  /** Times the operator exited on its own and was started again (see supervise). */
+  readonly exits: number;
   readonly idle: { cpuPercent: number; writes: Record<string, number>; leaseWrites: number };
   readonly restart: {
     readyMs: number;
@@ -356,6 +358,7 @@ async function oneRun(r: number): Promise<Run> {
   const stateDir = await mkdtemp(join(tmpdir(), "bench-scale-"));
   const stack = await startStack(stateDir);
   let operator: OperatorProcess | undefined;
+  let supervising = true;
   try {
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(stack.env.kubeconfig);
@@ -366,6 +369,20 @@ async function oneRun(r: number): Promise<Run> {
     const tenant = `scale-${r}`;
     progress.current = { run: r, checkpoints: [] };
     operator = await OperatorProcess.start(env);
+    // As its Deployment would, start the operator again when it exits on its own (a lost lease on a
+    // loaded machine); each such exit is counted, and the stages below use the running one.
+    let exits = 0;
+    const supervise = (process: OperatorProcess) => {
+      void process.exited.then(async () => {
+        if (!supervising) return;
+        exits++;
+        console.log(`  the operator exited on its own (${exits}); starting it again`);
+        operator = await OperatorProcess.start(env);
+        supervise(operator);
+        await saveProgress("operator restarted by the supervisor", { exits });
+      });
+    };
+    supervise(operator);
     await client.apply(Resource.tenant, {
       apiVersion: API_VERSION,
       kind: "Tenant",
@@ -386,12 +403,11 @@ async function oneRun(r: number): Promise<Run> {
     const checkpoints: Checkpoint[] = [];
     const sampled: Array<Promise<void>> = [];
     let readyCount = 0;
-    const running = operator;
     const onReady = (count: number) => {
       readyCount = count;
       if (!CHECKPOINTS.includes(count)) return;
       sampled.push(
-        running.memory().then(async (memory) => {
+        (operator as OperatorProcess).memory().then(async (memory) => {
           const elapsedS = (performance.now() - start) / 1000;
           checkpoints.push({ ready: count, elapsedS, loadAverage: loadavg()[0] ?? 0, ...memory });
           console.log(
@@ -438,6 +454,7 @@ async function oneRun(r: number): Promise<Run> {
       `  idle ${idleSeconds} s: CPU ${cpuPercent.toFixed(2)} %, writes ${JSON.stringify(idle.writes)}`,
     );
 
+    supervising = false;
     await operator.stop();
     const listBaselineMs = await listBaseline(client, config.OPERATOR_NAMESPACE);
     const beforeRestart = await apiServerWrites(client);
@@ -475,11 +492,13 @@ async function oneRun(r: number): Promise<Run> {
       heapConvergedMb,
       memoryConverged,
       checkpoints,
+      exits,
       idle,
       restart: { readyMs, caughtUpMs, ...restartWrites, brokerCommands, reactMs, rssMb, listBaselineMs },
       loadAverage: loadavg()[0] ?? 0,
     };
   } finally {
+    supervising = false;
     await operator?.stop();
     await stack.stop();
     await rm(stateDir, { recursive: true, force: true });

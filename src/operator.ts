@@ -1,6 +1,5 @@
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { KubeConfig } from "@kubernetes/client-node";
 import { SecurityMonitor } from "./audit/security-monitor.js";
 import { AuditTrail } from "./audit/trail.js";
 import type { BrokerAdapter } from "./broker/adapter.js";
@@ -16,10 +15,11 @@ import { Resource } from "./controllers/resources.js";
 import { RevocationReconciler } from "./controllers/revocation.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import type { Logger } from "./observability/logger.js";
+import type { ClusterAccess } from "./runtime/cluster-access.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: ClusterAccess;
   readonly config: OperatorConfig;
   readonly logger: Logger;
   readonly identity?: string;
