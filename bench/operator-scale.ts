@@ -423,6 +423,8 @@ async function oneRun(r: number): Promise<Run> {
     }, 60_000);
     await saveProgress("converging", { ready: 0, checkpoints });
     const ready = timesToReady(client, tenant, start, onReady).finally(() => clearInterval(ticker));
+    // Awaited below, once every Device is applied; a failure meanwhile must not go unhandled.
+    ready.catch(() => undefined);
     await inParallel(names, IN_FLIGHT, async (name) => {
       await client.apply(Resource.device, {
         apiVersion: API_VERSION,
@@ -605,7 +607,8 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${out}`);
 }
 
-main().catch((error: unknown) => {
+main().catch(async (error: unknown) => {
   console.error(error instanceof Error ? error.message : error);
+  await saveProgress("failed", { error: String(error) });
   process.exit(1);
 });
