@@ -426,12 +426,23 @@ async function oneRun(r: number): Promise<Run> {
     // Awaited below, once every Device is applied; a failure meanwhile must not go unhandled.
     ready.catch(() => undefined);
     await inParallel(names, IN_FLIGHT, async (name) => {
-      await client.apply(Resource.device, {
+      const device = {
         apiVersion: API_VERSION,
         kind: "Device",
         metadata: { namespace: tenant, name },
         spec: {},
-      });
+      };
+      // An API server starved of CPU answers 500 (e.g. "resource quota evaluation timed out"); the
+      // apply is idempotent, so it is sent again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await client.apply(Resource.device, device);
+          return;
+        } catch (error) {
+          if (attempt === 5) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+        }
+      }
     });
     const times = await ready;
     await Promise.all(sampled);
