@@ -1,8 +1,17 @@
 import { API_VERSION } from "../api/group.js";
 import { TENANT_LABEL } from "../desired/labels.js";
 import { byLabel, type Informer } from "../runtime/informer.js";
-import type { ResourceType } from "../runtime/kube-object.js";
+import type { KubeObject, ResourceType } from "../runtime/kube-object.js";
 import { secretCacheForm } from "./secrets.js";
+
+/**
+ * No reconciler reads a Certificate's status (cert-manager rewrites it several times per issuance;
+ * the issued Secret is what counts), so the cache keeps one Certificate per device without it.
+ */
+function withoutStatus(object: KubeObject): KubeObject {
+  const { status: _status, ...rest } = object as KubeObject & { status?: unknown };
+  return rest;
+}
 
 /** Every kind the operator reads or writes, named once so that RBAC, informers and pruning agree. */
 export const Resource = {
@@ -60,6 +69,7 @@ export const Resource = {
     kind: "Certificate",
     plural: "certificates",
     namespaced: true,
+    cacheForm: withoutStatus,
   },
   issuer: { apiVersion: "cert-manager.io/v1", kind: "Issuer", plural: "issuers", namespaced: true },
 } as const satisfies Record<string, ResourceType>;

@@ -6,6 +6,7 @@ import { REVOCATION_LABEL } from "../desired/revocation.js";
 import * as x509 from "../pki/x509.js";
 import { needsApply, withDigest } from "../runtime/apply.js";
 import type { KubeObject } from "../runtime/kube-object.js";
+import { Resource } from "./resources.js";
 import { base64, cachedKeyPair, contentDigest, type Secret, secretCacheForm } from "./secrets.js";
 
 /** A client certificate the way cert-manager issues one for device `sensor-1` of tenant `acme`. */
@@ -98,5 +99,25 @@ describe("what the cache keeps of a Secret", () => {
     expect(needsApply(mirror, written, secretCacheForm)).toBe(false);
     const rekeyed = { ...mirror, data: { ...data, "tls.key": base64("OTHER") } };
     expect(needsApply(rekeyed, written, secretCacheForm)).toBe(true);
+  });
+});
+
+describe("what the cache keeps of a Certificate", () => {
+  it("keeps metadata and spec (compared before each apply) and drops cert-manager's status", () => {
+    const certificate = {
+      apiVersion: "cert-manager.io/v1",
+      kind: "Certificate",
+      metadata: {
+        name: "acme.sensor-1",
+        namespace: "iot-system",
+        uid: "u",
+        resourceVersion: "1",
+        labels: device,
+      },
+      spec: { secretName: "acme.sensor-1", commonName: "sensor-1" },
+      status: { conditions: [{ type: "Ready", status: "True" }], notAfter: "2027-01-01T00:00:00Z" },
+    };
+    const { status: _dropped, ...kept } = certificate;
+    expect(Resource.certificate.cacheForm(certificate)).toEqual(kept);
   });
 });
