@@ -157,6 +157,10 @@ class OperatorProcess {
       stdio: ["ignore", "ignore", "inherit"],
     });
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    // Ctrl-C ends the bench through process.exit (killServersOnSignal): take the operator along.
+    const orphaned = () => child.kill("SIGKILL");
+    process.once("exit", orphaned);
+    void exited.then(() => process.off("exit", orphaned));
     return new OperatorProcess(child, port, exited);
   }
 
