@@ -12,13 +12,17 @@
  *   after that takes to show Ready=False (ready to react), the broker commands it sent meanwhile;
  *   the catch-up against the same-run
  *   baseline of listing what its caches hold.
+ * The operator's memory (RSS, V8 heap used and reserved, external) is also sampled as the Ready count
+ * passes 1,000, 5,000 and 10,000. Everything known so far is rewritten, stage by stage, to
+ * bench/results/progress/operator-scale-<devices>.json, so a long run that is cut short still leaves
+ * its figures (that folder is not read by `npm run perf:table`, which wants 3 complete runs).
  *
  *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30]
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { loadavg, tmpdir } from "node:os";
+import { loadavg, tmpdir, uptime } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -32,7 +36,7 @@ import { KubeClient } from "../src/runtime/kube-client.js";
 import { type KubeObject, type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
 import { killServersOnSignal } from "../test/harness/process.js";
 import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
-import { spread, writeResults } from "./support/results.js";
+import { describeMachine, MIN_RUNS, RESULTS_DIR, spread, writeResults } from "./support/results.js";
 import { percentile, type Summary, summarize } from "./support/stats.js";
 
 const { values } = parseArgs({
@@ -49,12 +53,31 @@ const IN_FLIGHT = 16;
 const USER_FIELD_MANAGER = "bench-user";
 const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"]);
 
+/** The operator's memory at one moment, in MB. */
+interface Memory {
+  readonly rssMb: number;
+  readonly heapUsedMb: number;
+  readonly heapTotalMb: number;
+  readonly externalMb: number;
+}
+
+/** The operator as the Ready count passed `ready`. */
+interface Checkpoint extends Memory {
+  readonly ready: number;
+  readonly elapsedS: number;
+  readonly loadAverage: number;
+}
+
 interface Run {
   readonly devices: Summary;
   readonly convergeMs: number;
   readonly rssBeforeMb: number;
   readonly rssConvergedMb: number;
   readonly heapConvergedMb: number;
+  readonly memoryConverged: Memory;
+  readonly checkpoints: readonly Checkpoint[];
+  /** Times the operator exited on its own and was started again (see supervise). */
+  readonly exits: number;
   readonly idle: { cpuPercent: number; writes: Record<string, number>; leaseWrites: number };
   readonly restart: {
     readyMs: number;
@@ -67,6 +90,39 @@ interface Run {
     listBaselineMs: number;
   };
   readonly loadAverage: number;
+}
+
+const CHECKPOINTS = [1_000, 5_000, 10_000];
+
+/** What a run has got to so far, rewritten as it goes (see the header). */
+const progress: {
+  command: string;
+  startedAt: string;
+  parameters: Record<string, number>;
+  machine?: Awaited<ReturnType<typeof describeMachine>>;
+  runs: Run[];
+  current?: { run: number; checkpoints: Checkpoint[] } & Record<string, unknown>;
+} = {
+  command: ["npx tsx", "bench/operator-scale.ts", ...process.argv.slice(2)].join(" "),
+  startedAt: new Date().toISOString(),
+  parameters: { devices: deviceCount, runs: runCount, idleSeconds },
+  runs: [],
+};
+const progressFile = join(repoRoot, RESULTS_DIR, "progress", `operator-scale-${deviceCount}.json`);
+
+/** `uptime`'s line: seconds up and the load averages, since other work shares the machine. */
+function uptimeLine(): string {
+  return `up ${Math.round(uptime())} s, load average ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(", ")}`;
+}
+
+async function saveProgress(stage: string, fields: Record<string, unknown> = {}): Promise<void> {
+  if (progress.current)
+    Object.assign(progress.current, fields, { stage, at: new Date().toISOString(), uptime: uptimeLine() });
+  progress.machine ??= await describeMachine();
+  await mkdir(join(repoRoot, RESULTS_DIR, "progress"), { recursive: true });
+  await writeFile(progressFile, `${JSON.stringify(progress, null, 2)}\n`);
 }
 
 async function freePort(): Promise<number> {
@@ -101,6 +157,10 @@ class OperatorProcess {
       stdio: ["ignore", "ignore", "inherit"],
     });
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    // Ctrl-C ends the bench through process.exit (killServersOnSignal): take the operator along.
+    const orphaned = () => child.kill("SIGKILL");
+    process.once("exit", orphaned);
+    void exited.then(() => process.off("exit", orphaned));
     return new OperatorProcess(child, port, exited);
   }
 
@@ -123,6 +183,17 @@ class OperatorProcess {
 
   async metrics(): Promise<string> {
     return (await fetch(`http://127.0.0.1:${this.port}/metrics`)).text();
+  }
+
+  async memory(): Promise<Memory> {
+    const text = await this.metrics();
+    const mb = (name: string) => sample(text, name) / 2 ** 20;
+    return {
+      rssMb: await this.rssMb(),
+      heapUsedMb: mb("nodejs_heap_size_used_bytes"),
+      heapTotalMb: mb("nodejs_heap_size_total_bytes"),
+      externalMb: mb("nodejs_external_memory_bytes"),
+    };
   }
 
   async ready(): Promise<boolean> {
@@ -196,12 +267,21 @@ async function untilCaughtUp(operator: OperatorProcess, timeoutMs: number): Prom
   }
 }
 
-/** Watches the namespace's Devices; each one's time to Ready after `start`, once all are Ready. */
-async function timesToReady(client: KubeClient, namespace: string, start: number): Promise<number[]> {
+/**
+ * Watches the namespace's Devices; each one's time to Ready after `start`, once all are Ready.
+ * `onReady` hears the count each time it grows.
+ */
+async function timesToReady(
+  client: KubeClient,
+  namespace: string,
+  start: number,
+  onReady: (count: number) => void,
+): Promise<number[]> {
   const done = new Map<string, number>();
   const abort = new AbortController();
   const path = resourcePath(Resource.device, { namespace });
-  const deadline = setTimeout(() => abort.abort(), 60 * 60_000);
+  // A 10,000-device run at a few devices per second takes most of an hour on the 2-core machine.
+  const deadline = setTimeout(() => abort.abort(), Math.max(60, deviceCount / 100) * 60_000);
   try {
     while (done.size < deviceCount && !abort.signal.aborted) {
       const list = (await client.request({ verb: "list", method: "GET", path })) as {
@@ -209,8 +289,10 @@ async function timesToReady(client: KubeClient, namespace: string, start: number
         items: KubeObject[];
       };
       for (const item of list.items)
-        if (isReady(item) && !done.has(item.metadata.name))
+        if (isReady(item) && !done.has(item.metadata.name)) {
           done.set(item.metadata.name, performance.now() - start);
+          onReady(done.size);
+        }
       if (done.size >= deviceCount) break;
       await client
         .stream(
@@ -226,6 +308,7 @@ async function timesToReady(client: KubeClient, namespace: string, start: number
             const item = event.object;
             if (item?.metadata?.name && isReady(item) && !done.has(item.metadata.name)) {
               done.set(item.metadata.name, performance.now() - start);
+              onReady(done.size);
               if (done.size >= deviceCount) abort.abort();
             }
           },
@@ -279,6 +362,7 @@ async function oneRun(r: number): Promise<Run> {
   const stateDir = await mkdtemp(join(tmpdir(), "bench-scale-"));
   const stack = await startStack(stateDir);
   let operator: OperatorProcess | undefined;
+  let supervising = true;
   try {
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(stack.env.kubeconfig);
@@ -287,7 +371,22 @@ async function oneRun(r: number): Promise<Run> {
     const config = operatorConfigSchema.parse({ ...env, PROBE_BIND_ADDRESS: "127.0.0.1:0" });
     await install(client, config);
     const tenant = `scale-${r}`;
+    progress.current = { run: r, checkpoints: [] };
     operator = await OperatorProcess.start(env);
+    // As its Deployment would, start the operator again when it exits on its own (a lost lease on a
+    // loaded machine); each such exit is counted, and the stages below use the running one.
+    let exits = 0;
+    const supervise = (process: OperatorProcess) => {
+      void process.exited.then(async () => {
+        if (!supervising) return;
+        exits++;
+        console.log(`  the operator exited on its own (${exits}); starting it again`);
+        operator = await OperatorProcess.start(env);
+        supervise(operator);
+        await saveProgress("operator restarted by the supervisor", { exits });
+      });
+    };
+    supervise(operator);
     await client.apply(Resource.tenant, {
       apiVersion: API_VERSION,
       kind: "Tenant",
@@ -305,20 +404,59 @@ async function oneRun(r: number): Promise<Run> {
     console.log(`run ${r + 1}/${runCount}: ${deviceCount} Devices…`);
     const start = performance.now();
     const names = Array.from({ length: deviceCount }, (_, i) => `d-${i}`);
-    const ready = timesToReady(client, tenant, start);
+    const checkpoints: Checkpoint[] = [];
+    const sampled: Array<Promise<void>> = [];
+    let readyCount = 0;
+    const onReady = (count: number) => {
+      readyCount = count;
+      if (!CHECKPOINTS.includes(count)) return;
+      sampled.push(
+        (operator as OperatorProcess).memory().then(async (memory) => {
+          const elapsedS = (performance.now() - start) / 1000;
+          checkpoints.push({ ready: count, elapsedS, loadAverage: loadavg()[0] ?? 0, ...memory });
+          console.log(
+            `  ${count} Ready after ${elapsedS.toFixed(0)} s: RSS ${memory.rssMb.toFixed(0)} MB, heap ${memory.heapUsedMb.toFixed(0)} MB`,
+          );
+          await saveProgress("converging", { ready: count, checkpoints });
+        }),
+      );
+    };
+    const ticker = setInterval(() => {
+      const elapsedS = (performance.now() - start) / 1000;
+      void saveProgress("converging", { ready: readyCount, elapsedS, checkpoints });
+    }, 60_000);
+    await saveProgress("converging", { ready: 0, checkpoints });
+    const ready = timesToReady(client, tenant, start, onReady).finally(() => clearInterval(ticker));
+    // Awaited below, once every Device is applied; a failure meanwhile must not go unhandled.
+    ready.catch(() => undefined);
     await inParallel(names, IN_FLIGHT, async (name) => {
-      await client.apply(Resource.device, {
+      const device = {
         apiVersion: API_VERSION,
         kind: "Device",
         metadata: { namespace: tenant, name },
         spec: {},
-      });
+      };
+      // An API server starved of CPU answers 500 (e.g. "resource quota evaluation timed out"); the
+      // apply is idempotent, so it is sent again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await client.apply(Resource.device, device);
+          return;
+        } catch (error) {
+          if (attempt === 5) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+        }
+      }
     });
     const times = await ready;
+    await Promise.all(sampled);
     const convergeMs = Math.max(...times);
+    const devices = summarize(times);
+    await saveProgress("converged", { convergeMs, devices });
     await untilCaughtUp(operator, 10 * 60_000);
-    const rssConvergedMb = await operator.rssMb();
-    const heapConvergedMb = sample(await operator.metrics(), "nodejs_heap_size_used_bytes") / 2 ** 20;
+    const memoryConverged = await operator.memory();
+    const { rssMb: rssConvergedMb, heapUsedMb: heapConvergedMb } = memoryConverged;
+    await saveProgress("caught up", { memoryConverged });
     console.log(
       `  Ready in ${(convergeMs / 1000).toFixed(1)} s (p50 ${(percentile(times, 50) / 1000).toFixed(1)} s), RSS ${rssConvergedMb.toFixed(0)} MB`,
     );
@@ -328,10 +466,12 @@ async function oneRun(r: number): Promise<Run> {
     await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
     const cpuPercent = (((await operator.cpuSeconds()) - cpuBefore) / idleSeconds) * 100;
     const idle = { cpuPercent, ...writesBetween(writesBefore, await apiServerWrites(client)) };
+    await saveProgress("idle measured", { idle });
     console.log(
       `  idle ${idleSeconds} s: CPU ${cpuPercent.toFixed(2)} %, writes ${JSON.stringify(idle.writes)}`,
     );
 
+    supervising = false;
     await operator.stop();
     const listBaselineMs = await listBaseline(client, config.OPERATOR_NAMESPACE);
     const beforeRestart = await apiServerWrites(client);
@@ -344,6 +484,9 @@ async function oneRun(r: number): Promise<Run> {
     const restartWrites = writesBetween(beforeRestart, await apiServerWrites(client));
     const brokerCommands = sample(await operator.metrics(), "iot_broker_commands_total");
     const rssMb = await operator.rssMb();
+    await saveProgress("restarted", {
+      restart: { readyMs, caughtUpMs, ...restartWrites, brokerCommands, rssMb, listBaselineMs },
+    });
     const probe = names[0] as string;
     const disabledAt = performance.now();
     await client.apply(Resource.device, {
@@ -359,16 +502,20 @@ async function oneRun(r: number): Promise<Run> {
       `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, broker commands ${brokerCommands}, reacts in ${reactMs.toFixed(0)} ms`,
     );
     return {
-      devices: summarize(times),
+      devices,
       convergeMs,
       rssBeforeMb,
       rssConvergedMb,
       heapConvergedMb,
+      memoryConverged,
+      checkpoints,
+      exits,
       idle,
       restart: { readyMs, caughtUpMs, ...restartWrites, brokerCommands, reactMs, rssMb, listBaselineMs },
       loadAverage: loadavg()[0] ?? 0,
     };
   } finally {
+    supervising = false;
     await operator?.stop();
     await stack.stop();
     await rm(stateDir, { recursive: true, force: true });
@@ -378,7 +525,12 @@ async function oneRun(r: number): Promise<Run> {
 async function main(): Promise<void> {
   killServersOnSignal();
   const runs: Run[] = [];
-  for (let r = 0; r < runCount; r++) runs.push(await oneRun(r));
+  for (let r = 0; r < runCount; r++) {
+    runs.push(await oneRun(r));
+    progress.runs = runs;
+    progress.current = undefined;
+    await saveProgress("run done");
+  }
   const s = (ms: number) => ms / 1000;
   const figures = [
     spread(
@@ -457,6 +609,10 @@ async function main(): Promise<void> {
   );
   // Every run in full, also when there are too few runs for a results file.
   console.log(JSON.stringify(runs));
+  if (runs.length < MIN_RUNS) {
+    console.log(`\nfewer than ${MIN_RUNS} runs, no results file: the record is ${progressFile}`);
+    return;
+  }
   const out = await writeResults(repoRoot, {
     benchmark: "operator-scale",
     parameters: { devices: deviceCount, runs: runCount, idleSeconds },
@@ -466,7 +622,8 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${out}`);
 }
 
-main().catch((error: unknown) => {
+main().catch(async (error: unknown) => {
   console.error(error instanceof Error ? error.message : error);
+  await saveProgress("failed", { error: String(error) });
   process.exit(1);
 });

@@ -1,6 +1,5 @@
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { KubeConfig } from "@kubernetes/client-node";
 import { tenantCAName } from "./api/derived-names.js";
 import { SecurityMonitor } from "./audit/security-monitor.js";
 import { AuditTrail } from "./audit/trail.js";
@@ -21,10 +20,11 @@ import { TenantReconciler } from "./controllers/tenant.js";
 import { parseRevocations, REVOKED_KEY, tenantCrlName } from "./desired/revocation.js";
 import type { Logger } from "./observability/logger.js";
 import { objectKey } from "./runtime/kube-object.js";
+import type { ClusterAccess } from "./runtime/cluster-access.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: ClusterAccess;
   readonly config: OperatorConfig;
   readonly logger: Logger;
   readonly identity?: string;

@@ -1,10 +1,15 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
 import { Option } from "commander";
 import { z } from "zod";
 import { type OperatorConfig, operatorConfigSchema } from "../config.js";
+import {
+  type ClusterAccess,
+  clusterAccess,
+  inClusterCredentials,
+  kubeconfigCredentials,
+} from "../runtime/cluster-access.js";
 import { UsageError } from "./io.js";
 
 /**
@@ -104,22 +109,30 @@ export function operatorConfig(settings: Settings): OperatorConfig {
  * account, else ~/.kube/config. Without any, say so rather than fall back to an unauthenticated
  * localhost as the client library does.
  */
-export function clusterConfig(settings: Pick<Settings, "KUBECONFIG">, env: NodeJS.ProcessEnv): KubeConfig {
-  const kc = new KubeConfig();
+export async function clusterConfig(
+  settings: Pick<Settings, "KUBECONFIG">,
+  env: NodeJS.ProcessEnv,
+): Promise<ClusterAccess> {
   const home = join(homedir(), ".kube", "config");
   if (settings.KUBECONFIG) {
     if (!existsSync(settings.KUBECONFIG))
       throw new UsageError(
         `kubeconfig ${settings.KUBECONFIG} does not exist: set KUBECONFIG or pass --kubeconfig to a file that does`,
       );
-    kc.loadFromFile(settings.KUBECONFIG);
-  } else if (env.KUBERNETES_SERVICE_HOST) {
-    kc.loadFromCluster();
-  } else if (existsSync(home)) {
-    kc.loadFromFile(home);
-  } else {
-    throw new UsageError("no cluster configured: set KUBECONFIG or pass --kubeconfig");
+    return kubeconfigAccess(settings.KUBECONFIG);
   }
+  if (env.KUBERNETES_SERVICE_HOST) return clusterAccess(inClusterCredentials(env));
+  if (existsSync(home)) return kubeconfigAccess(home);
+  throw new UsageError("no cluster configured: set KUBECONFIG or pass --kubeconfig");
+}
+
+async function kubeconfigAccess(path: string): Promise<ClusterAccess> {
+  const credentials = kubeconfigCredentials(readFileSync(path, "utf8"), path);
+  if (credentials) return clusterAccess(credentials);
+  // Exec plugins, auth providers, proxies: the full client library, loaded only for them.
+  const { KubeConfig } = await import("@kubernetes/client-node");
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
   if (!kc.getCurrentCluster())
     throw new UsageError("the kubeconfig has no current context: run kubectl config use-context NAME");
   return kc;

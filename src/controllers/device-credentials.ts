@@ -11,7 +11,6 @@ import type { DeviceCredentials } from "../broker/adapter.js";
 import type { OperatorConfig } from "../config.js";
 import {
   credentialsSecret,
-  describeCertificate,
   deviceCertificate,
   type IssuedCertificate,
   isPasswordDevice,
@@ -26,14 +25,14 @@ import {
   revocationRecord,
   tenantCrlName,
 } from "../desired/revocation.js";
-import { applyIfChanged } from "../runtime/apply.js";
+import { applyIfChanged, cachedIntentChanges } from "../runtime/apply.js";
 import type { Informer } from "../runtime/informer.js";
 import { objectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
 import type { Parsed } from "./parse.js";
 import { Resource } from "./resources.js";
 import { MANAGED_SECRETS } from "./revocation.js";
-import { base64, type Secret, secretText } from "./secrets.js";
+import { base64, cachedKeyPair, type Secret, secretText } from "./secrets.js";
 
 /** Where a Device lives; `uid` names one Device of that namespace and name, absent means any. */
 export interface DeviceIdentity {
@@ -104,9 +103,9 @@ export class DeviceCredentialsIssuer {
         : undefined;
     }
     const issued = this.issuedSecret(tenant, device.metadata.name);
-    const pem = servesDevice(issued, identityOf(device)) ? secretText(issued, "tls.crt") : undefined;
-    return pem && this.crlPublished(tenant)
-      ? { type: "x509", username: describeCertificate(pem).username }
+    const certificate = servesDevice(issued, identityOf(device)) ? issued?.certificate : undefined;
+    return certificate && this.crlPublished(tenant)
+      ? { type: "x509", username: certificate.username }
       : undefined;
   }
 
@@ -134,9 +133,9 @@ export class DeviceCredentialsIssuer {
     const name = deviceCertificateName(tenant, device.name);
     const certificate = this.certificates.get(this.operatorKey(name));
     const issued = this.issuedSecret(tenant, device.name);
-    const pem = stale(issued) ? secretText(issued, "tls.crt") : undefined;
+    const issuedCertificate = stale(issued) ? issued?.certificate : undefined;
     // The record first: once the Secret is gone, nothing says which serial to revoke.
-    if (pem) await this.requestRevocation(tenant, device, describeCertificate(pem), signal);
+    if (issuedCertificate) await this.requestRevocation(tenant, device, issuedCertificate, signal);
     const target = { namespace: this.config.OPERATOR_NAMESPACE, name };
     if (stale(certificate)) await this.manager.client.delete(Resource.certificate, target, { signal });
     if (stale(issued)) await this.manager.client.delete(Resource.secret, target, { signal });
@@ -180,16 +179,15 @@ export class DeviceCredentialsIssuer {
     }
     await applyIfChanged(this.manager.client, Resource.certificate, certificate, existing, signal);
     const issued = this.issuedSecret(tenantName, device.metadata.name);
-    const [crt, key] = [issued?.data?.["tls.crt"], issued?.data?.["tls.key"]];
+    const described = issued?.certificate;
     // The device verifies the broker with the root CA, which is the tenant CA's own ca.crt.
     const rootCA = this.secrets.get(this.operatorKey(tenantCAName(tenantName)))?.data?.["ca.crt"];
-    if (!crt || !key || !rootCA || !servesDevice(issued, identity)) {
+    if (!issued || !described || !issued.digests?.["tls.key"] || !rootCA || !servesDevice(issued, identity)) {
       return { issued: false, waitingFor: "cert-manager to issue the certificate" };
     }
     // Until the broker holds this tenant's CRL, it refuses every certificate of the tenant's CA.
     if (!this.crlPublished(tenantName))
       return { issued: false, waitingFor: "the tenant's CRL in the broker" };
-    const described = describeCertificate(Buffer.from(crt, "base64").toString("utf8"));
     if (previous?.serialNumber && previous.notAfter && previous.serialNumber !== described.serialNumber) {
       // Renewed with a new key: the old certificate must not work any more.
       await this.requestRevocation(
@@ -199,16 +197,41 @@ export class DeviceCredentialsIssuer {
         signal,
       );
     }
-    const mirror = credentialsSecret(device, tenantName, {
-      type: "kubernetes.io/tls",
-      data: { "tls.crt": crt, "tls.key": key, "ca.crt": rootCA },
-    });
-    await applyIfChanged(this.manager.client, Resource.secret, mirror, this.mirror(device), signal);
+    if (!(await this.mirrorKeyPair(device, tenantName, issued, rootCA, signal)))
+      return { issued: false, waitingFor: "the cache to hold the certificate cert-manager issued last" };
     return {
       issued: true,
       credentials: { type: "x509", username: described.username },
       certificate: described,
     };
+  }
+
+  /**
+   * Mirrors the issued key pair into the device's namespace unless the mirror already holds it. The
+   * cache keeps digests, not key bytes: the issued Secret is read only when the mirror must be written
+   * (a new or renewed certificate). False when what was read is not what the cache holds yet.
+   */
+  private async mirrorKeyPair(
+    device: Parsed<Device>,
+    tenant: string,
+    issued: Secret,
+    rootCA: string,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const shape = credentialsSecret(device, tenant, {
+      type: "kubernetes.io/tls",
+      data: {},
+    });
+    const observed = this.mirror(device);
+    if (!cachedIntentChanges(cachedKeyPair(shape, issued, rootCA), observed)) return true;
+    const read = (await this.manager.client.get(Resource.secret, issued.metadata, signal)) as
+      | Secret
+      | undefined;
+    const [crt, key] = [read?.data?.["tls.crt"], read?.data?.["tls.key"]];
+    if (!crt || !key || read?.metadata.resourceVersion !== issued.metadata.resourceVersion) return false;
+    const mirror = { ...shape, data: { "tls.crt": crt, "tls.key": key, "ca.crt": rootCA } };
+    await applyIfChanged(this.manager.client, Resource.secret, mirror, observed, signal);
+    return true;
   }
 
   private async issuePassword(

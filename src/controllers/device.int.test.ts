@@ -24,8 +24,12 @@ import {
   secretData,
   startTestOperator,
 } from "../../test/support/operator.js";
+import { deviceCertificateName } from "../api/derived-names.js";
 import type { RunningOperator } from "../operator.js";
 import { KubeClient } from "../runtime/kube-client.js";
+import { Resource } from "./resources.js";
+import { MANAGED_SECRETS } from "./revocation.js";
+import { contentDigest, type Secret } from "./secrets.js";
 
 /**
  * Devices end to end with the real cert-manager and the real Mosquitto: credentials are issued and
@@ -641,5 +645,29 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
       expect(secret.length).toBeGreaterThan(10);
       expect(logs).not.toContain(secret);
     }
+  });
+
+  it("caches no certificate or key bytes of a device's credentials, only their digests; a password device keeps its password", async () => {
+    await applyDevice(tenantA, "cached-cert");
+    await applyDevice(tenantA, "cached-pass", { authentication: { type: "password" } });
+    await Promise.all([readyDevice(tenantA, "cached-cert"), readyDevice(tenantA, "cached-pass")]);
+    const raw = async (namespace: string, name: string) => {
+      const result = await kubectl(["get", "secret", name, "-n", namespace, "-o", "json"]);
+      return (JSON.parse(result.stdout) as { data: Record<string, string> }).data;
+    };
+    const issued = await raw("iot-system", deviceCertificateName(tenantA, "cached-cert"));
+    const mirror = await raw(tenantA, "cached-cert-mqtt");
+    const pass = await raw(tenantA, "cached-pass-mqtt");
+    const cache = operator.manager.informer<Secret>(Resource.secret, { labelSelector: MANAGED_SECRETS });
+    const cached = JSON.stringify(cache.list());
+    for (const bytes of [issued["tls.key"], issued["tls.crt"], mirror["tls.key"], mirror["tls.crt"]]) {
+      expect(bytes?.length).toBeGreaterThan(100);
+      expect(cached).not.toContain(bytes);
+    }
+    // What the reconcilers read instead: a digest of each key and the certificate's broker identity.
+    const cachedMirror = cache.get(`${tenantA}/cached-cert-mqtt`);
+    expect(cachedMirror?.digests?.["tls.key"]).toBe(contentDigest(mirror["tls.key"] ?? ""));
+    expect(cachedMirror?.certificate?.username).toBe(`CN=cached-cert,O=${tenantA}`);
+    expect(cache.get(`${tenantA}/cached-pass-mqtt`)?.data).toEqual({ password: pass.password });
   });
 });

@@ -1,14 +1,30 @@
 import { API_VERSION } from "../api/group.js";
 import { TENANT_LABEL } from "../desired/labels.js";
 import { byLabel, type Informer } from "../runtime/informer.js";
-import type { ResourceType } from "../runtime/kube-object.js";
+import type { KubeObject, ResourceType } from "../runtime/kube-object.js";
+import { secretCacheForm } from "./secrets.js";
+
+/**
+ * No reconciler reads a Certificate's status (cert-manager rewrites it several times per issuance;
+ * the issued Secret is what counts), so the cache keeps one Certificate per device without it.
+ */
+function withoutStatus(object: KubeObject): KubeObject {
+  const { status: _status, ...rest } = object as KubeObject & { status?: unknown };
+  return rest;
+}
 
 /** Every kind the operator reads or writes, named once so that RBAC, informers and pruning agree. */
 export const Resource = {
   tenant: { apiVersion: API_VERSION, kind: "Tenant", plural: "tenants", namespaced: false },
   device: { apiVersion: API_VERSION, kind: "Device", plural: "devices", namespaced: true },
   namespace: { apiVersion: "v1", kind: "Namespace", plural: "namespaces", namespaced: false },
-  secret: { apiVersion: "v1", kind: "Secret", plural: "secrets", namespaced: true },
+  secret: {
+    apiVersion: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    namespaced: true,
+    cacheForm: secretCacheForm,
+  },
   configMap: { apiVersion: "v1", kind: "ConfigMap", plural: "configmaps", namespaced: true },
   resourceQuota: { apiVersion: "v1", kind: "ResourceQuota", plural: "resourcequotas", namespaced: true },
   limitRange: { apiVersion: "v1", kind: "LimitRange", plural: "limitranges", namespaced: true },
@@ -53,6 +69,7 @@ export const Resource = {
     kind: "Certificate",
     plural: "certificates",
     namespaced: true,
+    cacheForm: withoutStatus,
   },
   issuer: { apiVersion: "cert-manager.io/v1", kind: "Issuer", plural: "issuers", namespaced: true },
 } as const satisfies Record<string, ResourceType>;

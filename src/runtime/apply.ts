@@ -25,17 +25,37 @@ export function intentDigest(intent: ApplyIntent): string {
   return createHash("sha256").update(stableJson(intent)).digest("hex").slice(0, 32);
 }
 
-/** The intent as it is sent: stamped with its own digest. */
-export function withDigest(intent: ApplyIntent): ApplyIntent {
+/** What the cache keeps of an object of some kind (ResourceType.cacheForm); by default all of it. */
+export type CacheForm = (object: KubeObject) => KubeObject;
+const whole: CacheForm = (object) => object;
+
+function stamped(intent: ApplyIntent, digest: string): ApplyIntent {
   const annotations = { ...(intent.metadata.annotations as Record<string, string> | undefined) };
-  annotations[APPLIED_DIGEST_ANNOTATION] = intentDigest(intent);
+  annotations[APPLIED_DIGEST_ANNOTATION] = digest;
   return { ...intent, metadata: { ...intent.metadata, annotations } };
 }
 
+/**
+ * The intent as it is sent: stamped with the digest of its cache form, so that an intent can be
+ * checked against the cache from its cache form alone (a Secret whose bytes the cache does not hold).
+ */
+export function withDigest(intent: ApplyIntent, cacheForm: CacheForm = whole): ApplyIntent {
+  return stamped(intent, intentDigest(cacheForm(intent as KubeObject) as ApplyIntent));
+}
+
 /** Whether applying `intent` over `observed` (from the cache) would change anything. */
-export function needsApply(intent: ApplyIntent, observed: KubeObject | undefined): boolean {
+export function needsApply(
+  intent: ApplyIntent,
+  observed: KubeObject | undefined,
+  cacheForm: CacheForm = whole,
+): boolean {
+  return cachedIntentChanges(cacheForm(intent as KubeObject) as ApplyIntent, observed);
+}
+
+/** needsApply for an intent known only in its cache form: what the cache will hold once it is applied. */
+export function cachedIntentChanges(cached: ApplyIntent, observed: KubeObject | undefined): boolean {
   if (!observed) return true;
-  return !isContainedIn(stripUndefined(withDigest(intent)), observed);
+  return !isContainedIn(stripUndefined(stamped(cached, intentDigest(cached))), observed);
 }
 
 /**
@@ -49,8 +69,8 @@ export async function applyIfChanged(
   observed: KubeObject | undefined,
   signal?: AbortSignal,
 ): Promise<boolean> {
-  if (!needsApply(intent, observed)) return false;
-  await client.apply(resource, withDigest(intent), signal);
+  if (!needsApply(intent, observed, resource.cacheForm)) return false;
+  await client.apply(resource, withDigest(intent, resource.cacheForm), signal);
   return true;
 }
 

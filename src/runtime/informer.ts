@@ -93,7 +93,8 @@ export function byLabel(label: string): IndexFunction<KubeObject> {
  * from the last resourceVersion (bookmarks keep it fresh), relists on 410 Gone, restarts with
  * backoff on any other failure, and treats a watch silent for too long as stalled.
  * The cache is keyed by namespace/name but compares UIDs, so a delete and re-create shows as
- * such; managedFields are dropped to save memory. Cached objects are shared: never mutate them.
+ * such; managedFields are dropped to save memory, and a kind's `cacheForm` keeps only what the
+ * reconcilers read. Cached objects are shared: never mutate them.
  */
 export class Informer<T extends KubeObject = KubeObject> {
   readonly resource: ResourceType;
@@ -362,11 +363,9 @@ export class Informer<T extends KubeObject = KubeObject> {
     const object = this.schema.parse(raw);
     // Lists leave apiVersion/kind off their items; events and owner references need them.
     const filled = { ...object, apiVersion: this.resource.apiVersion, kind: this.resource.kind } as T;
-    if (filled.metadata.managedFields !== undefined) {
-      const { managedFields: _dropped, ...metadata } = filled.metadata;
-      return { ...filled, metadata } as T;
-    }
-    return filled;
+    const { managedFields: _dropped, ...metadata } = filled.metadata;
+    const kept = { ...filled, metadata } as T;
+    return (this.resource.cacheForm?.(kept) ?? kept) as T;
   }
 
   private upsert(object: T): void {

@@ -1,7 +1,7 @@
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from "node:http";
 import { request as httpsRequest } from "node:https";
-import type { KubeConfig } from "@kubernetes/client-node";
 import type { ApiVerb, OperatorMetrics } from "../observability/metrics.js";
+import type { ClusterAccess } from "./cluster-access.js";
 import { type KubeObject, kubeObjectSchema, type ResourceType, resourcePath } from "./kube-object.js";
 
 /** The one field manager for everything this operator writes with server-side apply. */
@@ -52,7 +52,7 @@ export class KubeClient {
   private readonly fieldManager: string;
 
   constructor(
-    readonly kubeConfig: KubeConfig,
+    readonly kubeConfig: ClusterAccess,
     private readonly options: KubeClientOptions = {},
   ) {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;

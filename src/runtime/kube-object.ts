@@ -40,6 +40,12 @@ export interface ResourceType {
   readonly kind: string;
   readonly plural: string;
   readonly namespaced: boolean;
+  /**
+   * What the informers keep of each object of this kind (client-go's SetTransform), and so the form
+   * in which an intent is compared with the cache before it is applied (apply.ts). It must keep
+   * metadata as it is; absent, an object is kept whole (but for managedFields).
+   */
+  readonly cacheForm?: (object: KubeObject) => KubeObject;
 }
 
 export function resourcePath(

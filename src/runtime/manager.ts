@@ -1,10 +1,10 @@
 import { hostname } from "node:os";
-import type { KubeConfig } from "@kubernetes/client-node";
 import type { z } from "zod";
 import { createLogger, type Logger } from "../observability/logger.js";
 import { OperatorMetrics } from "../observability/metrics.js";
 import { type ProbeServer, startProbeServer } from "../observability/probe-server.js";
 import { type Clock, systemClock } from "./clock.js";
+import type { ClusterAccess } from "./cluster-access.js";
 import { Controller, type ControllerOptions } from "./controller.js";
 import { errorMessage } from "./errors.js";
 import { EventRecorder } from "./events.js";
@@ -14,7 +14,7 @@ import type { KubeObject, ResourceType } from "./kube-object.js";
 import { type LeaderElectionConfig, LeaderElector } from "./leader-election.js";
 
 export interface ManagerOptions {
-  readonly kubeConfig: KubeConfig;
+  readonly kubeConfig: ClusterAccess;
   /** Unique per replica: the lease holder and the Events' reporting instance. Defaults to the host name. */
   readonly identity?: string;
   readonly logger?: Logger;

@@ -48,7 +48,9 @@ const importCommand = (io: CliIo) => {
     .addHelpText("after", FORMAT)
     .action(async (file: string, flags: ImportFlags) => {
       const settings = resolveSettings(["KUBECONFIG"], flags as unknown as Record<string, unknown>, io.env);
-      const client = new KubeClient(clusterConfig(settings, io.env), { fieldManager: IMPORT_FIELD_MANAGER });
+      const client = new KubeClient(await clusterConfig(settings, io.env), {
+        fieldManager: IMPORT_FIELD_MANAGER,
+      });
       const text = await readInput(
         io,
         file,

@@ -18,8 +18,10 @@ export const installCommand: CommandFactory = (io) => {
     )
     .action(async (flags: Record<string, unknown>) => {
       const settings = resolveSettings(ALL_SETTINGS, flags, io.env);
-      await install(new KubeClient(clusterConfig(settings, io.env)), operatorConfig(settings), (object) =>
-        io.stdout.write(`applied ${object.kind} ${object.metadata.name}\n`),
+      await install(
+        new KubeClient(await clusterConfig(settings, io.env)),
+        operatorConfig(settings),
+        (object) => io.stdout.write(`applied ${object.kind} ${object.metadata.name}\n`),
       );
     });
   for (const option of settingOptions(ALL_SETTINGS)) command.addOption(option);

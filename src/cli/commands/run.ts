@@ -19,7 +19,7 @@ export const runCommand: CommandFactory = (io) => {
     .action(async (flags: Record<string, unknown>) => {
       const settings = resolveSettings(ALL_SETTINGS, flags, io.env);
       const operator = await startOperator({
-        kubeConfig: clusterConfig(settings, io.env),
+        kubeConfig: await clusterConfig(settings, io.env),
         config: operatorConfig(settings),
         logger: createLogger({ level: settings.LOG_LEVEL }),
       });

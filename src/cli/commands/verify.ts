@@ -24,7 +24,7 @@ export const verifyCommand: CommandFactory = (io) => {
     .action(async (tenants: string[], flags: Record<string, unknown>) => {
       const settings = resolveSettings(ALL_SETTINGS, flags, io.env);
       const config = operatorConfig(settings);
-      const checks = await verifyIsolation(new KubeClient(clusterConfig(settings, io.env)), {
+      const checks = await verifyIsolation(new KubeClient(await clusterConfig(settings, io.env)), {
         config,
         broker: {
           host: config.BROKER_HOST,
