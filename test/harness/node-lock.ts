@@ -52,6 +52,10 @@ type NodeRun = z.infer<typeof NodeRun>;
  */
 export async function takeNodeLock(stateDir: string): Promise<void> {
   await clearDeadNode();
+  const holder = await readLock();
+  if (holder && holder.pid !== process.pid) {
+    throw new Error(`a test node already runs on this machine (stack pid ${holder.pid}, ${NODE_LOCK})`);
+  }
   const ipForward = (await readFile("/proc/sys/net/ipv4/ip_forward", "utf8")).trim();
   const lock: NodeRun = { pid: process.pid, stateDir, ipForward };
   await writeFile(NODE_LOCK, `${JSON.stringify(lock)}\n`);
@@ -83,10 +87,7 @@ async function readLock(): Promise<NodeRun | undefined> {
  */
 export async function clearDeadNode(): Promise<void> {
   const dead = await readLock();
-  if (!dead) return;
-  if (dead.pid !== process.pid && alive(dead.pid)) {
-    throw new Error(`a test node already runs on this machine (stack pid ${dead.pid}, ${NODE_LOCK})`);
-  }
+  if (!dead || dead.pid === process.pid || alive(dead.pid)) return;
   const removed: string[] = [];
   if (dead.stateDir) {
     const processes = await nodeProcesses(dead.stateDir);
