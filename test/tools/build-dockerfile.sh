@@ -39,11 +39,13 @@ if [[ -f "$out/operator.tar" ]]; then echo "$out"; exit 0; fi
 
 work="$cache_root/dockerfile-work"
 storage=(--root "$work/storage" --runroot "$work/run" --storage-driver vfs)
-base="$cache_root/debian-bookworm-slim-$base_key.tar"
+# The base's root filesystem, kept as a directory that `buildah add` copies into an empty image.
+base="$cache_root/debian-bookworm-slim-$base_key"
 mkdir -p "$cache_root"
-if [[ ! -f "$base" ]]; then
+if [[ ! -d "$base" ]]; then
   log "debian:bookworm-slim from ${sources[*]}"
-  mmdebstrap --quiet --variant=minbase bookworm "$base.partial" "${sources[@]}" >&2
+  rm -rf "$base.partial"
+  mmdebstrap --quiet --variant=minbase --format=directory bookworm "$base.partial" "${sources[@]}" >&2
   mv "$base.partial" "$base"
 fi
 # The storage holds nothing but this build's images: a fresh one each time is the simplest cache.
