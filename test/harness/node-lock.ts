@@ -91,7 +91,7 @@ export async function clearDeadNode(): Promise<void> {
   const removed: string[] = [];
   if (dead.stateDir) {
     const processes = await nodeProcesses(dead.stateDir);
-    for (const p of processes) process.kill(p.pid, "SIGKILL");
+    for (const p of processes) kill(p.pid);
     await Promise.all(processes.map((p) => gone(p.pid)));
     for (const socket of processes.map(shimSocket).filter((s) => s !== undefined)) {
       await rm(socket, { force: true });
@@ -212,6 +212,15 @@ async function gone(pid: number): Promise<void> {
     await sleep(50);
   }
   throw new Error(`process ${pid} still runs 10 s after SIGKILL`);
+}
+
+/** SIGKILL, for a process that may have ended since it was found. */
+function kill(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // Gone already.
+  }
 }
 
 function alive(pid: number): boolean {
