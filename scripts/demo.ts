@@ -13,6 +13,7 @@
  * (the node suite's, whose test runs this demo): the demo uses it, and removes its tenants after.
  */
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +21,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import type { MqttClient } from "mqtt";
 import { connectWithPem, publishCode, subscribeCodes } from "../bench/support/mqtt-device.js";
+import { OPERATOR_NAMESPACE } from "../src/api/group.js";
 import { kubectlOn } from "../test/harness/kubectl.js";
 import { enforced, PROBE_PORT, probesOn } from "../test/harness/netprobe.js";
 import { freePort } from "../test/harness/ports.js";
@@ -338,8 +340,10 @@ async function main(): Promise<void> {
     ...process.env,
     ...stackVariables(env),
     PROBE_BIND_ADDRESS: `127.0.0.1:${await freePort()}`,
-    // The demo's own trail, which `audit verify` checks at the end (a shared stack's tests write theirs elsewhere).
+    // The demo's own trail (its file and its chain head), which `audit verify` checks at the end;
+    // on a shared stack, the operators of other tests have advanced the default chain head.
     AUDIT_LOG_FILE: join(stateDir, "audit.log"),
+    AUDIT_SECRET: `iot-demo-audit-${randomBytes(4).toString("hex")}`,
     // Tenants may create Ingresses only under <namespace>.<domain>; verify then proves the foreign-host refusal.
     TENANT_INGRESS_DOMAIN: "apps.demo.test",
   };
@@ -391,6 +395,16 @@ async function main(): Promise<void> {
     // A stack the demo did not start is left as found; the operator finalizes the tenants it removes.
     if (stack.attached) await kubectl("delete", "tenants", "acme", "globex", "--timeout=180s");
     await operator.stop();
+    if (stack.attached) {
+      await kubectl(
+        "delete",
+        "secret",
+        "-n",
+        OPERATOR_NAMESPACE,
+        operatorEnv.AUDIT_SECRET,
+        "--ignore-not-found",
+      );
+    }
     // Once the operator has stopped, its audit trail is complete: check it as `audit verify` does.
     const trail = await run(process.execPath, [cli, "audit", "verify", operatorEnv.AUDIT_LOG_FILE]).catch(
       (error: { stdout?: string; stderr?: string }) => ({
