@@ -56,13 +56,27 @@ interface Listed {
   readonly status?: { readonly conditions?: readonly Condition[] };
 }
 
+const listedName = (i: Listed) =>
+  `${i.kind} ${i.metadata.namespace ? `${i.metadata.namespace}/` : ""}${i.metadata.name}`;
+
+/** The Tenants and Devices the manifests in `paths` define, by `listedName` (they must exist). */
+async function tenantsAndDevicesOf(kubectl: Kubectl, paths: readonly string[]): Promise<Set<string>> {
+  const { stdout, stderr, ok } = await kubectl("get", ...paths.flatMap((p) => ["-f", p]), "-o", "json");
+  if (!ok) throw new Error(stderr);
+  const listed = JSON.parse(stdout) as { items?: Listed[] } & Listed;
+  return new Set(
+    (listed.items ?? [listed]).filter((i) => i.kind === "Tenant" || i.kind === "Device").map(listedName),
+  );
+}
+
 /**
- * Polls until `expected` Tenants and Devices are Ready: names each as it gets there and, every few
- * seconds, what the others are waiting for (their Ready condition's reason and message).
+ * Polls until the `expected` Tenants and Devices are Ready (others a shared stack holds are not
+ * the demo's): names each as it gets there and, every few seconds, what the others are waiting
+ * for (their Ready condition's reason and message).
  */
 async function untilReady(
   kubectl: Kubectl,
-  expected: number,
+  expected: ReadonlySet<string>,
   started: number,
   seen: Set<string>,
 ): Promise<void> {
@@ -70,18 +84,18 @@ async function untilReady(
   const deadline = Date.now() + 180_000;
   for (;;) {
     const { stdout } = await kubectl("get", "tenants,devices", "-A", "-o", "json");
-    const items = (JSON.parse(stdout || '{"items":[]}') as { items: Listed[] }).items;
-    const name = (i: Listed) =>
-      `${i.kind} ${i.metadata.namespace ? `${i.metadata.namespace}/` : ""}${i.metadata.name}`;
+    const items = (JSON.parse(stdout || '{"items":[]}') as { items: Listed[] }).items.filter((i) =>
+      expected.has(listedName(i)),
+    );
     const ready = (i: Listed) => i.status?.conditions?.find((c) => c.type === "Ready");
-    for (const item of items.filter((i) => ready(i)?.status === "True" && !seen.has(name(i)))) {
-      seen.add(name(item));
-      console.log(`  [${seconds(started)}] ${name(item)} Ready (${seen.size}/${expected})`);
+    for (const item of items.filter((i) => ready(i)?.status === "True" && !seen.has(listedName(i)))) {
+      seen.add(listedName(item));
+      console.log(`  [${seconds(started)}] ${listedName(item)} Ready (${seen.size}/${expected.size})`);
     }
-    if (seen.size >= expected) return;
-    if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected} Ready after 180 s`);
+    if ([...expected].every((n) => seen.has(n))) return;
+    if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected.size} Ready after 180 s`);
     if (Date.now() - reportedAt > 3_000) {
-      for (const item of items.filter((i) => !seen.has(name(i)))) {
+      for (const item of items.filter((i) => !seen.has(listedName(i)))) {
         // The Ready condition names the conditions it waits for; theirs say why.
         const waiting = (item.status?.conditions ?? []).filter(
           (c) => c.type !== "Ready" && c.status !== "True",
@@ -89,7 +103,7 @@ async function untilReady(
         const why = waiting.length
           ? waiting.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ")
           : (ready(item)?.message ?? "not reconciled yet");
-        console.log(`  [${seconds(started)}] ${name(item)} waiting: ${why}`);
+        console.log(`  [${seconds(started)}] ${listedName(item)} waiting: ${why}`);
       }
       reportedAt = Date.now();
     }
@@ -370,12 +384,11 @@ async function main(): Promise<void> {
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", join(dir, "tenant.yaml"));
     console.log(`Tenants acme and globex applied after ${seconds(started)}`);
     const seen = new Set<string>();
-    await untilReady(kubectl, 2, started, seen);
+    await untilReady(kubectl, new Set(["Tenant acme", "Tenant globex"]), started, seen);
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", dir);
-    const { stdout: all } = await kubectl("get", "tenants,devices", "-A", "-o", "name");
-    await untilReady(kubectl, all.split("\n").filter(Boolean).length, started, seen);
+    await untilReady(kubectl, await tenantsAndDevicesOf(kubectl, examples), started, seen);
     console.log(`\neverything Ready ${seconds(started)} after the start\n`);
-    console.log((await kubectl("get", "tenants", "-o", "wide")).stdout);
+    console.log((await kubectl("get", "tenants", "acme", "globex", "-o", "wide")).stdout);
     console.log((await kubectl("get", "devices", "-A")).stdout);
 
     const shown = Date.now();
