@@ -56,6 +56,9 @@ export async function takeNodeLock(stateDir: string): Promise<void> {
   if (holder && holder.pid !== process.pid) {
     throw new Error(`a test node already runs on this machine (stack pid ${holder.pid}, ${NODE_LOCK})`);
   }
+  // A node that stopped without restoring everything (an older harness left IPv6 chains) is found by the names alone.
+  const left = await clearNodeNetwork();
+  if (left.length) console.log(`[node] cleared what an earlier node left:\n  ${left.join("\n  ")}`);
   const ipForward = (await readFile("/proc/sys/net/ipv4/ip_forward", "utf8")).trim();
   const lock: NodeRun = { pid: process.pid, stateDir, ipForward };
   await writeFile(NODE_LOCK, `${JSON.stringify(lock)}\n`);
@@ -100,12 +103,22 @@ export async function clearDeadNode(): Promise<void> {
     const mounts = await unmountUnder([join(dead.stateDir, "node")]);
     removed.push(...mounts.map((m) => `mount ${m}`));
   }
+  removed.push(...(await clearNodeNetwork()));
+  if (dead.ipForward) await writeFile("/proc/sys/net/ipv4/ip_forward", dead.ipForward);
+  await rm(NODE_LOCK, { force: true });
+  console.log(
+    `[node] cleared what the node of dead process ${dead.pid} left (${removed.length} items):\n  ${removed.join("\n  ")}`,
+  );
+}
+
+/** Removes the node's iptables chains and rules, ipsets, pod network namespaces and bridge; returns what it removed. */
+async function clearNodeNetwork(): Promise<string[]> {
   const network = hostNetworkOwned(
     await snapshotHostNetwork(),
     nodeNetworkOwner(await podNetworkNamespaces()),
   );
   await removeHostNetwork(network);
-  removed.push(
+  return [
     ...Object.entries(network.chains).flatMap(([table, chains]) => chains.map((c) => `${table} chain ${c}`)),
     ...Object.entries(network.rules)
       .filter(([, rules]) => rules.length)
@@ -113,12 +126,7 @@ export async function clearDeadNode(): Promise<void> {
     ...network.ipsets.map((s) => `ipset ${s}`),
     ...network.netns.map((n) => `netns ${n}`),
     ...network.links.map((l) => `link ${l}`),
-  );
-  if (dead.ipForward) await writeFile("/proc/sys/net/ipv4/ip_forward", dead.ipForward);
-  await rm(NODE_LOCK, { force: true });
-  console.log(
-    `[node] cleared what the node of dead process ${dead.pid} left (${removed.length} items):\n  ${removed.join("\n  ")}`,
-  );
+  ];
 }
 
 /**
