@@ -17,7 +17,9 @@ COPY scripts/image-rootfs.sh ./scripts/
 RUN npm ci --no-audit --no-fund && bash scripts/image-rootfs.sh operator /rootfs
 
 FROM scratch
-COPY --from=build /rootfs /
+# Owned by root like every file of the image build-images.sh packs (npm leaves some files owned
+# by the uids in the packages' tarballs).
+COPY --from=build --chown=0:0 /rootfs /
 USER 65532:65532
 WORKDIR /app
 ENTRYPOINT ["/usr/local/bin/node", "/app/bin/iot-tenant-operator.js"]

@@ -57,7 +57,7 @@ export default defineConfig({
         test: {
           ...integration,
           name: "node",
-          include: ["src/**/*.node.test.ts", "test/**/*.node.test.ts"],
+          include: ["src/**/*.node.test.ts", "test/**/*.node.test.ts", "scripts/**/*.node.test.ts"],
           globalSetup: ["test/harness/global-setup-node.ts"],
           fileParallelism: false,
           sequence: { groupOrder: 2 },

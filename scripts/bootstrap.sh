@@ -4,8 +4,10 @@
 # then builds (or finds in the cache) the control-plane binaries, nats-server and gitops-health (Argo CD's
 # Lua and kstatus, for the GitOps health tests) from Go modules.
 # With --with-node (the node-backed stack and its tests ask for it) also the node's runtime from
-# Debian (containerd, runc, CNI plugins, iptables, ipset, busybox-static for the probe image),
-# its Go binaries (test/tools/build-node.sh) and its images (test/tools/build-images.sh).
+# Debian (containerd, runc, CNI plugins, iptables, ipset, busybox-static for the probe image, and
+# buildah and mmdebstrap, with which test/tools/build-dockerfile.sh builds the Dockerfile for the
+# node suite's test of it), its Go binaries (test/tools/build-node.sh) and its images
+# (test/tools/build-images.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 with_node=false
@@ -16,7 +18,7 @@ command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(m
 command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if $with_node; then
-  for pkg in containerd runc containernetworking-plugins busybox-static iptables ipset; do
+  for pkg in containerd runc containernetworking-plugins busybox-static iptables ipset buildah mmdebstrap; do
     dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
 fi

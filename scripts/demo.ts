@@ -6,8 +6,14 @@
  * topics, a tenant admin refused the other tenant's device Secret, a disabled device dropped while
  * connected (timed), then what was recorded about it (the API server's audit log, the security Events,
  * the operator's audit trail checked) and `verify`'s table.
+ *
+ * `--with-node` adds a real node to the stack; `--show-denied` (which needs it) then shows, with
+ * probe pods in both tenants, a same-tenant connection made and a cross-tenant one refused by the
+ * node's NetworkPolicy enforcer. IOT_DEMO_STACK names a JSON StackEnv of a stack already running
+ * (the node suite's, whose test runs this demo): the demo uses it, and removes its tenants after.
  */
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,6 +21,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import type { MqttClient } from "mqtt";
 import { connectWithPem, publishCode, subscribeCodes } from "../bench/support/mqtt-device.js";
+import { OPERATOR_NAMESPACE } from "../src/api/group.js";
+import { kubectlOn } from "../test/harness/kubectl.js";
+import { enforced, PROBE_PORT, probesOn } from "../test/harness/netprobe.js";
 import { freePort } from "../test/harness/ports.js";
 import { killServersOnSignal, startProcess } from "../test/harness/process.js";
 import { repoRoot, type StackEnv, stackVariables, startStack } from "../test/harness/stack.js";
@@ -35,24 +44,6 @@ const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)} 
 
 type Kubectl = (...args: string[]) => Promise<{ stdout: string; stderr: string; ok: boolean }>;
 
-function kubectlOf(env: StackEnv): Kubectl {
-  return async (...args) => {
-    try {
-      const { stdout, stderr } = await run(
-        join(env.binDir, "kubectl"),
-        [`--kubeconfig=${env.kubeconfig}`, ...args],
-        {
-          maxBuffer: 16 << 20,
-        },
-      );
-      return { stdout, stderr, ok: true };
-    } catch (error) {
-      const failed = error as { stdout?: string; stderr?: string };
-      return { stdout: failed.stdout ?? "", stderr: failed.stderr ?? "", ok: false };
-    }
-  };
-}
-
 interface Condition {
   readonly type: string;
   readonly status: string;
@@ -65,13 +56,27 @@ interface Listed {
   readonly status?: { readonly conditions?: readonly Condition[] };
 }
 
+const listedName = (i: Listed) =>
+  `${i.kind} ${i.metadata.namespace ? `${i.metadata.namespace}/` : ""}${i.metadata.name}`;
+
+/** The Tenants and Devices the manifests in `paths` define, by `listedName` (they must exist). */
+async function tenantsAndDevicesOf(kubectl: Kubectl, paths: readonly string[]): Promise<Set<string>> {
+  const { stdout, stderr, ok } = await kubectl("get", ...paths.flatMap((p) => ["-f", p]), "-o", "json");
+  if (!ok) throw new Error(stderr);
+  const listed = JSON.parse(stdout) as { items?: Listed[] } & Listed;
+  return new Set(
+    (listed.items ?? [listed]).filter((i) => i.kind === "Tenant" || i.kind === "Device").map(listedName),
+  );
+}
+
 /**
- * Polls until `expected` Tenants and Devices are Ready: names each as it gets there and, every few
- * seconds, what the others are waiting for (their Ready condition's reason and message).
+ * Polls until the `expected` Tenants and Devices are Ready (others a shared stack holds are not
+ * the demo's): names each as it gets there and, every few seconds, what the others are waiting
+ * for (their Ready condition's reason and message).
  */
 async function untilReady(
   kubectl: Kubectl,
-  expected: number,
+  expected: ReadonlySet<string>,
   started: number,
   seen: Set<string>,
 ): Promise<void> {
@@ -79,18 +84,18 @@ async function untilReady(
   const deadline = Date.now() + 180_000;
   for (;;) {
     const { stdout } = await kubectl("get", "tenants,devices", "-A", "-o", "json");
-    const items = (JSON.parse(stdout || '{"items":[]}') as { items: Listed[] }).items;
-    const name = (i: Listed) =>
-      `${i.kind} ${i.metadata.namespace ? `${i.metadata.namespace}/` : ""}${i.metadata.name}`;
+    const items = (JSON.parse(stdout || '{"items":[]}') as { items: Listed[] }).items.filter((i) =>
+      expected.has(listedName(i)),
+    );
     const ready = (i: Listed) => i.status?.conditions?.find((c) => c.type === "Ready");
-    for (const item of items.filter((i) => ready(i)?.status === "True" && !seen.has(name(i)))) {
-      seen.add(name(item));
-      console.log(`  [${seconds(started)}] ${name(item)} Ready (${seen.size}/${expected})`);
+    for (const item of items.filter((i) => ready(i)?.status === "True" && !seen.has(listedName(i)))) {
+      seen.add(listedName(item));
+      console.log(`  [${seconds(started)}] ${listedName(item)} Ready (${seen.size}/${expected.size})`);
     }
-    if (seen.size >= expected) return;
-    if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected} Ready after 180 s`);
+    if ([...expected].every((n) => seen.has(n))) return;
+    if (Date.now() > deadline) throw new Error(`only ${seen.size} of ${expected.size} Ready after 180 s`);
     if (Date.now() - reportedAt > 3_000) {
-      for (const item of items.filter((i) => !seen.has(name(i)))) {
+      for (const item of items.filter((i) => !seen.has(listedName(i)))) {
         // The Ready condition names the conditions it waits for; theirs say why.
         const waiting = (item.status?.conditions ?? []).filter(
           (c) => c.type !== "Ready" && c.status !== "True",
@@ -98,7 +103,7 @@ async function untilReady(
         const why = waiting.length
           ? waiting.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ")
           : (ready(item)?.message ?? "not reconciled yet");
-        console.log(`  [${seconds(started)}] ${name(item)} waiting: ${why}`);
+        console.log(`  [${seconds(started)}] ${listedName(item)} waiting: ${why}`);
       }
       reportedAt = Date.now();
     }
@@ -244,6 +249,37 @@ async function showCutOff(
   }
 }
 
+/**
+ * Packets on the node: probe pods in acme (a target and its same-tenant twin) and in globex; the
+ * twin's TCP connection to the target is made, globex's is refused by kube-router enforcing the
+ * NetworkPolicies the operator made.
+ */
+async function showPacketRefusal(env: StackEnv): Promise<void> {
+  console.log(
+    "\n6. A pod is refused a connection to the other tenant's pod (packets on the node; kube-router enforces the operator's NetworkPolicies)",
+  );
+  const probes = probesOn(env, (args, options) => kubectlOn(env, args, options));
+  const started = Date.now();
+  const [target, twin, foreign] = await probes.start([
+    { namespace: "acme", name: "probe" },
+    { namespace: "acme", name: "probe-twin" },
+    { namespace: "globex", name: "probe" },
+  ]);
+  if (!target || !twin || !foreign) throw new Error("the probe pods did not start");
+  await enforced([target, twin, foreign]);
+  console.log(`   probe pods in acme and globex running and under policy after ${seconds(started)}`);
+  for (const [from, expected] of [
+    [twin, true],
+    [foreign, false],
+  ] as const) {
+    const outcome = await probes.connect(from, "tcp", target.ip);
+    console.log(
+      `   ${from.namespace}/${from.name} -> acme/probe (${target.ip}:${PROBE_PORT}) TCP: ${outcome.connected ? "connected" : "refused"} (${outcome.output})`,
+    );
+    if (outcome.connected !== expected) process.exitCode = 1;
+  }
+}
+
 /** The refused attempts as the records show them: the API server's audit log, the security Events. */
 async function showRecords(kubectl: Kubectl, env: StackEnv): Promise<void> {
   console.log("\n5. What was recorded");
@@ -282,25 +318,51 @@ async function showRecords(kubectl: Kubectl, env: StackEnv): Promise<void> {
     );
 }
 
+/** The running stack IOT_DEMO_STACK names, or a new one (with a node when `withNode`) that `stop` ends. */
+async function demoStack(
+  stateDir: string,
+  withNode: boolean,
+): Promise<{ env: StackEnv; stop: () => Promise<void>; attached: boolean }> {
+  const file = process.env.IOT_DEMO_STACK;
+  if (file) {
+    const env = JSON.parse(await readFile(file, "utf8")) as StackEnv;
+    if (withNode && !env.node) throw new Error(`--with-node: the stack in ${file} runs no node`);
+    return { env, stop: async () => {}, attached: true };
+  }
+  console.log(
+    `starting etcd, kube-apiserver, kube-controller-manager, cert-manager and Mosquitto${withNode ? ", and a node (containerd, kubelet, kube-proxy, kube-router, CoreDNS)" : ""} on this machine …`,
+  );
+  const stack = await startStack(stateDir, { withNode });
+  return { env: stack.env, stop: stack.stop, attached: false };
+}
+
 async function main(): Promise<void> {
+  const withNode = process.argv.includes("--with-node");
+  const showDenied = process.argv.includes("--show-denied");
+  if (showDenied && !withNode) {
+    throw new Error(
+      "--show-denied needs --with-node: the refusal is a packet the node's policy enforcer drops",
+    );
+  }
   killServersOnSignal();
   const stateDir = await mkdtemp(join(tmpdir(), "iot-demo-"));
   const started = Date.now();
-  console.log(
-    "starting etcd, kube-apiserver, kube-controller-manager, cert-manager and Mosquitto on 127.0.0.1 …",
-  );
-  const stack = await startStack(stateDir);
+  const stack = await demoStack(stateDir, withNode);
   const { env } = stack;
   console.log(`stack up after ${seconds(started)}`);
   const operatorEnv = {
     ...process.env,
     ...stackVariables(env),
     PROBE_BIND_ADDRESS: `127.0.0.1:${await freePort()}`,
+    // The demo's own trail (its file and its chain head), which `audit verify` checks at the end;
+    // on a shared stack, the operators of other tests have advanced the default chain head.
+    AUDIT_LOG_FILE: join(stateDir, "audit.log"),
+    AUDIT_SECRET: `iot-demo-audit-${randomBytes(4).toString("hex")}`,
     // Tenants may create Ingresses only under <namespace>.<domain>; verify then proves the foreign-host refusal.
     TENANT_INGRESS_DOMAIN: "apps.demo.test",
   };
   const cli = join(repoRoot, "bin/iot-tenant-operator.js");
-  const kubectl = kubectlOf(env);
+  const kubectl: Kubectl = (...args) => kubectlOn(env, args);
   const connect = async (namespace: string, device: string) =>
     connectWithPem(
       { host: env.broker.host, mtlsPort: env.broker.mtlsPort, caFile: env.broker.caFile },
@@ -322,12 +384,11 @@ async function main(): Promise<void> {
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", join(dir, "tenant.yaml"));
     console.log(`Tenants acme and globex applied after ${seconds(started)}`);
     const seen = new Set<string>();
-    await untilReady(kubectl, 2, started, seen);
+    await untilReady(kubectl, new Set(["Tenant acme", "Tenant globex"]), started, seen);
     for (const dir of examples) await kubectl("apply", "--server-side", "-f", dir);
-    const { stdout: all } = await kubectl("get", "tenants,devices", "-A", "-o", "name");
-    await untilReady(kubectl, all.split("\n").filter(Boolean).length, started, seen);
+    await untilReady(kubectl, await tenantsAndDevicesOf(kubectl, examples), started, seen);
     console.log(`\neverything Ready ${seconds(started)} after the start\n`);
-    console.log((await kubectl("get", "tenants", "-o", "wide")).stdout);
+    console.log((await kubectl("get", "tenants", "acme", "globex", "-o", "wide")).stdout);
     console.log((await kubectl("get", "devices", "-A")).stdout);
 
     const shown = Date.now();
@@ -338,22 +399,32 @@ async function main(): Promise<void> {
     console.log(`\n(the four demonstrations took ${seconds(shown)})`);
     await sleep(1_000); // the API server flushes its audit log in batches
     await showRecords(kubectl, env);
+    if (showDenied) await showPacketRefusal(env);
 
     const verify = await run(process.execPath, [cli, "verify"], { env: operatorEnv }).catch(
       (error: { stdout?: string }) => ({ stdout: error.stdout ?? "", failed: true }),
     );
     console.log(`\n${verify.stdout}`);
+    // A stack the demo did not start is left as found; the operator finalizes the tenants it removes.
+    if (stack.attached) await kubectl("delete", "tenants", "acme", "globex", "--timeout=180s");
     await operator.stop();
+    if (stack.attached) {
+      await kubectl(
+        "delete",
+        "secret",
+        "-n",
+        OPERATOR_NAMESPACE,
+        operatorEnv.AUDIT_SECRET,
+        "--ignore-not-found",
+      );
+    }
     // Once the operator has stopped, its audit trail is complete: check it as `audit verify` does.
-    const trail = await run(process.execPath, [
-      cli,
-      "audit",
-      "verify",
-      stackVariables(env).AUDIT_LOG_FILE ?? "",
-    ]).catch((error: { stdout?: string; stderr?: string }) => ({
-      stdout: `${error.stdout ?? ""}${error.stderr ?? ""}`,
-      failed: true,
-    }));
+    const trail = await run(process.execPath, [cli, "audit", "verify", operatorEnv.AUDIT_LOG_FILE]).catch(
+      (error: { stdout?: string; stderr?: string }) => ({
+        stdout: `${error.stdout ?? ""}${error.stderr ?? ""}`,
+        failed: true,
+      }),
+    );
     console.log(trail.stdout);
     console.log(`demo done in ${seconds(started)}`);
     if ("failed" in verify || "failed" in trail) process.exitCode = 1;

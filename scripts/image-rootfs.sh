@@ -40,6 +40,8 @@ case "$kind" in
     rm -f "$out/app/package-lock.json"
     # Type declarations, source maps and docs of dependencies are never loaded at run time.
     find "$out/app/node_modules" -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.map' -o -name '*.md' \) -delete
+    # npm 9 (Debian's, which the Dockerfile builds with) leaves omitted dev packages' scope directories.
+    find "$out/app/node_modules" -type d -empty -delete
     user nonroot 65532
     ;;
   mosquitto)

@@ -2,10 +2,19 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
-const TABLES = ["filter", "nat", "mangle", "raw"] as const;
+/** Every iptables table of both families, as "<family> <table>" (kube-proxy and kubelet write IPv6 chains too). */
+const FAMILIES = { ip4: "iptables", ip6: "ip6tables" } as const;
+const TABLES = (["ip4", "ip6"] as const).flatMap((family) =>
+  (["filter", "nat", "mangle", "raw"] as const).map((table) => ({
+    family,
+    table,
+    key: `${family} ${table}`,
+  })),
+);
 
 /** What a node adds to the machine's network: iptables chains and rules, ipsets, network namespaces, links. */
 export interface HostNetwork {
+  /** By "<family> <table>" (e.g. "ip4 filter"). */
   readonly chains: Readonly<Record<string, readonly string[]>>;
   readonly rules: Readonly<Record<string, readonly string[]>>;
   readonly ipsets: readonly string[];
@@ -16,24 +25,23 @@ export interface HostNetwork {
 export async function snapshotHostNetwork(): Promise<HostNetwork> {
   const chains: Record<string, string[]> = {};
   const rules: Record<string, string[]> = {};
-  for (const table of TABLES) {
-    const lines = (await run("iptables-save", ["-t", table])).stdout.split("\n");
-    chains[table] = lines.filter((l) => l.startsWith(":")).map((l) => l.slice(1).split(" ")[0] ?? "");
-    rules[table] = lines.filter((l) => l.startsWith("-A "));
+  for (const { family, table, key } of TABLES) {
+    const lines = (await run(`${FAMILIES[family]}-save`, ["-t", table])).stdout.split("\n");
+    chains[key] = lines.filter((l) => l.startsWith(":")).map((l) => l.slice(1).split(" ")[0] ?? "");
+    rules[key] = lines.filter((l) => l.startsWith("-A "));
   }
-  const words = (out: string) =>
+  const lines = (out: string) =>
     out
       .split("\n")
-      .map((l) => l.trim().split(/[\s@:]+/)[0] ?? "")
+      .map((l) => l.trim())
       .filter(Boolean);
   const [ipsets, netns, links] = await Promise.all([
-    run("ipset", ["list", "-n"]).then((r) => words(r.stdout)),
-    run("ip", ["netns", "list"]).then((r) => words(r.stdout)),
+    run("ipset", ["list", "-n"]).then((r) => lines(r.stdout)),
+    // "cni-… (id: 0)"
+    run("ip", ["netns", "list"]).then((r) => lines(r.stdout).map((l) => l.split(" ")[0] ?? "")),
+    // "7: vethb4f029eb@if2: <…>"
     run("ip", ["-o", "link", "show"]).then((r) =>
-      r.stdout
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => (l.split(": ")[1] ?? "").split("@")[0] ?? ""),
+      lines(r.stdout).map((l) => (l.split(": ")[1] ?? "").split("@")[0] ?? ""),
     ),
   ]);
   return { chains, rules, ipsets, netns, links };
@@ -46,7 +54,7 @@ export function hostNetworkAdded(baseline: HostNetwork, now: HostNetwork): HostN
   const perTable = (
     before: Readonly<Record<string, readonly string[]>>,
     after: Readonly<Record<string, readonly string[]>>,
-  ) => Object.fromEntries(TABLES.map((t) => [t, added(before[t], after[t])]));
+  ) => Object.fromEntries(TABLES.map(({ key }) => [key, added(before[key], after[key])]));
   return {
     chains: perTable(baseline.chains, now.chains),
     rules: perTable(baseline.rules, now.rules),
@@ -56,6 +64,67 @@ export function hostNetworkAdded(baseline: HostNetwork, now: HostNetwork): HostN
   };
 }
 
+/** How to recognise what one owner made, by the names it gives things. */
+export interface NetworkOwner {
+  /** A chain is the owner's when this says so of its name and rules. */
+  chain(name: string, rules: readonly string[]): boolean;
+  ipset(name: string): boolean;
+  netns(name: string): boolean;
+  link(name: string): boolean;
+}
+
+/**
+ * The part of `now` that `owner` made: its chains, the rules of other chains that jump to them,
+ * and its ipsets, network namespaces and links. Nothing else is selected, whoever else added it.
+ */
+export function hostNetworkOwned(now: HostNetwork, owner: NetworkOwner): HostNetwork {
+  const chains: Record<string, string[]> = {};
+  const rules: Record<string, string[]> = {};
+  for (const { key } of TABLES) {
+    const all = now.rules[key] ?? [];
+    const rulesOf = (chain: string) => all.filter((r) => r.split(" ")[1] === chain);
+    const owned = (now.chains[key] ?? []).filter((c) => owner.chain(c, rulesOf(c)));
+    chains[key] = owned;
+    rules[key] = all.filter((r) => {
+      const target = / -[jg] (\S+)/.exec(r)?.[1];
+      return owned.includes(r.split(" ")[1] ?? "") || (target !== undefined && owned.includes(target));
+    });
+  }
+  return {
+    chains,
+    rules,
+    ipsets: now.ipsets.filter((s) => owner.ipset(s)),
+    netns: now.netns.filter((n) => owner.netns(n)),
+    links: now.links.filter((l) => owner.link(l)),
+  };
+}
+
+/** Deletes from the machine every iptables rule and chain, ipset, network namespace and link in `part`. */
+export async function removeHostNetwork(part: HostNetwork): Promise<void> {
+  for (const { family, key } of TABLES) {
+    const chains = part.chains[key] ?? [];
+    const rules = part.rules[key] ?? [];
+    if (!chains.length && !rules.length) continue;
+    // iptables-restore parses the saved quoting of comments; flushing a chain covers its own rules.
+    const script = [
+      `*${key.split(" ")[1]}`,
+      ...rules.filter((r) => !chains.includes(r.split(" ")[1] ?? "")).map((r) => `-D ${r.slice(3)}`),
+      ...chains.map((c) => `-F ${c}`),
+      ...chains.map((c) => `-X ${c}`),
+      "COMMIT",
+      "",
+    ].join("\n");
+    const child = run(`${FAMILIES[family]}-restore`, ["--noflush"]);
+    child.child.stdin?.end(script);
+    await child;
+  }
+  // After the rules: an ipset that a rule still matches on cannot be destroyed.
+  for (const set of part.ipsets) await run("ipset", ["destroy", set]);
+  for (const ns of part.netns) await run("ip", ["netns", "delete", ns]);
+  // A veth goes with its peer's namespace: deleting it may find it gone.
+  for (const link of part.links) await run("ip", ["link", "delete", link]).catch(() => undefined);
+}
+
 /**
  * Puts the machine's network back to `baseline`: deletes every iptables rule and chain, ipset,
  * network namespace and link made since. kube-proxy and kube-router are not trusted to do it:
@@ -63,25 +132,5 @@ export function hostNetworkAdded(baseline: HostNetwork, now: HostNetwork): HostN
  * "Could not get ipvs family information from the kernel".
  */
 export async function restoreHostNetwork(baseline: HostNetwork): Promise<void> {
-  const extra = hostNetworkAdded(baseline, await snapshotHostNetwork());
-  for (const table of TABLES) {
-    const chains = extra.chains[table] ?? [];
-    const rules = extra.rules[table] ?? [];
-    if (!chains.length && !rules.length) continue;
-    // iptables-restore parses the saved quoting of comments; flushing a new chain covers its own rules.
-    const script = [
-      `*${table}`,
-      ...rules.filter((r) => !chains.includes(r.split(" ")[1] ?? "")).map((r) => `-D ${r.slice(3)}`),
-      ...chains.map((c) => `-F ${c}`),
-      ...chains.map((c) => `-X ${c}`),
-      "COMMIT",
-      "",
-    ].join("\n");
-    const child = run("iptables-restore", ["--noflush"]);
-    child.child.stdin?.end(script);
-    await child;
-  }
-  for (const set of extra.ipsets) await run("ipset", ["destroy", set]);
-  for (const ns of extra.netns) await run("ip", ["netns", "delete", ns]);
-  for (const link of extra.links) await run("ip", ["link", "delete", link]).catch(() => undefined);
+  await removeHostNetwork(hostNetworkAdded(baseline, await snapshotHostNetwork()));
 }

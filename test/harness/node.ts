@@ -1,27 +1,20 @@
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type ControlPlane, SERVICE_CIDR } from "./control-plane.js";
 import { restoreHostNetwork, snapshotHostNetwork } from "./host-network.js";
 import { httpGet } from "./http.js";
+import { BRIDGE, CNI_NETWORK, POD_CIDR, releaseNodeLock, takeNodeLock, unmountUnder } from "./node-lock.js";
 import { freePort } from "./ports.js";
 import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
 
 const run = promisify(execFile);
 
-/** The node's name, its pod range (host-local hands out addresses from it) and its CNI bridge. */
+/** The node's name. */
 export const NODE_NAME = "iot-node";
-export const POD_CIDR = "10.244.0.0/24";
 /** The cluster DNS Service's address (kube-system/kube-dns, CoreDNS behind it), in SERVICE_CIDR. */
 export const CLUSTER_DNS_IP = "10.0.0.10";
-const BRIDGE = "iotbr0";
-/**
- * kube-proxy and kube-router own machine-wide iptables chains and ipsets, so one node runs on a
- * machine at a time; this file names the stack that runs it.
- */
-const NODE_LOCK = "/run/iot-tenant-operator-node.lock";
 
 export interface TestNode {
   readonly name: string;
@@ -56,11 +49,12 @@ export async function startNode(options: NodeOptions): Promise<TestNode> {
     cniConf: join(dir, "cni"),
     ipam: join(dir, "cni-ipam"),
     kubeletRoot: join(dir, "kubelet"),
+    // runc's state under the node's directory, not the machine-wide /run/containerd/runc.
+    runcRoot: join(dir, "runc"),
   };
   await Promise.all([mkdir(paths.cniConf, { recursive: true }), mkdir(logs, { recursive: true })]);
-  await takeNodeLock();
+  await takeNodeLock(options.stateDir);
   const images = await readImageRefs(imagesDir);
-  const ipForward = (await readFile("/proc/sys/net/ipv4/ip_forward", "utf8")).trim();
   const processes: ManagedProcess[] = [];
   const ctr = (args: readonly string[]) =>
     run("ctr", ["--address", paths.socket, "--namespace", "k8s.io", ...args]);
@@ -72,8 +66,7 @@ export async function startNode(options: NodeOptions): Promise<TestNode> {
     processes.length = 0;
     await restoreHostNetwork(baseline);
     await unmountUnder([paths.containerdRoot, paths.containerdState, paths.kubeletRoot]);
-    await writeFile("/proc/sys/net/ipv4/ip_forward", ipForward);
-    await rm(NODE_LOCK, { force: true });
+    await releaseNodeLock();
   };
 
   try {
@@ -309,32 +302,19 @@ function clusterDns(image: string): object[] {
   ];
 }
 
-async function takeNodeLock(): Promise<void> {
-  if (existsSync(NODE_LOCK)) {
-    const pid = Number((await readFile(NODE_LOCK, "utf8")).trim());
-    if (Number.isInteger(pid) && pid !== process.pid && alive(pid)) {
-      throw new Error(`a test node already runs on this machine (stack pid ${pid}, ${NODE_LOCK})`);
-    }
-  }
-  await writeFile(NODE_LOCK, `${process.pid}\n`);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function readImageRefs(imagesDir: string): Promise<Record<string, string>> {
   const lines = (await readFile(join(imagesDir, "refs"), "utf8")).trim().split("\n");
   return Object.fromEntries(lines.map((line) => line.split(" ") as [string, string]));
 }
 
 function containerdConfig(
-  paths: { containerdRoot: string; containerdState: string; socket: string; cniConf: string },
+  paths: {
+    containerdRoot: string;
+    containerdState: string;
+    socket: string;
+    cniConf: string;
+    runcRoot: string;
+  },
   pauseImage: string,
 ): string {
   return `version = 2
@@ -352,6 +332,8 @@ state = ${JSON.stringify(paths.containerdState)}
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = ${JSON.stringify(paths.runcRoot)}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = ${JSON.stringify(paths.cniConf)}
@@ -361,7 +343,7 @@ state = ${JSON.stringify(paths.containerdState)}
 function cniConfig(ipamDir: string) {
   return {
     cniVersion: "1.0.0",
-    name: "iot-test",
+    name: CNI_NETWORK,
     plugins: [
       {
         type: "bridge",
@@ -459,15 +441,4 @@ async function removePods(
   } catch {
     // The control plane or kubelet may already be gone; cleanUpHost removes what is left.
   }
-}
-
-/** Unmounts what containerd and kubelet left mounted under the node's directories (deepest first). */
-async function unmountUnder(dirs: readonly string[]): Promise<void> {
-  const mountPoints = (await readFile("/proc/mounts", "utf8"))
-    .split("\n")
-    .map((line) => line.split(" ")[1] ?? "")
-    .filter((mountPoint) => dirs.some((d) => mountPoint.startsWith(d)))
-    .sort()
-    .reverse();
-  for (const mountPoint of mountPoints) await run("umount", ["-l", mountPoint]);
 }

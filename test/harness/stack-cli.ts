@@ -7,6 +7,7 @@ import { existsSync, openSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { clearDeadNode } from "./node-lock.js";
 import { repoRoot, stackVariables, startNatsStack, startStack, writeEnvFile } from "./stack.js";
 
 /** `.stack/` in the repository; IOT_STACK_DIR moves it (the stack CLI's own test does). */
@@ -78,6 +79,8 @@ async function up(): Promise<void> {
 
 async function serve(): Promise<void> {
   const stateDir = join(stackDir, "state");
+  // A node this command ran and that was killed may still hold mounts and processes in stateDir.
+  await clearDeadNode();
   await rm(stateDir, { recursive: true, force: true });
   await mkdir(stateDir, { recursive: true });
   const stack =

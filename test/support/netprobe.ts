@@ -1,152 +1,19 @@
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { inject } from "vitest";
-import { eventually } from "./kube.js";
+import { type Outcome, type Probe, type ProbeSpec, probesOn } from "../harness/netprobe.js";
 import { kubectl } from "./kubectl.js";
 
-const run = promisify(execFile);
+export { enforced, type Outcome, PROBE_PORT, type Probe, type ProbeSpec } from "../harness/netprobe.js";
 
-/** The port every probe answers on, over TCP and UDP (test/tools/images/netprobe). */
-export const PROBE_PORT = 8080;
+/** The probes of test/harness/netprobe.ts on the run's stack. */
+const probes = () => probesOn(inject("stack"), kubectl);
 
-export interface Probe {
-  readonly namespace: string;
-  readonly name: string;
-  readonly ip: string;
-}
+export const startProbes = (specs: readonly ProbeSpec[]): Promise<Probe[]> => probes().start(specs);
 
-export interface ProbeSpec {
-  readonly namespace: string;
-  readonly name: string;
-  readonly labels?: Readonly<Record<string, string>>;
-  /** Ports to answer on besides PROBE_PORT; one below 1024 is let bind without root. */
-  readonly extraPorts?: readonly number[];
-}
+export const inProbe = (from: Probe, command: readonly string[]) => probes().exec(from, command);
 
-/** A Pod that passes the restricted Pod Security level of tenant namespaces and answers on its ports. */
-function probePod(spec: ProbeSpec) {
-  const node = inject("stack").node;
-  if (!node) throw new Error("the stack runs no node (start it with --with-node)");
-  const ports = [PROBE_PORT, ...(spec.extraPorts ?? [])];
-  return {
-    apiVersion: "v1",
-    kind: "Pod",
-    metadata: { name: spec.name, namespace: spec.namespace, labels: { ...spec.labels } },
-    spec: {
-      automountServiceAccountToken: false,
-      terminationGracePeriodSeconds: 1,
-      securityContext: {
-        runAsNonRoot: true,
-        seccompProfile: { type: "RuntimeDefault" },
-        ...(ports.some((p) => p < 1024)
-          ? { sysctls: [{ name: "net.ipv4.ip_unprivileged_port_start", value: "0" }] }
-          : {}),
-      },
-      containers: [
-        {
-          name: "probe",
-          image: node.images.probe,
-          imagePullPolicy: "Never",
-          args: ["serve", ...ports.map(String)],
-          securityContext: {
-            allowPrivilegeEscalation: false,
-            readOnlyRootFilesystem: true,
-            capabilities: { drop: ["ALL"] },
-          },
-        },
-      ],
-    },
-  };
-}
-
-/** Starts probe Pods and waits until each runs with an address. */
-export async function startProbes(specs: readonly ProbeSpec[]): Promise<Probe[]> {
-  const applied = await kubectl(["apply", "-f", "-"], {
-    stdin: specs.map((s) => JSON.stringify(probePod(s))).join("\n"),
-  });
-  if (!applied.ok) throw new Error(applied.stderr);
-  return Promise.all(
-    specs.map(({ namespace, name }) =>
-      eventually(
-        `probe ${namespace}/${name} running`,
-        async () => {
-          const got = await kubectl([
-            "get",
-            "pod",
-            "-n",
-            namespace,
-            name,
-            "-o",
-            "jsonpath={.status.phase} {.status.podIP}",
-          ]);
-          const [phase, ip] = got.stdout.split(" ");
-          return phase === "Running" && ip ? { namespace, name, ip } : undefined;
-        },
-        120_000,
-      ),
-    ),
-  );
-}
-
-/**
- * Waits until kube-router has put the probes' addresses into its policy ipsets, so a denial seen
- * afterwards is the policy's and not a race with the enforcer's first sync.
- */
-export async function enforced(probes: readonly Probe[]): Promise<void> {
-  await eventually(
-    "kube-router has synced the probes' policies",
-    async () => {
-      const { stdout } = await run("ipset", ["list"], { maxBuffer: 16 << 20 });
-      const members = new Set(stdout.split("\n").map((line) => line.split(" ")[0]));
-      return probes.every((p) => members.has(p.ip)) ? true : undefined;
-    },
-    60_000,
-  );
-}
-
-export interface Outcome {
-  readonly connected: boolean;
-  /** netprobe's answer: "OK <pod name>" or "FAILED <error>". */
-  readonly output: string;
-}
-
-/**
- * Runs `command` inside the probe Pod; `ok` is its exit status. Throws when kubectl could not run
- * it at all, so a refusal is only ever the command's own failure.
- */
-export async function inProbe(
-  from: Probe,
-  command: readonly string[],
-): Promise<{ ok: boolean; output: string }> {
-  const result = await kubectl(["exec", "-n", from.namespace, from.name, "--", ...command]);
-  if (!result.ok && /^(error:|Error from server)/m.test(result.stderr)) {
-    throw new Error(`could not run ${command[0]} in ${from.namespace}/${from.name}: ${result.stderr.trim()}`);
-  }
-  return { ok: result.ok, output: `${result.stdout}${result.stderr}`.trim() };
-}
-
-/** A real connection from `from` to `address` over TCP, UDP or HTTP, made by netprobe inside the Pod. */
-export async function connect(
+export const connect = (
   from: Probe,
   protocol: "tcp" | "udp" | "http",
   address: string,
-  port = PROBE_PORT,
-): Promise<Outcome> {
-  const result = await kubectl([
-    "exec",
-    "-n",
-    from.namespace,
-    from.name,
-    "--",
-    "/bin/netprobe",
-    "connect",
-    protocol,
-    `${address}:${port}`,
-  ]);
-  const output = result.stdout.trim();
-  // A denial counts only when netprobe itself ran and saw the connection fail, never when exec failed.
-  if (!output.startsWith("OK ") && !output.startsWith("FAILED ")) {
-    throw new Error(`netprobe in ${from.namespace}/${from.name} did not run: ${result.stderr.trim()}`);
-  }
-  return { connected: result.ok && output.startsWith("OK "), output };
-}
+  port?: number,
+): Promise<Outcome> => probes().connect(from, protocol, address, port);
