@@ -19,8 +19,8 @@ import { type Secret, secretText } from "./controllers/secrets.js";
 import { TenantReconciler } from "./controllers/tenant.js";
 import { parseRevocations, REVOKED_KEY, tenantCrlName } from "./desired/revocation.js";
 import type { Logger } from "./observability/logger.js";
-import { objectKey } from "./runtime/kube-object.js";
 import type { ClusterAccess } from "./runtime/cluster-access.js";
+import { objectKey } from "./runtime/kube-object.js";
 import { Manager, type ManagerOptions } from "./runtime/manager.js";
 
 export interface OperatorOptions {
