@@ -55,9 +55,10 @@ function logged(watcher: MqttClient, text: string): Promise<string> {
 }
 
 // Mosquitto 2.0.x re-checks every session on a reload (SIGHUP, which the operator sends after each CRL
-// rewrite) and "disconnects" an offline one from the mTLS listener again: its context goes into the
-// session-expiry list a second time, and removing the session later (expiry, takeover) corrupts the
-// list and crashes the broker for every tenant (I6). test/tools/mosquitto/session-expiry-kick.patch.
+// rewrite) and "disconnects" an offline one from the mTLS listener again: its context goes onto the
+// session-expiry list a second time, and once the session expires that entry points at freed memory,
+// which the broker reads when the next session goes offline (use-after-free; a crash for every tenant
+// once the memory is reused, I6). Fixed by test/tools/mosquitto/session-expiry-kick.patch.
 describe("Mosquitto with offline persistent sessions across a reload", () => {
   let dir: string;
   let broker: Broker;
@@ -127,11 +128,13 @@ describe("Mosquitto with offline persistent sessions across a reload", () => {
     process.kill(pid, "SIGHUP");
     await reDisconnected;
     expect(await expiryOf(sensor.credentials.username, pid)).toBe("expired");
-    // A session that ends after that one expires too (a corrupted list stops expiring, or crashes).
+    // Connected right away, another tenant's device may get the expired session's memory.
+    const bystander = await connectWithCertificate(broker, await pair(bystanderTenant, "sensor"));
+    // A session that goes offline after that one is put on the list, and expires.
     await leaveSession(witness, await pair(bystanderTenant, "witness"), 1);
     expect(await expiryOf(witness.credentials.username, pid)).toBe("expired");
 
-    // Still serving: an admin command answers, another tenant's device round-trips.
+    // Still serving: an admin command answers, the other tenant's device round-trips on its connection.
     const admin = await DynsecClient.connect(adminConnection(broker));
     try {
       expect(await admin.run({ command: "getClient", username: sensor.credentials.username })).toMatchObject({
@@ -140,7 +143,6 @@ describe("Mosquitto with offline persistent sessions across a reload", () => {
     } finally {
       await admin.close();
     }
-    const bystander = await connectWithCertificate(broker, await pair(bystanderTenant, "sensor"));
     const echo = `tenants/${bystanderTenant}/devices/sensor/echo`;
     expect(await subscribeCodes(bystander, echo)).toEqual([1]);
     const received = new Promise((resolve) => bystander.once("message", (t, p) => resolve(`${t}=${p}`)));

@@ -4,9 +4,9 @@
 # patch in mosquitto/, into a cache outside the repo keyed by the version, this script and the
 # patches, next to build.sh's cache. Prints the directory holding `mosquitto` and
 # `mosquitto_dynamic_security.so`. A warm cache returns at once.
-# Why: Mosquitto 2.0.x corrupts its session-expiry list when dynamic security kicks a client whose
-# persistent session is offline, and crashes when that session is later removed; the fix is only
-# in 2.1.0 (see mosquitto/session-expiry-kick.patch).
+# Why: Mosquitto 2.0.x puts an offline persistent session on its session-expiry list twice when it is
+# disconnected again (a reload, which the operator triggers after each CRL rewrite), and uses freed
+# memory once that session is removed; the fix is only in 2.1.0 (see mosquitto/session-expiry-kick.patch).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
