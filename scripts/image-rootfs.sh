@@ -48,7 +48,7 @@ case "$kind" in
     copy_with_libs "$build/mosquitto" "$build/mosquitto_dynamic_security.so"
     # The paths Debian's package uses: the chart starts /usr/sbin/mosquitto and loads the plugin from
     # /usr/lib/mosquitto_dynamic_security.so.
-    mkdir -p "$out/usr/sbin" && mv "$out$build/mosquitto" "$out/usr/sbin/mosquitto"
+    mkdir -p "$out/usr/sbin" "$out/usr/lib" && mv "$out$build/mosquitto" "$out/usr/sbin/mosquitto"
     mv "$out$build/mosquitto_dynamic_security.so" "$out/usr/lib/mosquitto_dynamic_security.so"
     rm -rf "${out:?}$build" && find "$out" -type d -empty -delete
     user mosquitto 1883
