@@ -3,7 +3,8 @@
 # test/tools/build-images.sh and the Dockerfile alike (so both yield the same image):
 #   operator OUT   the built app (dist/, bin/, production node_modules) in /app and the
 #                  Node.js binary of the npm `node` package with the shared libraries it needs
-#   mosquitto OUT  Debian's Mosquitto with its dynamic-security plugin and libraries
+#   mosquitto OUT  the broker and dynamic-security plugin test/tools/build-mosquitto.sh builds (Debian's
+#                  2.0.11 source with the project's patch) and the libraries they load
 # Both run as a non-root user and need nothing writable but their mounted volumes.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,9 +46,13 @@ case "$kind" in
     user nonroot 65532
     ;;
   mosquitto)
-    copy_with_libs /usr/sbin/mosquitto /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so
-    # The path the chart's broker configuration loads the plugin from.
-    ln -s x86_64-linux-gnu/mosquitto_dynamic_security.so "$out/usr/lib/mosquitto_dynamic_security.so"
+    build="$(bash "$here/test/tools/build-mosquitto.sh")"
+    copy_with_libs "$build/mosquitto" "$build/mosquitto_dynamic_security.so"
+    # The paths Debian's package uses: the chart starts /usr/sbin/mosquitto and loads the plugin from
+    # /usr/lib/mosquitto_dynamic_security.so.
+    mkdir -p "$out/usr/sbin" "$out/usr/lib" && mv "$out$build/mosquitto" "$out/usr/sbin/mosquitto"
+    mv "$out$build/mosquitto_dynamic_security.so" "$out/usr/lib/mosquitto_dynamic_security.so"
+    rm -rf "${out:?}$build" && find "$out" -type d -empty -delete
     user mosquitto 1883
     ;;
   *)

@@ -7,7 +7,7 @@ import { observationOf } from "../../src/broker/plan.js";
 import {
   adminConnection,
   type Broker,
-  mosquittoBinary,
+  mosquittoBuild,
   startMosquitto,
   waitUntilAdminConnects,
 } from "../../test/harness/mosquitto.js";
@@ -16,7 +16,7 @@ import { type ManagedProcess, startProcess } from "../../test/harness/process.js
 
 /** Starts mosquitto again on a broker's config (same ports, same dynsec file) after broker.stop(). */
 export async function restartMosquitto(broker: Broker): Promise<ManagedProcess> {
-  const process = startProcess("mosquitto", mosquittoBinary(), ["-c", broker.configFile], {
+  const process = startProcess("mosquitto", (await mosquittoBuild()).broker, ["-c", broker.configFile], {
     logFile: join(dirname(broker.configFile), "mosquitto.log"),
   });
   await waitUntilAdminConnects(adminConnection(broker), process);

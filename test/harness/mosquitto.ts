@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import mqtt from "mqtt";
 import { adminClientOptions, type DynsecConnection } from "../../src/broker/dynsec-client.js";
@@ -22,11 +22,7 @@ import { type ManagedProcess, startProcess, waitUntil } from "./process.js";
 
 const run = promisify(execFile);
 
-const PLUGIN_CANDIDATES = [
-  "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
-  "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
-  "/usr/lib/mosquitto_dynamic_security.so",
-];
+const buildScript = resolve(dirname(fileURLToPath(import.meta.url)), "../tools/build-mosquitto.sh");
 
 export interface Broker {
   readonly host: string;
@@ -65,22 +61,22 @@ export interface BrokerOptions {
   readonly deviceCA?: IntermediateCA;
 }
 
-export function mosquittoBinary(): string {
-  for (const candidate of ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"])
-    if (existsSync(candidate)) return candidate;
-  throw new Error("mosquitto is not installed (Debian package 'mosquitto'); run `npm run bootstrap`");
-}
-
-function dynsecPlugin(): string {
-  const found = PLUGIN_CANDIDATES.find((p) => existsSync(p));
-  if (!found) throw new Error(`mosquitto_dynamic_security.so not found in ${PLUGIN_CANDIDATES.join(", ")}`);
-  return found;
+/**
+ * The broker and its dynamic-security plugin, built (or found cached) by test/tools/build-mosquitto.sh:
+ * Debian's 2.0.11 with the project's patch. Never Debian's installed binary, which crashes on the
+ * session-expiry defect the patch fixes; a failed build fails the caller.
+ */
+export async function mosquittoBuild(): Promise<{ readonly broker: string; readonly dynsecPlugin: string }> {
+  const { stdout } = await run("bash", [buildScript], { maxBuffer: 1 << 20 });
+  const dir = stdout.trim();
+  return { broker: join(dir, "mosquitto"), dynsecPlugin: join(dir, "mosquitto_dynamic_security.so") };
 }
 
 export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
   const dir = join(options.stateDir, "mosquitto");
   await mkdir(dir, { recursive: true });
   const host = "127.0.0.1";
+  const build = await mosquittoBuild();
   const [mtlsPort, passwordPort, adminPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const adminUsername = "operator-admin";
   const adminPassword = randomBytes(18).toString("base64url");
@@ -148,7 +144,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
       serverCertFile: serverCert.certFile,
       serverKeyFile: serverCert.keyFile,
       crlFile,
-      dynsecPlugin: dynsecPlugin(),
+      dynsecPlugin: build.dynsecPlugin,
       dynsecStateFile: dynsecFile,
       pidFile,
       // Started as root, mosquitto would drop to user 'mosquitto', which cannot read these keys.
@@ -156,7 +152,7 @@ export async function startMosquitto(options: BrokerOptions): Promise<Broker> {
     }),
   );
 
-  const broker: ManagedProcess = startProcess("mosquitto", mosquittoBinary(), ["-c", configFile], {
+  const broker: ManagedProcess = startProcess("mosquitto", build.broker, ["-c", configFile], {
     logFile: join(dir, "mosquitto.log"),
   });
   const endpoint = {

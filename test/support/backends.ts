@@ -98,10 +98,6 @@ function mqtt311(
 /**
  * A Mosquitto of this file's own (the password listener for password devices, the mTLS listener for
  * certificates), and the operator in front of it: a broker this suite makes fail stays its own.
- * Mosquitto 2.0.11 crashes in session_expiry__remove ("free(): invalid pointer") after the
- * dynamic-security plugin kicks a client whose persistent session is offline (the session goes
- * into the expiry list twice; eclipse-mosquitto/mosquitto#3341), which the client-id cases'
- * tenants meet when they are deleted.
  */
 const mosquitto: BackendFixture = {
   kind: "mosquitto",

@@ -3,7 +3,7 @@
 # filesystem assembled here, packed as one deterministic layer into an OCI archive that
 # `ctr images import` loads. pause: the pod sandbox (images/pause). probe: busybox-static
 # (sh, nc, wget) plus images/netprobe for TCP and UDP outcomes. coredns: the binary that
-# build-node.sh builds. operator and mosquitto:
+# build-node.sh builds. operator and mosquitto (the broker build-mosquitto.sh builds):
 # scripts/image-rootfs.sh (which the Dockerfile uses too). Cached outside the repo, keyed by
 # everything that goes in: these scripts, the Go and app sources, the npm lockfile, the
 # Debian package versions and the Go version.
@@ -17,7 +17,8 @@ node_bin="$(bash "$here/build-node.sh")"
 inputs() {
   go version
   echo "$node_bin"
-  dpkg-query -W -f '${Version}\n' busybox-static mosquitto libc6
+  bash "$here/build-mosquitto.sh"
+  dpkg-query -W -f '${Version}\n' busybox-static libc6 libssl3 libcjson1
   cat "$here/build-images.sh" "$here/images/go.mod" "$here"/images/*/main.go "$repo/scripts/image-rootfs.sh"
   (cd "$repo" && find src bin -type f ! -name '*.test.ts' | sort | xargs cat && cat package.json package-lock.json tsconfig.json tsconfig.build.json)
 }
