@@ -644,8 +644,9 @@ describe("MosquittoDynsecAdapter: client ids, sessions and receive checks", () =
 });
 
 describe("MosquittoDynsecAdapter: a cut-off overtakes a device being provisioned", () => {
-  // Pauses fifty times each change's duration, so that what a cut-off waits for shows.
-  const PACING = 50;
+  // Pauses 200 times each change's duration, so that what a cut-off waits for shows above the
+  // event-loop delays of a loaded machine (at 50, a 2 ms command's half pause was 50 ms).
+  const PACING = 200;
   let dir: string;
   let adapter: MosquittoDynsecAdapter;
   const prefix = `overtake-${run}:`;

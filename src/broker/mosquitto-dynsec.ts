@@ -592,15 +592,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       if (this.interrupted.has(desired.gate)) return;
     }
     for (let attempt = 1; attempt <= ATTEMPTS_PER_DEVICE; attempt++) {
-      if (this.interrupted.delete(owner)) {
-        try {
-          await this.refresh(client, owner, desired);
-        } catch (error) {
-          if (!(error instanceof BrokerConflictError)) throw error;
-          this.giveUp(owner, error);
-          return;
-        }
-      }
+      if (this.interrupted.delete(owner) && !(await this.reread(client, owner, desired))) return;
       const observed = this.observed.get(owner) ?? NOTHING_OBSERVED;
       const commands = planDevice(desired, observed);
       const isOrphan = entry === undefined && commands.length > 0;
@@ -620,13 +612,7 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
         this.settle(owner);
         return;
       }
-      try {
-        await this.refresh(client, owner, desired);
-      } catch (error) {
-        if (!(error instanceof BrokerConflictError)) throw error;
-        this.giveUp(owner, error);
-        return;
-      }
+      if (!(await this.reread(client, owner, desired))) return;
     }
     this.giveUp(
       owner,
@@ -731,6 +717,18 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       }
     }
     return "applied";
+  }
+
+  /** Re-reads the device before planning it again; false when it cannot converge (given up, callers told). */
+  private async reread(client: DynsecClient, owner: string, desired: DesiredDevice | undefined) {
+    try {
+      await this.refresh(client, owner, desired);
+      return true;
+    } catch (error) {
+      if (!(error instanceof BrokerConflictError)) throw error;
+      this.giveUp(owner, error);
+      return false;
+    }
   }
 
   /** Re-reads one device's state after a refused command. */

@@ -12,6 +12,7 @@ import {
   removeHostNetwork,
   snapshotHostNetwork,
 } from "./host-network.js";
+import { processAlive } from "./process.js";
 
 const run = promisify(execFile);
 
@@ -90,7 +91,7 @@ async function readLock(): Promise<NodeRun | undefined> {
  */
 export async function clearDeadNode(): Promise<void> {
   const dead = await readLock();
-  if (!dead || dead.pid === process.pid || alive(dead.pid)) return;
+  if (!dead || dead.pid === process.pid || processAlive(dead.pid)) return;
   const removed: string[] = [];
   if (dead.stateDir) {
     const processes = await nodeProcesses(dead.stateDir);
@@ -228,15 +229,6 @@ function kill(pid: number): void {
     process.kill(pid, "SIGKILL");
   } catch {
     // Gone already.
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -97,3 +97,13 @@ export async function waitUntil(
   const log = options.process ? `; see ${options.process.logFile}` : "";
   throw new Error(`${what}: not ready after ${options.timeoutMs} ms${detail}${log}`);
 }
+
+/** Whether a process of this pid exists (signal 0 tests without signalling). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -8,6 +8,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { clearDeadNode } from "./node-lock.js";
+import { processAlive } from "./process.js";
 import { repoRoot, stackVariables, startNatsStack, startStack, writeEnvFile } from "./stack.js";
 
 /** `.stack/` in the repository; IOT_STACK_DIR moves it (the stack CLI's own test does). */
@@ -28,19 +29,10 @@ function brokerKind(args: readonly string[]): "mosquitto" | "nats" {
   return kind;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function runningPid(): Promise<number | undefined> {
   if (!existsSync(pidFile)) return undefined;
   const pid = Number((await readFile(pidFile, "utf8")).trim());
-  return Number.isInteger(pid) && alive(pid) ? pid : undefined;
+  return Number.isInteger(pid) && processAlive(pid) ? pid : undefined;
 }
 
 /** `up --with-node` adds a real node (kubelet, containerd, CNI, kube-proxy, kube-router). */
@@ -69,7 +61,7 @@ async function up(): Promise<void> {
       console.log(`stack up (pid ${server.pid}); run: source ${envFile}`);
       return;
     }
-    if (server.pid === undefined || !alive(server.pid)) {
+    if (server.pid === undefined || !processAlive(server.pid)) {
       throw new Error(`stack failed to start; see ${logFile}:\n${await readFile(logFile, "utf8")}`);
     }
     await sleep(250);
@@ -115,8 +107,8 @@ async function down(): Promise<void> {
   process.kill(pid, "SIGTERM");
   // A node first deletes its Pods (kubelet tears down their sandboxes) and restores the host's network.
   const deadline = Date.now() + 120_000;
-  while (alive(pid) && Date.now() < deadline) await sleep(200);
-  if (alive(pid)) process.kill(pid, "SIGKILL");
+  while (processAlive(pid) && Date.now() < deadline) await sleep(200);
+  if (processAlive(pid)) process.kill(pid, "SIGKILL");
   await rm(envFile, { force: true });
   await rm(pidFile, { force: true });
   console.log("stack stopped");
