@@ -37,6 +37,7 @@ import {
   type ObservedDevice,
   type ObservedGate,
   observationOf,
+  owedAfterPause,
   pauseAfter,
   planDefaultAccess,
   planDevice,
@@ -769,16 +770,20 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
       return;
     }
     const started = performance.now();
-    if (this.cutOffs.size === 0) {
+    let cutShort = this.cutOffs.size > 0;
+    if (!cutShort) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
-        this.interruptPause = resolve;
+        this.interruptPause = () => {
+          cutShort = true;
+          resolve();
+        };
         timer = setTimeout(resolve, pauseMs);
       });
       clearTimeout(timer);
       this.interruptPause = () => undefined;
     }
-    this.owedPauseMs = Math.max(0, pauseMs - (performance.now() - started));
+    this.owedPauseMs = owedAfterPause({ pauseMs, elapsedMs: performance.now() - started, cutShort });
   }
 
   /** The first command of a pending cut-off: logged and reported, once. */

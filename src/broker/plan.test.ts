@@ -8,6 +8,7 @@ import {
   NOTHING_OBSERVED,
   type ObservedDevice,
   observationOf,
+  owedAfterPause,
   pauseAfter,
   planDefaultAccess,
   planDevice,
@@ -325,5 +326,29 @@ describe("planDefaultAccess", () => {
     },
   ])("$name", ({ observed, commands }) => {
     expect(planDefaultAccess(observed)).toEqual(commands);
+  });
+});
+
+describe("owedAfterPause", () => {
+  it.each([
+    {
+      name: "cut short by a cut-off: the rest is owed",
+      pause: { pauseMs: 100, elapsedMs: 30, cutShort: true },
+      owed: 70,
+    },
+    {
+      name: "cut short at once (a cut-off already waiting): all of it",
+      pause: { pauseMs: 100, elapsedMs: 0, cutShort: true },
+      owed: 100,
+    },
+    { name: "slept in full: nothing", pause: { pauseMs: 100, elapsedMs: 100.2, cutShort: false }, owed: 0 },
+    // The timer fired a fraction early by the clock: still nothing, or the next pause could not be deferred.
+    {
+      name: "slept in full by the timer, a fraction short by the clock: nothing",
+      pause: { pauseMs: 656.6, elapsedMs: 655.7, cutShort: false },
+      owed: 0,
+    },
+  ])("$name", ({ pause, owed }) => {
+    expect(owedAfterPause(pause)).toBeCloseTo(owed);
   });
 });

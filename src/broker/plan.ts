@@ -218,3 +218,16 @@ export function pauseAfter(change: {
     deferrable: !change.cutsOff && change.owedMs === 0,
   };
 }
+
+/**
+ * What a pause leaves owed: the unslept rest when a cut-off cut it short, else nothing — a timer
+ * may fire a fraction of a millisecond before the clock says the pause is over, and such a rest
+ * must not make the next pause binding.
+ */
+export function owedAfterPause(pause: {
+  readonly pauseMs: number;
+  readonly elapsedMs: number;
+  readonly cutShort: boolean;
+}): number {
+  return pause.cutShort ? Math.max(0, pause.pauseMs - pause.elapsedMs) : 0;
+}
