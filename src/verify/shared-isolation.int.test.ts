@@ -36,7 +36,6 @@ import { NOT_AUTHORIZED, publishCode, subscribeCodes } from "./mqtt-probe.js";
 
 const PASSWORD = { authentication: { type: "password" } } as const;
 /** A refusal at login, or a TLS alert (an untrusted or revoked certificate). */
-const NO_X509 = "the backend serves no certificate devices";
 const MQTT311 = "the backend speaks MQTT 3.1.1 only";
 /** What a skipped case's name says about why it is skipped on this backend. */
 const unless = (capable: boolean, reason: string) => (capable ? "" : ` [skipped: ${reason}]`);
@@ -67,7 +66,7 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
     open.push(client);
     return client;
   };
-  const { x509, mqtt5 } = fixture.capabilities;
+  const { mqtt5 } = fixture.capabilities;
 
   beforeAll(async () => {
     const started = performance.now();
@@ -293,111 +292,103 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
   });
 
   for (const credentials of ["password", "x509"] as const) {
-    it.skipIf(credentials === "x509" && !x509).each([
+    it.each([
       ["a device of another tenant", "other"],
       ["a sibling device of the same tenant", "sibling"],
-    ] as const)(
-      `%s that uses a ${credentials} device's client id neither takes over its session nor knocks it off (I1, I4)${unless(credentials !== "x509" || x509, NO_X509)}`,
-      async (_, whose) => {
-        const a = await newTenant("ca");
-        const thiefTenant = whose === "other" ? await newTenant("cb") : a;
-        const [victimLogin, thiefLogin, commanderLogin] = await Promise.all([
-          newDevice(credentials, a, "victim"),
-          newDevice(credentials, thiefTenant, "thief"),
-          passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
-        ]);
-        const cmd = `tenants/${a}/devices/victim/cmd`;
-        const thiefOwn = `tenants/${thiefTenant}/devices/thief/sentinel`;
-        const commander = await connect(commanderLogin);
-        const victimReceived: string[] = [];
-        const victim = await connect(victimLogin, { clean: false, received: victimReceived });
-        expect(await subscribeCodes(victim, cmd)).toEqual([1]);
+    ] as const)(`%s that uses a ${credentials} device's client id neither takes over its session nor knocks it off (I1, I4)`, async (_, whose) => {
+      const a = await newTenant("ca");
+      const thiefTenant = whose === "other" ? await newTenant("cb") : a;
+      const [victimLogin, thiefLogin, commanderLogin] = await Promise.all([
+        newDevice(credentials, a, "victim"),
+        newDevice(credentials, thiefTenant, "thief"),
+        passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
+      ]);
+      const cmd = `tenants/${a}/devices/victim/cmd`;
+      const thiefOwn = `tenants/${thiefTenant}/devices/thief/sentinel`;
+      const commander = await connect(commanderLogin);
+      const victimReceived: string[] = [];
+      const victim = await connect(victimLogin, { clean: false, received: victimReceived });
+      expect(await subscribeCodes(victim, cmd)).toEqual([1]);
 
-        /** The thief with the victim's client id and a kept session: refused, or connected as itself and given nothing of the victim's. */
-        async function thiefGetsNothing(): Promise<void> {
-          const thief = await backend
-            .connect(thiefLogin, { clientId: victimLogin.clientId, clean: false })
-            .catch((error: Error) => {
-              expect(error.message).toMatch(LOGIN_REFUSED);
-              return undefined;
-            });
-          if (!thief) return;
-          expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
-          expect(
-            await receivedBeforeSentinel(thief, thiefOwn, () =>
-              thief.publishAsync(thiefOwn, "s", { qos: 1 }),
-            ),
-          ).toEqual([]);
-          await thief.endAsync();
-        }
+      /** The thief with the victim's client id and a kept session: refused, or connected as itself and given nothing of the victim's. */
+      async function thiefGetsNothing(): Promise<void> {
+        const thief = await backend
+          .connect(thiefLogin, { clientId: victimLogin.clientId, clean: false })
+          .catch((error: Error) => {
+            expect(error.message).toMatch(LOGIN_REFUSED);
+            return undefined;
+          });
+        if (!thief) return;
+        expect(await subscribeCodes(thief, thiefOwn)).toEqual([1]);
+        expect(
+          await receivedBeforeSentinel(thief, thiefOwn, () => thief.publishAsync(thiefOwn, "s", { qos: 1 })),
+        ).toEqual([]);
+        await thief.endAsync();
+      }
 
-        await thiefGetsNothing();
-        // The victim kept its connection and its session: a command still reaches it.
-        expect(victim.connected).toBe(true);
-        await commander.publishAsync(cmd, "online", { qos: 1 });
-        await eventually("the victim's command", async () =>
-          victimReceived.includes(`${cmd}=online`) ? true : undefined,
-        );
-        expect(victim.connected).toBe(true);
+      await thiefGetsNothing();
+      // The victim kept its connection and its session: a command still reaches it.
+      expect(victim.connected).toBe(true);
+      await commander.publishAsync(cmd, "online", { qos: 1 });
+      await eventually("the victim's command", async () =>
+        victimReceived.includes(`${cmd}=online`) ? true : undefined,
+      );
+      expect(victim.connected).toBe(true);
 
-        // While the victim is away with a message queued: the thief resumes nothing.
-        await victim.endAsync();
-        await commander.publishAsync(cmd, "queued while offline", { qos: 1 });
-        await thiefGetsNothing();
-        // Positive twin: the victim's own session kept the message for it.
-        const back: string[] = [];
-        await connect(victimLogin, { clean: false, received: back });
-        await eventually("the queued command", async () =>
-          back.includes(`${cmd}=queued while offline`) ? true : undefined,
-        );
-      },
-    );
+      // While the victim is away with a message queued: the thief resumes nothing.
+      await victim.endAsync();
+      await commander.publishAsync(cmd, "queued while offline", { qos: 1 });
+      await thiefGetsNothing();
+      // Positive twin: the victim's own session kept the message for it.
+      const back: string[] = [];
+      await connect(victimLogin, { clean: false, received: back });
+      await eventually("the queued command", async () =>
+        back.includes(`${cmd}=queued while offline`) ? true : undefined,
+      );
+    });
 
-    it.skipIf(credentials === "x509" && !x509).each([
+    it.each([
       ["while connected (the live subscription stops)", "live"],
       ["while its session waits offline (the resumed session gets nothing beyond the new grant)", "offline"],
-    ] as const)(
-      `narrowing a ${credentials} device's topics %s stops delivery (I2)${unless(credentials !== "x509" || x509, NO_X509)}`,
-      async (_, when) => {
-        const a = await newTenant("na");
-        const root = `tenants/${a}/devices`;
-        const wide = { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } };
-        const [gwLogin, , commanderLogin] = await Promise.all([
-          newDevice(credentials, a, "gw", wide),
-          passwordDevice(a, "neighbour"),
-          passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
-        ]);
-        const commander = await connect(commanderLogin);
-        const neighbourCmd = `${root}/neighbour/cmd`;
-        const own = `${root}/gw/sentinel`;
-        const session = await connect(gwLogin, { clean: false });
-        // The wide grant really delivered a neighbour's messages before it was narrowed.
-        expect(
-          await delivered(session, `${root}/#`, () =>
-            commander.publishAsync(neighbourCmd, "while wide", { qos: 1 }),
-          ),
-        ).toEqual([`${neighbourCmd}=while wide`]);
+    ] as const)(`narrowing a ${credentials} device's topics %s stops delivery (I2)`, async (_, when) => {
+      const a = await newTenant("na");
+      const root = `tenants/${a}/devices`;
+      const wide = { topics: { publish: ["devices/gw/#"], subscribe: ["devices/#"] } };
+      const [gwLogin, , commanderLogin] = await Promise.all([
+        newDevice(credentials, a, "gw", wide),
+        passwordDevice(a, "neighbour"),
+        passwordDevice(a, "commander", { topics: { publish: ["devices/+/cmd"], subscribe: [] } }),
+      ]);
+      const commander = await connect(commanderLogin);
+      const neighbourCmd = `${root}/neighbour/cmd`;
+      const own = `${root}/gw/sentinel`;
+      const session = await connect(gwLogin, { clean: false });
+      // The wide grant really delivered a neighbour's messages before it was narrowed.
+      expect(
+        await delivered(session, `${root}/#`, () =>
+          commander.publishAsync(neighbourCmd, "while wide", { qos: 1 }),
+        ),
+      ).toEqual([`${neighbourCmd}=while wide`]);
 
-        const dropped = closed(session);
-        if (when === "offline") await session.endAsync();
-        await applyDevice(a, "gw", credentials === "password" ? PASSWORD : {});
-        await readyAtCurrentGeneration(a, "gw");
-        // Both backends drop a live connection whose grant narrowed: its old subscriptions would deliver on.
-        await within(dropped, 30_000, "the live connection dropped");
-        await commander.publishAsync(neighbourCmd, "queued while offline", { qos: 1 });
+      const dropped = closed(session);
+      if (when === "offline") await session.endAsync();
+      await applyDevice(a, "gw", credentials === "password" ? PASSWORD : {});
+      await readyAtCurrentGeneration(a, "gw");
+      // Both backends drop a live connection whose grant narrowed: its old subscriptions would deliver on.
+      await within(dropped, 30_000, "the live connection dropped");
+      await commander.publishAsync(neighbourCmd, "queued while offline", { qos: 1 });
 
-        const received: string[] = [];
-        const resumed = await connect(gwLogin, { clean: false, received });
-        // Its own subscription carries the sentinel whether or not the session kept the old one.
-        expect(await subscribeCodes(resumed, own)).toEqual([1]);
-        await receivedBeforeSentinel(resumed, own, async () => {
-          await commander.publishAsync(neighbourCmd, "live", { qos: 1 });
-          await resumed.publishAsync(own, "s", { qos: 1 });
-        });
-        expect(received.filter((m) => !m.startsWith(`${own}=`))).toEqual([]);
-        expect(await subscribeCodes(resumed, `${root}/#`)).toEqual([REFUSED]);
-      },
-    );
+      const received: string[] = [];
+      const resumed = await connect(gwLogin, { clean: false, received });
+      // Its own subscription carries the sentinel whether or not the session kept the old one.
+      expect(await subscribeCodes(resumed, own)).toEqual([1]);
+      await receivedBeforeSentinel(resumed, own, async () => {
+        await commander.publishAsync(neighbourCmd, "live", { qos: 1 });
+        await resumed.publishAsync(own, "s", { qos: 1 });
+      });
+      expect(received.filter((m) => !m.startsWith(`${own}=`))).toEqual([]);
+      expect(await subscribeCodes(resumed, `${root}/#`)).toEqual([REFUSED]);
+    });
   }
 
   it("disabling a device drops its live connection and refuses its next login; enabled again, it logs in (I4)", async () => {
@@ -536,59 +527,50 @@ describe.each(BACKENDS)("shared isolation suite on $kind", (fixture) => {
       return { type: "x509", clientId, username: subject, tls: await tlsFromFiles(leaf) };
     }
 
-    it.skipIf(!x509)(
-      `refuses certificates for another tenant's device from the root directly and from the tenant's own CA, and serves its own CA's (I3)${unless(x509, NO_X509)}`,
-      async () => {
-        const [a, b] = await Promise.all([newTenant("xa"), newTenant("xb")]);
-        await Promise.all([certificateDevice(a, "sensor-1"), certificateDevice(b, "sensor-1")]);
-        const victim = `tenants/${b}/devices/sensor-1`;
-        const caA = await tenantCaFiles(a);
-        for (const [what, ca, subject] of [
-          ["the root CA, B's subject", inject("stack").deviceRootCA, `/O=${b}/CN=sensor-1`],
-          ["A's CA, B's subject", caA, `/O=${b}/CN=sensor-1`],
-          ["A's CA, B's subject in the other order", caA, `/CN=sensor-1/O=${b}`],
-          ["A's CA, both organizations", caA, `/O=${a}/O=${b}/CN=sensor-1`],
-          ["A's CA, B's organization in the CN", caA, `/O=${a}/CN=sensor-1,O=${b}`],
-        ] as const)
-          expect([what, await cutOff(await forged(ca, subject, `${b}/sensor-1`), victim)]).toEqual([
-            what,
-            true,
-          ]);
-        // Positive twin: A's CA with A's own subject is A's device.
-        const own = await connect(await forged(caA, `/O=${a}/CN=sensor-1`, `${a}/sensor-1`));
-        expect(await subscribeCodes(own, `tenants/${a}/devices/sensor-1/#`)).toEqual([1]);
-      },
-    );
-
-    it.skipIf(!x509)(
-      `refuses a deleted device's revoked certificate and serves a live one (I4)${unless(x509, NO_X509)}`,
-      async () => {
-        const a = await newTenant("xr");
-        const [gone, stays] = await Promise.all([
-          certificateDevice(a, "gone"),
-          certificateDevice(a, "stays"),
+    it(`refuses certificates for another tenant's device from the root directly and from the tenant's own CA, and serves its own CA's (I3)`, async () => {
+      const [a, b] = await Promise.all([newTenant("xa"), newTenant("xb")]);
+      await Promise.all([certificateDevice(a, "sensor-1"), certificateDevice(b, "sensor-1")]);
+      const victim = `tenants/${b}/devices/sensor-1`;
+      const caA = await tenantCaFiles(a);
+      for (const [what, ca, subject] of [
+        ["the root CA, B's subject", inject("stack").deviceRootCA, `/O=${b}/CN=sensor-1`],
+        ["A's CA, B's subject", caA, `/O=${b}/CN=sensor-1`],
+        ["A's CA, B's subject in the other order", caA, `/CN=sensor-1/O=${b}`],
+        ["A's CA, both organizations", caA, `/O=${a}/O=${b}/CN=sensor-1`],
+        ["A's CA, B's organization in the CN", caA, `/O=${a}/CN=sensor-1,O=${b}`],
+      ] as const)
+        expect([what, await cutOff(await forged(ca, subject, `${b}/sensor-1`), victim)]).toEqual([
+          what,
+          true,
         ]);
-        const dropped = closed(await connect(gone));
-        expect((await kubectl(["-n", a, "delete", "device", "gone", "--wait=false"])).ok).toBe(true);
-        await within(dropped, 30_000, "the live connection dropped");
-        expect(await cutOff(gone, `tenants/${a}/devices/gone`)).toBe(true);
-        // Then the tenant's CRL lists it, and the broker refuses the certificate as revoked.
-        await eventually(
-          "certificate refused as revoked",
-          () =>
-            backend.connect(gone).then(
-              async (client) => {
-                await client.endAsync(true);
-                return undefined;
-              },
-              (error: Error) => (backend.revokedCertificateRefusal.test(error.message) ? true : undefined),
-            ),
-          60_000,
-        );
-        const live = await connect(stays);
-        expect(await subscribeCodes(live, `tenants/${a}/devices/stays/#`)).toEqual([1]);
-      },
-    );
+      // Positive twin: A's CA with A's own subject is A's device.
+      const own = await connect(await forged(caA, `/O=${a}/CN=sensor-1`, `${a}/sensor-1`));
+      expect(await subscribeCodes(own, `tenants/${a}/devices/sensor-1/#`)).toEqual([1]);
+    });
+
+    it(`refuses a deleted device's revoked certificate and serves a live one (I4)`, async () => {
+      const a = await newTenant("xr");
+      const [gone, stays] = await Promise.all([certificateDevice(a, "gone"), certificateDevice(a, "stays")]);
+      const dropped = closed(await connect(gone));
+      expect((await kubectl(["-n", a, "delete", "device", "gone", "--wait=false"])).ok).toBe(true);
+      await within(dropped, 30_000, "the live connection dropped");
+      expect(await cutOff(gone, `tenants/${a}/devices/gone`)).toBe(true);
+      // Then the tenant's CRL lists it, and the broker refuses the certificate as revoked.
+      await eventually(
+        "certificate refused as revoked",
+        () =>
+          backend.connect(gone).then(
+            async (client) => {
+              await client.endAsync(true);
+              return undefined;
+            },
+            (error: Error) => (backend.revokedCertificateRefusal.test(error.message) ? true : undefined),
+          ),
+        60_000,
+      );
+      const live = await connect(stays);
+      expect(await subscribeCodes(live, `tenants/${a}/devices/stays/#`)).toEqual([1]);
+    });
   });
 
   describe("MQTT 5", () => {

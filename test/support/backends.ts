@@ -47,8 +47,6 @@ export interface ConnectOptions {
 
 /** What a backend can do; the suite skips a case, with the reason, when its backend lacks one. */
 export interface BackendCapabilities {
-  /** Devices that log in with a certificate from their tenant's CA. */
-  readonly x509: boolean;
   /** MQTT 5 (reason codes, shared subscriptions). */
   readonly mqtt5: boolean;
 }
@@ -101,7 +99,7 @@ function mqtt311(
  */
 const mosquitto: BackendFixture = {
   kind: "mosquitto",
-  capabilities: { x509: true, mqtt5: true },
+  capabilities: { mqtt5: true },
   async start() {
     const stack = inject("stack");
     const broker = await startMosquitto({
@@ -140,7 +138,7 @@ const mosquitto: BackendFixture = {
 const nats: BackendFixture = {
   kind: "nats",
   // nats-server speaks MQTT 3.1.1 only.
-  capabilities: { x509: true, mqtt5: false },
+  capabilities: { mqtt5: false },
   async start() {
     const stack = inject("stack");
     const cluster: NatsCluster = await startNatsCluster({
