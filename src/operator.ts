@@ -71,15 +71,24 @@ function tenantTrustFromSecrets(
   namespace: string,
 ): (tenant: string) => TenantTrust | undefined {
   const secrets = manager.informer<Secret>(Resource.secret, { labelSelector: MANAGED_SECRETS });
+  // Asked at every certificate login: the CRL's JSON (up to maxDevices + 100 entries) is parsed
+  // again only when either Secret changed.
+  const parsed = new Map<string, { readonly versions: string; readonly trust: TenantTrust }>();
   return (tenant) => {
-    const caCertificatePem = secretText(
-      secrets.get(objectKey({ namespace, name: tenantCAName(tenant) })),
-      "tls.crt",
-    );
-    if (!caCertificatePem) return undefined;
+    const ca = secrets.get(objectKey({ namespace, name: tenantCAName(tenant) }));
+    const caCertificatePem = secretText(ca, "tls.crt");
+    if (!caCertificatePem) {
+      parsed.delete(tenant);
+      return undefined;
+    }
     const crl = secrets.get(objectKey({ namespace, name: tenantCrlName(tenant) }));
+    const versions = `${ca?.metadata.resourceVersion}/${crl?.metadata.resourceVersion}`;
+    const known = parsed.get(tenant);
+    if (known?.versions === versions) return known.trust;
     const revoked = parseRevocations(secretText(crl, REVOKED_KEY) ?? "[]");
-    return { caCertificatePem, revokedSerials: new Set(revoked.map((r) => r.serialNumber)) };
+    const trust = { caCertificatePem, revokedSerials: new Set(revoked.map((r) => r.serialNumber)) };
+    parsed.set(tenant, { versions, trust });
+    return trust;
   };
 }
 

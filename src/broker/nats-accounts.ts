@@ -374,8 +374,9 @@ export class NatsAccountsAdapter implements BrokerAdapter {
    */
   private async kick(device: BrokerDevice): Promise<void> {
     const clientId = deviceClientId(device);
+    // Only the account's name is needed: a cut-off never waits behind the tenant's account pushes.
     await this.kickWhere(
-      await this.ensureAccount(device.tenant),
+      (await this.accountKey(device.tenant)).getPublicKey(),
       { mqtt_client: clientId },
       (c) => c.mqtt_client === clientId,
     );
