@@ -12,20 +12,28 @@
  *   after that takes to show Ready=False (ready to react), the broker commands it sent meanwhile;
  *   the catch-up against the same-run
  *   baseline of listing what its caches hold.
+ * Writes are counted twice: all of the API server's (apiserver_request_total, which includes
+ * cert-manager's and its Events) and the operator's own (its rest_client_requests_total).
+ * With `--heap-snapshot DIR` the restarted operator writes a V8 heap snapshot into DIR at the end of
+ * the run (for finding what the memory holds; it inflates RSS, so it is taken after every figure).
  * The operator's memory (RSS, V8 heap used and reserved, external) is also sampled as the Ready count
  * passes 1,000, 5,000 and 10,000. Everything known so far is rewritten, stage by stage, to
  * bench/results/progress/operator-scale-<devices>.json, so a long run that is cut short still leaves
  * its figures (that folder is not read by `npm run perf:table`, which wants 3 complete runs).
  *
- *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30]
+ * `--broker nats` runs it against a 3-node NATS cluster instead of Mosquitto (a fleet past Mosquitto's
+ * reach: dynamic security rewrites its whole file on every command, see the README).
+ *
+ *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30] [--broker mosquitto|nats]
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { loadavg, tmpdir, uptime } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
+import { z } from "zod";
 import { API_VERSION } from "../src/api/group.js";
 import { operatorConfigSchema } from "../src/config.js";
 import { Resource } from "../src/controllers/resources.js";
@@ -35,7 +43,7 @@ import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
 import { type KubeObject, type ResourceType, resourcePath } from "../src/runtime/kube-object.js";
 import { killServersOnSignal } from "../test/harness/process.js";
-import { repoRoot, stackVariables, startStack } from "../test/harness/stack.js";
+import { repoRoot, stackVariables, startNatsStack, startStack } from "../test/harness/stack.js";
 import { describeMachine, MIN_RUNS, RESULTS_DIR, spread, writeResults } from "./support/results.js";
 import { percentile, type Summary, summarize } from "./support/stats.js";
 
@@ -44,14 +52,20 @@ const { values } = parseArgs({
     devices: { type: "string", default: "1000" },
     runs: { type: "string", default: "3" },
     idle: { type: "string", default: "30" },
+    "heap-snapshot": { type: "string" },
+    broker: { type: "string", default: "mosquitto" },
   },
 });
 const deviceCount = Number(values.devices);
 const runCount = Number(values.runs);
 const idleSeconds = Number(values.idle);
+const heapSnapshotDir = values["heap-snapshot"];
+const brokerKind = z.enum(["mosquitto", "nats"]).parse(values.broker);
 const IN_FLIGHT = 16;
 const USER_FIELD_MANAGER = "bench-user";
 const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"]);
+/** The verbs of the operator's own client (src/runtime/kube-client.ts) that write. */
+const OPERATOR_WRITE_VERBS = new Set(["create", "update", "patch", "apply", "delete"]);
 
 /** The operator's memory at one moment, in MB. */
 interface Memory {
@@ -78,12 +92,18 @@ interface Run {
   readonly checkpoints: readonly Checkpoint[];
   /** Times the operator exited on its own and was started again (see supervise). */
   readonly exits: number;
-  readonly idle: { cpuPercent: number; writes: Record<string, number>; leaseWrites: number };
+  readonly idle: {
+    cpuPercent: number;
+    writes: Record<string, number>;
+    leaseWrites: number;
+    operatorWrites: Record<string, number>;
+  };
   readonly restart: {
     readyMs: number;
     caughtUpMs: number;
     writes: Record<string, number>;
     leaseWrites: number;
+    operatorWrites: Record<string, number>;
     brokerCommands: number;
     reactMs: number;
     rssMb: number;
@@ -99,6 +119,7 @@ const progress: {
   command: string;
   startedAt: string;
   parameters: Record<string, number>;
+  broker: string;
   machine?: Awaited<ReturnType<typeof describeMachine>>;
   runs: Run[];
   current?: { run: number; checkpoints: Checkpoint[] } & Record<string, unknown>;
@@ -106,9 +127,15 @@ const progress: {
   command: ["npx tsx", "bench/operator-scale.ts", ...process.argv.slice(2)].join(" "),
   startedAt: new Date().toISOString(),
   parameters: { devices: deviceCount, runs: runCount, idleSeconds },
+  broker: brokerKind,
   runs: [],
 };
-const progressFile = join(repoRoot, RESULTS_DIR, "progress", `operator-scale-${deviceCount}.json`);
+const progressFile = join(
+  repoRoot,
+  RESULTS_DIR,
+  "progress",
+  `operator-scale-${deviceCount}${brokerKind === "nats" ? "-nats" : ""}.json`,
+);
 
 /** `uptime`'s line: seconds up and the load averages, since other work shares the machine. */
 function uptimeLine(): string {
@@ -151,6 +178,11 @@ class OperatorProcess {
         ...process.env,
         ...OPERATOR_PROCESS_ENV,
         ...env,
+        ...(heapSnapshotDir
+          ? {
+              NODE_OPTIONS: `${OPERATOR_PROCESS_ENV.NODE_OPTIONS} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${heapSnapshotDir}`,
+            }
+          : {}),
         PROBE_BIND_ADDRESS: `127.0.0.1:${port}`,
         LOG_LEVEL: "warn",
       },
@@ -194,6 +226,32 @@ class OperatorProcess {
       heapTotalMb: mb("nodejs_heap_size_total_bytes"),
       externalMb: mb("nodejs_external_memory_bytes"),
     };
+  }
+
+  /** Writes a heap snapshot into `dir` (started with --heapsnapshot-signal); resolves to its path. */
+  async heapSnapshot(dir: string): Promise<string> {
+    const snapshots = async () => (await readdir(dir)).filter((f) => f.endsWith(".heapsnapshot"));
+    const before = new Set(await snapshots());
+    this.child.kill("SIGUSR2");
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const written = (await snapshots()).find((f) => !before.has(f));
+      // The snapshot is written on the main thread: once it answers again, the file is complete.
+      if (written && (await this.ready())) return join(dir, written);
+    }
+  }
+
+  /** The operator's own API writes so far (its rest_client_requests_total), by `verb resource`. */
+  async ownWrites(): Promise<Map<string, number>> {
+    const writes = new Map<string, number>();
+    for (const line of (await this.metrics()).split("\n")) {
+      if (!line.startsWith("rest_client_requests_total{")) continue;
+      const verb = /verb="([^"]*)"/.exec(line)?.[1] ?? "";
+      if (!OPERATOR_WRITE_VERBS.has(verb)) continue;
+      const key = `${verb} ${/resource="([^"]*)"/.exec(line)?.[1] ?? ""}`;
+      writes.set(key, (writes.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
+    }
+    return writes;
   }
 
   async ready(): Promise<boolean> {
@@ -250,6 +308,8 @@ function writesBetween(before: Map<string, number>, after: Map<string, number>) 
 }
 
 const total = (writes: Record<string, number>) => Object.values(writes).reduce((a, b) => a + b, 0);
+const withoutEvents = (writes: Record<string, number>) =>
+  Object.fromEntries(Object.entries(writes).filter(([key]) => !key.endsWith(" events")));
 
 /** Resolves once the operator's queues are empty and no reconcile ran over three polls. */
 async function untilCaughtUp(operator: OperatorProcess, timeoutMs: number): Promise<void> {
@@ -358,16 +418,26 @@ async function listBaseline(client: KubeClient, operatorNamespace: string): Prom
   return performance.now() - started;
 }
 
+/** The stack with the chosen broker: the operator's settings for it, its kubeconfig, its stop. */
+async function startBenchStack(stateDir: string) {
+  if (brokerKind === "nats") {
+    const stack = await startNatsStack(stateDir);
+    return { kubeconfig: stack.variables.KUBECONFIG as string, env: stack.variables, stop: stack.stop };
+  }
+  const stack = await startStack(stateDir);
+  return { kubeconfig: stack.env.kubeconfig, env: stackVariables(stack.env), stop: stack.stop };
+}
+
 async function oneRun(r: number): Promise<Run> {
   const stateDir = await mkdtemp(join(tmpdir(), "bench-scale-"));
-  const stack = await startStack(stateDir);
+  const stack = await startBenchStack(stateDir);
   let operator: OperatorProcess | undefined;
   let supervising = true;
   try {
     const kubeConfig = new KubeConfig();
-    kubeConfig.loadFromFile(stack.env.kubeconfig);
+    kubeConfig.loadFromFile(stack.kubeconfig);
     const client = new KubeClient(kubeConfig, { fieldManager: USER_FIELD_MANAGER });
-    const env = stackVariables(stack.env);
+    const { env } = stack;
     const config = operatorConfigSchema.parse({ ...env, PROBE_BIND_ADDRESS: "127.0.0.1:0" });
     await install(client, config);
     const tenant = `scale-${r}`;
@@ -462,13 +532,18 @@ async function oneRun(r: number): Promise<Run> {
     );
 
     const writesBefore = await apiServerWrites(client);
+    const ownWritesBefore = await operator.ownWrites();
     const cpuBefore = await operator.cpuSeconds();
     await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
     const cpuPercent = (((await operator.cpuSeconds()) - cpuBefore) / idleSeconds) * 100;
-    const idle = { cpuPercent, ...writesBetween(writesBefore, await apiServerWrites(client)) };
+    const idle = {
+      cpuPercent,
+      ...writesBetween(writesBefore, await apiServerWrites(client)),
+      operatorWrites: writesBetween(ownWritesBefore, await operator.ownWrites()).writes,
+    };
     await saveProgress("idle measured", { idle });
     console.log(
-      `  idle ${idleSeconds} s: CPU ${cpuPercent.toFixed(2)} %, writes ${JSON.stringify(idle.writes)}`,
+      `  idle ${idleSeconds} s: CPU ${cpuPercent.toFixed(2)} %, writes ${JSON.stringify(idle.writes)}, the operator's own ${JSON.stringify(idle.operatorWrites)}`,
     );
 
     supervising = false;
@@ -481,7 +556,11 @@ async function oneRun(r: number): Promise<Run> {
     const readyMs = performance.now() - restartedAt;
     await untilCaughtUp(operator, 10 * 60_000);
     const caughtUpMs = performance.now() - restartedAt;
-    const restartWrites = writesBetween(beforeRestart, await apiServerWrites(client));
+    const restartWrites = {
+      ...writesBetween(beforeRestart, await apiServerWrites(client)),
+      // A fresh process: everything it counted is since the restart.
+      operatorWrites: writesBetween(new Map(), await operator.ownWrites()).writes,
+    };
     const brokerCommands = sample(await operator.metrics(), "iot_broker_commands_total");
     const rssMb = await operator.rssMb();
     await saveProgress("restarted", {
@@ -499,8 +578,9 @@ async function oneRun(r: number): Promise<Run> {
       await new Promise((resolve) => setTimeout(resolve, 20));
     const reactMs = performance.now() - disabledAt;
     console.log(
-      `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, broker commands ${brokerCommands}, reacts in ${reactMs.toFixed(0)} ms`,
+      `  restart: ready ${(readyMs / 1000).toFixed(1)} s, caught up ${(caughtUpMs / 1000).toFixed(1)} s (listing alone ${(listBaselineMs / 1000).toFixed(1)} s), writes ${JSON.stringify(restartWrites.writes)}, the operator's own ${JSON.stringify(restartWrites.operatorWrites)}, broker commands ${brokerCommands}, reacts in ${reactMs.toFixed(0)} ms`,
     );
+    if (heapSnapshotDir) console.log(`  heap snapshot: ${await operator.heapSnapshot(heapSnapshotDir)}`);
     return {
       devices,
       convergeMs,
@@ -524,6 +604,7 @@ async function oneRun(r: number): Promise<Run> {
 
 async function main(): Promise<void> {
   killServersOnSignal();
+  if (heapSnapshotDir) await mkdir(heapSnapshotDir, { recursive: true });
   const runs: Run[] = [];
   for (let r = 0; r < runCount; r++) {
     runs.push(await oneRun(r));
@@ -534,7 +615,7 @@ async function main(): Promise<void> {
   const s = (ms: number) => ms / 1000;
   const figures = [
     spread(
-      `${deviceCount} Devices in one tenant to Ready, operator process`,
+      `${deviceCount} Devices in one tenant to Ready, operator process (${brokerKind})`,
       "s",
       runs.map((run) => s(run.convergeMs)),
     ),
@@ -569,6 +650,16 @@ async function main(): Promise<void> {
       runs.map((run) => total(run.idle.writes)),
     ),
     spread(
+      "the operator's own API writes while idle besides Events, lease renewals apart",
+      "writes",
+      runs.map((run) => total(withoutEvents(run.idle.operatorWrites))),
+    ),
+    spread(
+      "the operator's own Events while idle (security events drain at ≤ 10/s after a burst)",
+      "writes",
+      runs.map((run) => total(run.idle.operatorWrites) - total(withoutEvents(run.idle.operatorWrites))),
+    ),
+    spread(
       "restart: seconds until /readyz",
       "s",
       runs.map((run) => s(run.restart.readyMs)),
@@ -587,6 +678,11 @@ async function main(): Promise<void> {
       "restart: API writes until caught up, lease renewals apart",
       "writes",
       runs.map((run) => total(run.restart.writes)),
+    ),
+    spread(
+      "restart: the operator's own API writes until caught up, lease renewals apart",
+      "writes",
+      runs.map((run) => total(run.restart.operatorWrites)),
     ),
     spread(
       "restart: broker commands until caught up",
@@ -614,7 +710,7 @@ async function main(): Promise<void> {
     return;
   }
   const out = await writeResults(repoRoot, {
-    benchmark: "operator-scale",
+    benchmark: brokerKind === "nats" ? "operator-scale-nats" : "operator-scale",
     parameters: { devices: deviceCount, runs: runCount, idleSeconds },
     runs,
     figures,

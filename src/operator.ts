@@ -32,6 +32,8 @@ export interface OperatorOptions {
   readonly leaderElection?: ManagerOptions["leaderElection"] | false;
   readonly informerDefaults?: ManagerOptions["informerDefaults"];
   readonly brokerResyncIntervalMs?: number;
+  /** Mosquitto's pacing (see MosquittoDynsecOptions.pacing); tests make a slow broker with it. */
+  readonly brokerPacing?: number;
 }
 
 export interface RunningOperator {
@@ -103,6 +105,7 @@ async function brokerAdapter(options: OperatorOptions, manager: Manager): Promis
       onCommand: (event) => manager.metrics.brokerCommand(event),
       onCutOff: (event) => manager.metrics.brokerCutOff(event),
       ...(options.brokerResyncIntervalMs ? { resyncIntervalMs: options.brokerResyncIntervalMs } : {}),
+      ...(options.brokerPacing !== undefined ? { pacing: options.brokerPacing } : {}),
     });
   if (config.NATS_URLS.length === 0) throw new Error("NATS_URLS is required with BROKER_KIND=nats");
   const seeds = await readBootstrapSeeds(manager.client, config.OPERATOR_NAMESPACE, config.NATS_KEYS_SECRET);

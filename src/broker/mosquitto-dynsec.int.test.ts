@@ -715,6 +715,28 @@ describe("MosquittoDynsecAdapter: a cut-off overtakes a device being provisioned
     expect(await subscribeCodes(again, `tenants/${tenant}/devices/victim/#`)).toEqual([REFUSED]);
     await again.endAsync();
   });
+
+  it("answers a device it already holds at once, not behind the devices queued for it (a restart re-applies every device)", async () => {
+    const held = device(tenant, "held");
+    await adapter.applyDevice(held);
+    const queued = ["q1", "q2", "q3"].map((name) => adapter.applyDevice(device(tenant, name)));
+    const sentBefore = commands.length;
+    const started = performance.now();
+    await adapter.applyDevice({ ...held });
+    const answeredMs = performance.now() - started;
+    const stillQueued = await Promise.race([
+      Promise.all(queued).then(() => false),
+      Promise.resolve(true),
+    ]);
+    // Each queued device costs two commands and their paced pauses (hundreds of ms here).
+    expect(stillQueued).toBe(true);
+    expect(answeredMs).toBeLessThan(50);
+    await Promise.all(queued);
+    // Twin: nothing was sent for the held device, three new devices got theirs.
+    const sent = commands.slice(sentBefore).map((c) => c.owner);
+    expect(sent).not.toContain(`${prefix}${tenant}:held`);
+    expect(new Set(sent)).toEqual(new Set(["q1", "q2", "q3"].map((d) => `${prefix}${tenant}:${d}`)));
+  });
 });
 
 describe("MosquittoDynsecAdapter during a broker outage", () => {

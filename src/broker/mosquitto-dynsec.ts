@@ -329,7 +329,22 @@ export class MosquittoDynsecAdapter implements BrokerAdapter {
 
   private want(owner: string, desired: DesiredDevice | null): Promise<void> {
     this.desired.set(owner, desired);
+    if (desired && this.holds(owner, desired)) return Promise.resolve();
     return this.waitFor(owner);
+  }
+
+  /**
+   * The broker already holds exactly `desired` as last read or written, and nothing about the device
+   * is pending: answered at once rather than behind every queued device (a restart re-applies each).
+   */
+  private holds(owner: string, desired: DesiredDevice): boolean {
+    return (
+      this.current.synced &&
+      !this.observeAllNeeded &&
+      !this.dirty.has(owner) &&
+      !this.dirty.has(desired.gate) &&
+      planDevice(desired, this.observed.get(owner) ?? NOTHING_OBSERVED).length === 0
+    );
   }
 
   private wantGate(name: string, desired: DesiredGate | null): Promise<void> {

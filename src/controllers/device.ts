@@ -26,6 +26,7 @@ import {
 import { quarantineOf } from "../desired/quarantine.js";
 import { tenantNamespaces, topicRootConflict } from "../desired/tenant.js";
 import { applyStatusIfChanged } from "../runtime/apply.js";
+import { settlesWithin } from "../runtime/clock.js";
 import { conditionsOf, isReady, setCondition } from "../runtime/conditions.js";
 import {
   beyondStatus,
@@ -38,6 +39,7 @@ import { ensureFinalizer, removeFinalizer } from "../runtime/finalizers.js";
 import type { Informer } from "../runtime/informer.js";
 import { type KubeObject, objectKey, parseObjectKey } from "../runtime/kube-object.js";
 import type { Manager } from "../runtime/manager.js";
+import { Priority } from "../runtime/work-queue.js";
 import { deviceChangePriority, tenantChangePriority } from "./cut-off.js";
 import { DeviceCredentialsIssuer, type DeviceIdentity } from "./device-credentials.js";
 import { type Parsed, parseDeviceObject, parseTenantObject, tenantPlacement } from "./parse.js";
@@ -48,6 +50,12 @@ import { overlappingTenants, type TenantBroker } from "./tenant.js";
 const DEVICE_WORKERS = 16;
 /** Kept for disable, delete, suspend and revocation: a cut-off never waits for a free worker. */
 const CUT_OFF_WORKERS = 4;
+/**
+ * How long a reconcile waits for the broker to hold a device before it lets its worker go (the
+ * broker's answer wakes the key again). Mosquitto adds devices one by one, paced: thousands queued
+ * there must not keep the workers from the devices still waiting to be issued certificates.
+ */
+const BROKER_WAIT_MS = 1_000;
 
 type ParsedDevice = Parsed<Device>;
 type ParsedTenant = Parsed<Tenant>;
@@ -88,6 +96,8 @@ export class DeviceReconciler implements TenantBroker {
    */
   private admissionVersion = 0;
   private readonly admissions = new Map<string, { version: number; admission: Admission }>();
+  /** Wakes a Device whose broker change outlasted BROKER_WAIT_MS once the broker is done with it. */
+  private wake: (key: string) => void = () => undefined;
 
   constructor(
     private readonly manager: Manager,
@@ -139,7 +149,7 @@ export class DeviceReconciler implements TenantBroker {
       const tenant = object.metadata.labels?.[TENANT_LABEL];
       return tenant ? this.keysOfTenant(tenant) : [];
     };
-    this.manager.addController({
+    const controller = this.manager.addController({
       name: "device",
       for: this.devices,
       priority: deviceChangePriority,
@@ -168,6 +178,7 @@ export class DeviceReconciler implements TenantBroker {
       ],
       reconcile: (request, context) => this.reconcile(request, context),
     });
+    this.wake = (key) => controller.queue.add(key, { priority: Priority.normal });
   }
 
   tenantStatus(): { ready: boolean; message: string } {
@@ -282,12 +293,25 @@ export class DeviceReconciler implements TenantBroker {
     }
     let broker: ConditionOutcome;
     try {
-      await this.broker.applyDevice(brokerDevice(device, tenant, issuance.credentials));
-      broker = {
-        status: "True",
-        reason: ConditionReason.Reconciled,
-        message: "the broker holds the device's access",
-      };
+      const applied = this.broker.applyDevice(brokerDevice(device, tenant, issuance.credentials));
+      if (await settlesWithin(this.manager.clock, applied, BROKER_WAIT_MS)) {
+        broker = {
+          status: "True",
+          reason: ConditionReason.Reconciled,
+          message: "the broker holds the device's access",
+        };
+      } else {
+        const key = objectKey(observed.metadata);
+        void applied.then(
+          () => this.wake(key),
+          () => this.wake(key),
+        );
+        broker = {
+          status: "False",
+          reason: ConditionReason.Progressing,
+          message: "queued at the broker, which takes devices one at a time",
+        };
+      }
     } catch (error) {
       context.logger.warn({ err: error }, "broker sync failed");
       broker = { status: "False", reason: ConditionReason.BrokerError, message: errorMessage(error) };
@@ -298,7 +322,7 @@ export class DeviceReconciler implements TenantBroker {
       username: issuance.credentials.username,
       certificate: issuance.certificate,
     });
-    if (broker.status !== "True") throw new Error(`broker: ${broker.message}`);
+    if (broker.reason === ConditionReason.BrokerError) throw new Error(`broker: ${broker.message}`);
     return undefined;
   }
 

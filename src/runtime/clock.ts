@@ -75,3 +75,23 @@ export class ManualClock implements Clock {
     return this.timers.size;
   }
 }
+
+/**
+ * True once `work` resolves within `timeoutMs`, false if it is still pending then (it goes on:
+ * the caller decides what to do with it); rejects if `work` rejects in time.
+ */
+export function settlesWithin(clock: Clock, work: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const cancel = clock.setTimer(() => resolve(false), timeoutMs);
+    work.then(
+      () => {
+        cancel();
+        resolve(true);
+      },
+      (error: unknown) => {
+        cancel();
+        reject(error);
+      },
+    );
+  });
+}

@@ -32,9 +32,14 @@ export function stackOperatorConfig(overrides: Record<string, string> = {}): Ope
 /** Installs the CRDs and cluster objects, then runs the real operator in this process against the stack. */
 export async function startTestOperator(
   config: OperatorConfig = stackOperatorConfig(),
-  options: { logLines?: string[]; brokerResyncIntervalMs?: number; kubeConfig?: KubeConfig } = {},
+  options: {
+    logLines?: string[];
+    brokerResyncIntervalMs?: number;
+    brokerPacing?: number;
+    kubeConfig?: KubeConfig;
+  } = {},
 ): Promise<RunningOperator> {
-  const { logLines, brokerResyncIntervalMs, kubeConfig = adminKubeConfig() } = options;
+  const { logLines, brokerResyncIntervalMs, brokerPacing, kubeConfig = adminKubeConfig() } = options;
   await install(new KubeClient(kubeConfig), config);
   return startOperator({
     kubeConfig,
@@ -46,6 +51,7 @@ export async function startTestOperator(
     leaderElection: false,
     informerDefaults: { retryInitialMs: 100, retryMaxMs: 2_000 },
     ...(brokerResyncIntervalMs ? { brokerResyncIntervalMs } : {}),
+    ...(brokerPacing !== undefined ? { brokerPacing } : {}),
   });
 }
 
