@@ -26,6 +26,7 @@ import {
   type OperatorProcess,
   startOperatorProcess,
 } from "../test/support/operator-process.js";
+import { API_VERSION } from "./api/group.js";
 import { describeCertificate } from "./desired/device.js";
 import { DEVICE_UID_LABEL, TENANT_LABEL } from "./desired/labels.js";
 import { install } from "./install.js";
@@ -38,9 +39,11 @@ import { KubeClient } from "./runtime/kube-client.js";
  * (test/support/desired-state.ts) or with nothing left of it.
  */
 
-/** Devices converging while the operator is killed: ~5 devices/s today, so five kills land mid-work. */
-const CRASH_FLEET = 80;
+/** Devices converging while the operator is killed: at a few devices/s, every kill lands mid-work. */
+const CRASH_FLEET = 1_000;
 const KILLS = 5;
+/** Each kill comes at a random moment up to this long after the operator started working. */
+const KILL_WITHIN_MS = 20_000;
 /** Devices deleted right before each kill, so some kills land inside a finalizer. */
 const DELETED_PER_KILL = 3;
 /** Devices created right before each kill, so every kill lands while certificates are being issued. */
@@ -102,12 +105,17 @@ async function deleteDevice(tenant: string, device: string): Promise<string | un
  * Deletes the tenant and waits until its namespace is gone, while an operator still runs: the test
  * files after this one share the cluster, and every operator they start reconciles what is left.
  */
-async function removeTenant(tenant: string): Promise<void> {
+async function removeTenant(tenant: string, timeoutMs = 240_000): Promise<void> {
   expect((await kubectl(["delete", "tenant", tenant, "--wait=false"])).ok).toBe(true);
-  await eventuallyNotFound(["namespace", tenant], 240_000);
+  await eventuallyNotFound(["namespace", tenant], timeoutMs);
 }
 
-async function untilExactlyDesired(tenant: string, kept: readonly string[], revoked: readonly string[]) {
+async function untilExactlyDesired(
+  tenant: string,
+  kept: readonly string[],
+  revoked: readonly string[],
+  timeoutMs = 240_000,
+) {
   let last: string[] = [];
   await eventually(
     "cluster, CRL and broker exactly the desired state",
@@ -115,7 +123,7 @@ async function untilExactlyDesired(tenant: string, kept: readonly string[], revo
       last = await differencesFromDesired(tenant, kept, revoked);
       return last.length === 0 ? true : undefined;
     },
-    240_000,
+    timeoutMs,
   ).catch((error: Error) => {
     throw new Error(`${error.message}:\n${last.join("\n")}`);
   });
@@ -128,7 +136,18 @@ describe("the operator SIGKILLed during a device convergence", () => {
     const setup = await operatorProcess("kill-setup");
     await applyReadyTenant(tenant, { devices: { maxDevices: CRASH_FLEET + KILLS * ADDED_PER_KILL } });
     const devices = Array.from({ length: CRASH_FLEET }, (_, i) => `d-${i}`);
-    await Promise.all(devices.map((d) => applyDevice(tenant, d)));
+    // One kubectl per hundred Devices, not a thousand processes at once.
+    for (let i = 0; i < devices.length; i += 100)
+      await applyManifest({
+        apiVersion: "v1",
+        kind: "List",
+        items: devices.slice(i, i + 100).map((name) => ({
+          apiVersion: API_VERSION,
+          kind: "Device",
+          metadata: { name, namespace: tenant },
+          spec: {},
+        })),
+      });
     await setup.stop();
 
     const added = (round: number) => Array.from({ length: ADDED_PER_KILL }, (_, i) => `k${round}-${i}`);
@@ -149,7 +168,7 @@ describe("the operator SIGKILLed during a device convergence", () => {
         deleted.push(device);
         if (serial) revoked.push(serial);
       }
-      await sleep(Math.random() * 3_000);
+      await sleep(Math.random() * KILL_WITHIN_MS);
       await kill(operator);
       notReadyAtKill.push(devices.length - deleted.length - (await readyCount(tenant)));
       // A deletion that the killed operator saw issue a certificate: that serial must be revoked too.
@@ -164,10 +183,14 @@ describe("the operator SIGKILLed during a device convergence", () => {
 
     const last = await operatorProcess("kill-final");
     const kept = devices.filter((d) => !deleted.includes(d));
-    await untilExactlyDesired(tenant, kept, revoked);
-    await removeTenant(tenant);
+    const convergingSince = Date.now();
+    await untilExactlyDesired(tenant, kept, revoked, 600_000);
+    console.log(
+      `[faults] exactly the desired state ${Date.now() - convergingSince} ms after the last restart`,
+    );
+    await removeTenant(tenant, 480_000);
     await last.stop();
-  }, 360_000);
+  }, 1_200_000);
 });
 
 /** Devices converging while two replicas run: enough that the leader is killed mid-work. */
