@@ -1,7 +1,7 @@
 /**
  * The operator's own cost at fleet size: one tenant of `--devices` Devices, the operator running as
  * its own process (`bin/iot-tenant-operator.js run`, the compiled build: `npm run build` first) with
- * the chart's process settings (OPERATOR_PROCESS_ENV), on a fresh stack, `--runs` times. Per run:
+ * the chart's process settings (OPERATOR_PROCESS_ENV, OPERATOR_NODE_FLAGS), on a fresh stack, `--runs` times. Per run:
  * - convergence: every Device's time to Ready (p50/p99) and the total;
  * - memory: the operator's RSS after convergence, against its RSS on the same stack before any
  *   Device existed (the same-run baseline);
@@ -37,7 +37,7 @@ import { z } from "zod";
 import { API_VERSION } from "../src/api/group.js";
 import { operatorConfigSchema } from "../src/config.js";
 import { Resource } from "../src/controllers/resources.js";
-import { OPERATOR_PROCESS_ENV } from "../src/deploy/chart.js";
+import { OPERATOR_NODE_FLAGS, OPERATOR_PROCESS_ENV } from "../src/deploy/chart.js";
 import { install } from "../src/install.js";
 import { isReady } from "../src/runtime/conditions.js";
 import { KubeClient } from "../src/runtime/kube-client.js";
@@ -173,7 +173,8 @@ class OperatorProcess {
 
   static async start(env: Record<string, string>): Promise<OperatorProcess> {
     const port = await freePort();
-    const child = spawn(process.execPath, [join(repoRoot, "bin/iot-tenant-operator.js"), "run"], {
+    const entry = [...OPERATOR_NODE_FLAGS, join(repoRoot, "bin/iot-tenant-operator.js"), "run"];
+    const child = spawn(process.execPath, entry, {
       env: {
         ...process.env,
         ...OPERATOR_PROCESS_ENV,

@@ -724,10 +724,7 @@ describe("MosquittoDynsecAdapter: a cut-off overtakes a device being provisioned
     const started = performance.now();
     await adapter.applyDevice({ ...held });
     const answeredMs = performance.now() - started;
-    const stillQueued = await Promise.race([
-      Promise.all(queued).then(() => false),
-      Promise.resolve(true),
-    ]);
+    const stillQueued = await Promise.race([Promise.all(queued).then(() => false), Promise.resolve(true)]);
     // Each queued device costs two commands and their paced pauses (hundreds of ms here).
     expect(stillQueued).toBe(true);
     expect(answeredMs).toBeLessThan(50);

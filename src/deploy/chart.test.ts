@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CHART_DIR, chartFiles } from "./chart.js";
+import { CHART_DIR, chartFiles, OPERATOR_IMAGE_COMMAND, OPERATOR_NODE_FLAGS } from "./chart.js";
 
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -17,5 +17,15 @@ describe("the committed Helm chart", () => {
     for (const [path, content] of expected) {
       expect([path, readFileSync(join(CHART_DIR, path), "utf8")]).toEqual([path, content]);
     }
+  });
+});
+
+describe("the operator container's command", () => {
+  it("is the image's own entry point with the V8 flags NODE_OPTIONS cannot carry", () => {
+    const dockerfile = readFileSync(join(import.meta.dirname, "../../Dockerfile"), "utf8");
+    const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)?.[1] ?? "[]") as string[];
+    const [node, ...rest] = OPERATOR_IMAGE_COMMAND;
+    expect([node, ...rest.filter((arg) => !OPERATOR_NODE_FLAGS.includes(arg))]).toEqual(entrypoint);
+    expect(OPERATOR_NODE_FLAGS).toContain("--optimize-for-size");
   });
 });

@@ -3,6 +3,7 @@ import type { z } from "zod";
 import type { OperatorMetrics } from "../observability/metrics.js";
 import { type Clock, sleep, systemClock } from "./clock.js";
 import { errorMessage } from "./errors.js";
+import { cacheStrings } from "./intern.js";
 import { KubeApiError, type KubeClient } from "./kube-client.js";
 import {
   type KubeObject,
@@ -365,7 +366,9 @@ export class Informer<T extends KubeObject = KubeObject> {
     const filled = { ...object, apiVersion: this.resource.apiVersion, kind: this.resource.kind } as T;
     const { managedFields: _dropped, ...metadata } = filled.metadata;
     const kept = { ...filled, metadata } as T;
-    return (this.resource.cacheForm?.(kept) ?? kept) as T;
+    const cached = (this.resource.cacheForm?.(kept) ?? kept) as T;
+    cacheStrings.internValues(cached);
+    return cached;
   }
 
   private upsert(object: T): void {
