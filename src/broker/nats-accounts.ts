@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import { type ClaimsData, encodeAuthorizationResponse, encodeUser } from "@nats-io/jwt";
 import { createUser, type KeyPair } from "@nats-io/nkeys";
 import { connect, jwtAuthenticator, type Msg, type NatsConnection } from "@nats-io/transport-node";
@@ -460,7 +461,11 @@ export class NatsAccountsAdapter implements BrokerAdapter {
     const wanted = new Set(list.map(deviceKey));
     const gone = [...this.desired.values()].filter((d) => !wanted.has(deviceKey(d)));
     for (const device of gone) await this.removeDevice(device);
-    for (const device of list) await this.applyDevice(device);
+    for (const [i, device] of list.entries()) {
+      await this.applyDevice(device);
+      // Settled in microtasks: a fleet's worth must let timers (the lease renewal) and sockets run.
+      if (i % 100 === 99) await yieldToEventLoop();
+    }
     await this.closeVanishedTenants();
     return {
       commands: this.accounts.size,

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { OperatorMetrics } from "../observability/metrics.js";
 import { type Clock, systemClock } from "./clock.js";
@@ -235,6 +236,9 @@ export class Controller<T extends KubeObject = KubeObject> {
       } finally {
         this.queue.done(next.key);
       }
+      // A reconcile served from the caches settles in microtasks: without a macrotask turn, a
+      // restart's thousands of them would starve the lease renewal timer and lose leadership.
+      await yieldToEventLoop();
     }
   }
 
