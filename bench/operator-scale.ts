@@ -236,6 +236,7 @@ class OperatorProcess {
     this.child.kill("SIGUSR2");
     for (;;) {
       await new Promise((resolve) => setTimeout(resolve, 500));
+      this.assertAlive();
       const written = (await snapshots()).find((f) => !before.has(f));
       // The snapshot is written on the main thread: once it answers again, the file is complete.
       if (written && (await this.ready())) return join(dir, written);
@@ -244,15 +245,14 @@ class OperatorProcess {
 
   /** The operator's own API writes so far (its rest_client_requests_total), by `verb resource`. */
   async ownWrites(): Promise<Map<string, number>> {
-    const writes = new Map<string, number>();
-    for (const line of (await this.metrics()).split("\n")) {
-      if (!line.startsWith("rest_client_requests_total{")) continue;
-      const verb = /verb="([^"]*)"/.exec(line)?.[1] ?? "";
-      if (!OPERATOR_WRITE_VERBS.has(verb)) continue;
-      const key = `${verb} ${/resource="([^"]*)"/.exec(line)?.[1] ?? ""}`;
-      writes.set(key, (writes.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
-    }
-    return writes;
+    const lines = (await this.metrics()).split("\n");
+    return writesByVerb(lines, "rest_client_requests_total", OPERATOR_WRITE_VERBS);
+  }
+
+  /** Fails fast when the process is gone: a wait on its endpoints would otherwise never end. */
+  assertAlive(): void {
+    if (this.child.exitCode !== null || this.child.signalCode !== null)
+      throw new Error(`the operator exited (${this.child.exitCode ?? this.child.signalCode})`);
   }
 
   async ready(): Promise<boolean> {
@@ -283,12 +283,18 @@ async function apiServerWrites(client: KubeClient): Promise<Map<string, number>>
       if (line.startsWith("apiserver_request_total{")) lines.push(line);
     },
   );
+  return writesByVerb(lines, "apiserver_request_total", WRITE_VERBS);
+}
+
+/** A request counter's samples with a writing verb, summed by `verb resource[/subresource]`. */
+function writesByVerb(lines: readonly string[], metric: string, verbs: ReadonlySet<string>) {
   const writes = new Map<string, number>();
   for (const line of lines) {
+    if (!line.startsWith(`${metric}{`)) continue;
     const verb = /verb="([^"]*)"/.exec(line)?.[1] ?? "";
+    if (!verbs.has(verb)) continue;
     const resource = /resource="([^"]*)"/.exec(line)?.[1] ?? "";
     const subresource = /subresource="([^"]*)"/.exec(line)?.[1];
-    if (!WRITE_VERBS.has(verb)) continue;
     const key = `${verb} ${resource}${subresource ? `/${subresource}` : ""}`;
     writes.set(key, (writes.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1)));
   }
@@ -553,7 +559,10 @@ async function oneRun(r: number): Promise<Run> {
     const beforeRestart = await apiServerWrites(client);
     const restartedAt = performance.now();
     operator = await OperatorProcess.start(env);
-    while (!(await operator.ready())) await new Promise((resolve) => setTimeout(resolve, 50));
+    while (!(await operator.ready())) {
+      operator.assertAlive();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const readyMs = performance.now() - restartedAt;
     await untilCaughtUp(operator, 10 * 60_000);
     const caughtUpMs = performance.now() - restartedAt;
