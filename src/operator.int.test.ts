@@ -14,6 +14,8 @@ import {
 import {
   applyDevice,
   applyReadyTenant,
+  conditionOf,
+  deviceConditions,
   deviceReadyReason,
   deviceTls,
   readyDevice,
@@ -33,17 +35,10 @@ import { KubeClient } from "./runtime/kube-client.js";
  * the middle of provisioning and while a deletion waits on its finalizer; a new process must
  * converge the cluster and the broker to exactly the desired state.
  */
-async function isReady(namespace: string, device: string): Promise<boolean> {
-  const result = await kubectl([
-    "-n",
-    namespace,
-    "get",
-    "device",
-    device,
-    "-o",
-    "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-  ]);
-  return result.stdout === "True";
+/** The tenant's Devices that are Ready now. */
+async function readyDevices(namespace: string): Promise<string[]> {
+  const all = await deviceConditions(namespace);
+  return [...all].filter(([, c]) => conditionOf(c, "Ready")?.status === "True").map(([name]) => name);
 }
 
 describe("the operator stopped or killed mid-work", () => {
@@ -61,27 +56,36 @@ describe("the operator stopped or killed mid-work", () => {
   });
 
   it("converges the cluster and the broker after a SIGKILL", async () => {
-    // Enough devices that the operator's concurrent workers are still busy when the first is Ready.
-    const devices = Array.from({ length: 24 }, (_, i) => `unit-${i}`);
-    const [deleted, disabled, ...kept] = devices;
+    // Enough devices that the operator's concurrent workers and the broker's queue are still busy
+    // when the first is Ready.
+    const devices = Array.from({ length: 40 }, (_, i) => `unit-${i}`);
     await install(new KubeClient(adminKubeConfig()), stackOperatorConfig());
     const first = await operatorProcess("operator-1");
     await applyReadyTenant(tenant);
     await Promise.all(devices.map((d) => applyDevice(tenant, d)));
-    const deletedStatus = await readyDevice(tenant, deleted ?? "");
+    // Killed as soon as any device is Ready (waiting for one chosen device let the whole fleet finish
+    // when that one came last).
+    await eventually("a first device Ready", async () =>
+      (await readyDevices(tenant)).length > 0 ? true : undefined,
+    );
     process.kill(first.pid, "SIGKILL");
     expect(await first.exited).toBe("SIGKILL");
     // Proof that the kill came mid-provisioning: some device was not Ready yet.
-    const readyAtKill = await Promise.all(devices.map((d) => isReady(tenant, d)));
-    expect(readyAtKill.filter(Boolean).length).toBeLessThan(devices.length);
+    const readyAtKill = await readyDevices(tenant);
+    expect(readyAtKill.length).toBeLessThan(devices.length);
+    console.log(`[crash] ${readyAtKill.length} of ${devices.length} devices Ready at the kill`);
+    // The device deleted while no operator runs was Ready, so its certificate must end on the CRL.
+    const deleted = readyAtKill[0] ?? "";
+    const deletedStatus = await readyDevice(tenant, deleted);
+    const [disabled, ...kept] = devices.filter((d) => d !== deleted);
 
     // While no operator runs: one device goes away (its finalizer holds it) and one is disabled.
-    expect((await kubectl(["-n", tenant, "delete", "device", deleted ?? "", "--wait=false"])).ok).toBe(true);
+    expect((await kubectl(["-n", tenant, "delete", "device", deleted, "--wait=false"])).ok).toBe(true);
     await applyDevice(tenant, disabled ?? "", { enabled: false });
 
     const second = await operatorProcess("operator-2");
     const statuses = await Promise.all(kept.map((d) => readyDevice(tenant, d)));
-    await eventuallyNotFound(["-n", tenant, "device", deleted ?? ""]);
+    await eventuallyNotFound(["-n", tenant, "device", deleted]);
     await eventuallyNotFound(["-n", "iot-system", "certificate", `${tenant}.${deleted}`]);
     await eventuallyNotFound(["-n", "iot-system", "secret", `${tenant}.${deleted}`]);
     await eventually("the deleted device's serial on the tenant CRL", async () =>

@@ -97,6 +97,21 @@ export interface DeviceStatus {
   conditions?: Array<{ type: string; status: string; reason: string }>;
 }
 
+export type DeviceCondition = NonNullable<DeviceStatus["conditions"]>[number] & { message?: string };
+
+/** The conditions of every Device of `namespace`, by name, in one read. */
+export async function deviceConditions(namespace: string): Promise<Map<string, DeviceCondition[]>> {
+  const result = await kubectl(["get", "devices", "-n", namespace, "-o", "json"]);
+  if (!result.ok) throw new Error(result.stderr);
+  const list = JSON.parse(result.stdout) as {
+    items: Array<{ metadata: { name: string }; status?: { conditions?: DeviceCondition[] } }>;
+  };
+  return new Map(list.items.map((d) => [d.metadata.name, d.status?.conditions ?? []]));
+}
+
+export const conditionOf = (conditions: readonly DeviceCondition[] | undefined, type: string) =>
+  conditions?.find((c) => c.type === type);
+
 export function readyDevice(namespace: string, name: string): Promise<DeviceStatus> {
   return eventually(
     `Device ${namespace}/${name} Ready`,
