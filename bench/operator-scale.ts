@@ -1,7 +1,8 @@
 /**
  * The operator's own cost at fleet size: one tenant of `--devices` Devices, the operator running as
  * its own process (`bin/iot-tenant-operator.js run`, the compiled build: `npm run build` first) with
- * the chart's process settings (OPERATOR_PROCESS_ENV, OPERATOR_NODE_FLAGS), on a fresh stack, `--runs` times. Per run:
+ * the chart's process settings (OPERATOR_PROCESS_ENV, OPERATOR_NODE_FLAGS) and the image's allocator
+ * (jemalloc, preloaded), on a fresh stack, `--runs` times. Per run:
  * - convergence: every Device's time to Ready (p50/p99) and the total;
  * - memory: the operator's RSS after convergence, against its RSS on the same stack before any
  *   Device existed (the same-run baseline);
@@ -26,7 +27,7 @@
  *
  *   npx tsx bench/operator-scale.ts [--devices 1000] [--runs 3] [--idle 30] [--broker mosquitto|nats]
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { loadavg, tmpdir, uptime } from "node:os";
@@ -163,6 +164,16 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** This machine's jemalloc (Debian's libjemalloc2, which scripts/bootstrap.sh installs), as the image preloads it. */
+function jemallocLibrary(): string {
+  const found = /libjemalloc\.so\.2 .*=> (\S+)/.exec(
+    execFileSync("ldconfig", ["-p"], { encoding: "utf8" }),
+  )?.[1];
+  if (!found)
+    throw new Error("libjemalloc.so.2 not found: install Debian's libjemalloc2 (npm run bootstrap)");
+  return found;
+}
+
 /** The operator as a process of its own, the way a Deployment runs it. */
 class OperatorProcess {
   private constructor(
@@ -178,6 +189,7 @@ class OperatorProcess {
       env: {
         ...process.env,
         ...OPERATOR_PROCESS_ENV,
+        LD_PRELOAD: jemallocLibrary(),
         ...env,
         ...(heapSnapshotDir
           ? {

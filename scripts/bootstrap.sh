@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local stack need beyond npm packages:
-# Debian's Mosquitto 2.0.11 (its clients, and the libraries the broker loads), openssl and what
+# Debian's Mosquitto 2.0.11 (its clients, and the libraries the broker loads), openssl, jemalloc (the
+# operator image's allocator, see scripts/image-rootfs.sh) and what
 # test/tools/build-mosquitto.sh needs to build the broker from Debian's source with the project's patch,
 # then builds (or finds in the cache) that broker, the control-plane binaries, nats-server and gitops-health (Argo CD's
 # Lua and kstatus, for the GitOps health tests) from Go modules.
@@ -18,7 +19,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
 command -v mosquitto_ctrl >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-for pkg in build-essential cmake curl dpkg-dev libssl-dev libcjson-dev uthash-dev; do
+for pkg in build-essential cmake curl dpkg-dev libssl-dev libcjson-dev uthash-dev libjemalloc2; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if $with_node; then

@@ -1,3 +1,4 @@
+import { readdir, readFile } from "node:fs/promises";
 import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { helm } from "../../test/support/helm.js";
@@ -30,6 +31,18 @@ async function readyReplicas(): Promise<string[]> {
     .map((line) => line.split(" "))
     .filter(([, deleting, ready]) => deleting === "" && ready === "True")
     .map(([name]) => name ?? "");
+}
+
+/** The memory maps of this host's processes that run the image's entry point (the node's containers). */
+async function operatorImageProcessMaps(): Promise<string[]> {
+  const maps: string[] = [];
+  for (const pid of (await readdir("/proc")).filter((entry) => /^\d+$/.test(entry))) {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (!cmdline.split("\0").includes("/app/bin/iot-tenant-operator.js")) continue;
+    const map = await readFile(`/proc/${pid}/maps`, "utf8").catch(() => undefined);
+    if (map !== undefined) maps.push(map);
+  }
+  return maps;
 }
 
 /** "repository:tag" of an image reference. */
@@ -136,6 +149,10 @@ describe("helm install on a real node", () => {
     });
     const holder = await eventually("a leader", async () => (await leader()) || undefined, 60_000);
     expect(replicas.filter((pod) => holder.startsWith(`${pod}-`))).toHaveLength(1);
+    // The image preloads jemalloc: glibc's malloc kept freed native memory resident (README, limits).
+    const maps = await operatorImageProcessMaps();
+    expect(maps.length).toBeGreaterThanOrEqual(2);
+    for (const map of maps) expect(map).toContain("/usr/local/lib/libjemalloc.so.2");
   }, 300_000);
 
   it("reconciles a Tenant from inside the cluster and serves its device through the chart's broker", async () => {

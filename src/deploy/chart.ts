@@ -59,17 +59,12 @@ export const MEMORY_LIMIT_MIB = 512;
  * How the operator process runs in the chart, and in bench/operator-scale.ts so its figures are the
  * chart's: V8's heap capped at half the limit (it otherwise grows towards the host's memory before
  * collecting), its young generation at 8 MiB per semi-space (left alone, V8 reserved 128 MiB of new
- * space for an operator whose whole live heap was 87 MiB: bench/operator-scale.ts, 1,000 devices),
- * two malloc arenas (glibc's default of 8 per core let TLS and crypto buffers of worker threads keep
- * hundreds of MB resident that the heap no longer used), and glibc's mmap and trim thresholds fixed
- * at 64 KiB: its adaptive threshold otherwise moves the multi-MB buffers of a fleet's list pages into
- * the main heap, which stays resident after they are freed.
+ * space for an operator whose whole live heap was 87 MiB: bench/operator-scale.ts, 1,000 devices).
+ * Native memory is the image's business: it preloads jemalloc (see the Dockerfile), which gives freed
+ * pages back where glibc's malloc kept them resident.
  */
 export const OPERATOR_PROCESS_ENV: Readonly<Record<string, string>> = {
   NODE_OPTIONS: `--max-old-space-size=${MEMORY_LIMIT_MIB / 2} --max-semi-space-size=8`,
-  MALLOC_ARENA_MAX: "2",
-  MALLOC_MMAP_THRESHOLD_: "65536",
-  MALLOC_TRIM_THRESHOLD_: "65536",
 };
 
 /**

@@ -80,7 +80,7 @@ oci_image coredns "$coredns" '{"User":"65532:65532","Entrypoint":["/coredns"],"C
 
 (cd "$repo" && npm run --silent build >&2)
 bash "$repo/scripts/image-rootfs.sh" operator "$work/build/operator-root"
-oci_image operator "$work/build/operator-root" '{"User":"65532:65532","WorkingDir":"/app","Entrypoint":["/usr/local/bin/node","/app/bin/iot-tenant-operator.js"],"Cmd":["run"]}'
+oci_image operator "$work/build/operator-root" '{"User":"65532:65532","Env":["LD_PRELOAD=/usr/local/lib/libjemalloc.so.2"],"WorkingDir":"/app","Entrypoint":["/usr/local/bin/node","/app/bin/iot-tenant-operator.js"],"Cmd":["run"]}'
 
 bash "$repo/scripts/image-rootfs.sh" mosquitto "$work/build/mosquitto-root"
 oci_image mosquitto "$work/build/mosquitto-root" '{"User":"1883:1883","Entrypoint":["/usr/sbin/mosquitto"],"Cmd":["-c","/mosquitto/config/mosquitto.conf"]}'

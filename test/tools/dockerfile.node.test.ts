@@ -13,6 +13,7 @@ interface Image {
     readonly User?: string;
     readonly WorkingDir?: string;
     readonly Entrypoint?: readonly string[];
+    readonly Env?: readonly string[];
     readonly Cmd?: readonly string[];
   };
   /** "<type and mode> <uid>/<gid> <path>[ -> <link target>]" per entry of its layers, timestamps left out. */
@@ -82,12 +83,13 @@ describe("the Dockerfile yields the operator image the tests run", () => {
     expect(app(built)).toEqual(app(tested));
   });
 
-  it("runs the same entrypoint and command as the same user in the same directory", () => {
+  it("runs the same entrypoint and command as the same user in the same directory, with jemalloc preloaded", () => {
     const runtime = ({ config }: Image) => ({
       User: config.User,
       WorkingDir: config.WorkingDir,
       Entrypoint: config.Entrypoint,
       Cmd: config.Cmd,
+      Preload: config.Env?.filter((variable) => variable.startsWith("LD_PRELOAD=")),
     });
     expect(runtime(built)).toEqual(runtime(tested));
     expect(runtime(tested)).toEqual({
@@ -95,6 +97,7 @@ describe("the Dockerfile yields the operator image the tests run", () => {
       WorkingDir: "/app",
       Entrypoint: ["/usr/local/bin/node", "/app/bin/iot-tenant-operator.js"],
       Cmd: ["run"],
+      Preload: ["LD_PRELOAD=/usr/local/lib/libjemalloc.so.2"],
     });
   });
 });
