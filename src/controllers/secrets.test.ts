@@ -71,6 +71,21 @@ describe("what the cache keeps of a Secret", () => {
     expect(cached.metadata).toEqual(secret(labels, {}).metadata);
   });
 
+  it("keeps the operator's annotations of a device's key pair and none of cert-manager's", () => {
+    const issued = secret(device, { "tls.crt": crt, "tls.key": base64("KEY") });
+    issued.metadata.annotations = {
+      "cert-manager.io/certificate-name": "acme.sensor-1",
+      "cert-manager.io/common-name": "sensor-1",
+      "iot.tenant-operator.io/applied-digest": "d1",
+    };
+    expect(secretCacheForm(issued).metadata.annotations).toEqual({
+      "iot.tenant-operator.io/applied-digest": "d1",
+    });
+    const foreignOnly = secret(device, { "tls.crt": crt });
+    foreignOnly.metadata.annotations = { "cert-manager.io/common-name": "sensor-1" };
+    expect(secretCacheForm(foreignOnly).metadata).toEqual(secret(device, {}).metadata);
+  });
+
   it.each([
     {
       what: "a revocation record (the CRL is made of it)",
