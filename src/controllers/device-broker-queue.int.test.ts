@@ -24,6 +24,19 @@ import type { RunningOperator } from "../operator.js";
 const SLOW_BROKER_PACING = 200;
 const DEVICES = 24;
 
+/** Waits until every Device of `tenant` has condition `type` True; resolves with all their conditions. */
+function everyDevice(tenant: string, type: string, timeoutMs: number) {
+  return eventually(
+    `every device ${type}`,
+    async () => {
+      const all = await deviceConditions(tenant);
+      const done = [...all.values()].filter((c) => conditionOf(c, type)?.status === "True");
+      return done.length === DEVICES ? all : undefined;
+    },
+    timeoutMs,
+  );
+}
+
 describe("a slow broker", () => {
   let operator: RunningOperator;
   const tenant = uniqueName("slowbroker");
@@ -72,29 +85,13 @@ describe("a slow broker", () => {
     );
 
     // Every certificate is issued while the broker still has devices to add: its queue held no worker.
-    const issued = await eventually(
-      "every device issued",
-      async () => {
-        const all = await deviceConditions(tenant);
-        const done = [...all.values()].filter((c) => conditionOf(c, "CredentialsIssued")?.status === "True");
-        return done.length === DEVICES ? all : undefined;
-      },
-      90_000,
-    );
+    const issued = await everyDevice(tenant, "CredentialsIssued", 90_000);
     const notYetReady = [...issued.values()].filter((c) => conditionOf(c, "Ready")?.status !== "True").length;
     console.log(`[slow broker] all ${DEVICES} issued while ${notYetReady} still waited for the broker`);
 
     // One deadline for the whole queue: the broker's pause grows with its commands' duration, so a
     // loaded machine slows it more than anything else here, and the device it takes last waits for all.
-    await eventually(
-      "every device Ready",
-      async () => {
-        const all = await deviceConditions(tenant);
-        const ready = [...all.values()].filter((c) => conditionOf(c, "Ready")?.status === "True");
-        return ready.length === DEVICES ? true : undefined;
-      },
-      400_000,
-    );
+    await everyDevice(tenant, "Ready", 400_000);
     for (const device of names) await readyDevice(tenant, device);
     expect(await differencesFromDesired(tenant, names, [])).toEqual([]);
   }, 600_000);
