@@ -518,6 +518,10 @@ describe("the Device reconciler with cert-manager and Mosquitto", () => {
     await applyReadyTenant(owner, { broker: { topicRoot: `${base}/owner` } });
     await applyDevice(owner, "sensor-1");
     await readyDevice(owner, "sensor-1");
+    // Age is the creation time, to the second, then the name: the intruders must come a second later
+    // (a fast run created one in the owner's second, and "inside-…" sorts before "owner-…").
+    const created = await kubectl(["get", "tenant", owner, "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(created.stdout) + 1_100 - Date.now())));
     for (const [intruder, topicRoot] of [
       [uniqueName("inside"), `${base}/owner/devices`],
       [uniqueName("around"), base],
