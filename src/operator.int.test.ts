@@ -30,17 +30,17 @@ import { DEFAULT_OWNER_PREFIX } from "./broker/mosquitto-dynsec.js";
 import { install } from "./install.js";
 import { KubeClient } from "./runtime/kube-client.js";
 
-/**
- * Crash safety of the whole operator: a real `iot-tenant-operator run` process is SIGKILLed in
- * the middle of provisioning and while a deletion waits on its finalizer; a new process must
- * converge the cluster and the broker to exactly the desired state.
- */
 /** The tenant's Devices that are Ready now. */
 async function readyDevices(namespace: string): Promise<string[]> {
   const all = await deviceConditions(namespace);
   return [...all].filter(([, c]) => conditionOf(c, "Ready")?.status === "True").map(([name]) => name);
 }
 
+/**
+ * Crash safety of the whole operator: a real `iot-tenant-operator run` process is SIGKILLed in
+ * the middle of provisioning and while a deletion waits on its finalizer; a new process must
+ * converge the cluster and the broker to exactly the desired state.
+ */
 describe("the operator stopped or killed mid-work", () => {
   const started: ManagedProcess[] = [];
   const tenant = uniqueName("crash");
