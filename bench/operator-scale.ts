@@ -165,7 +165,7 @@ async function freePort(): Promise<number> {
 }
 
 /** This machine's jemalloc (Debian's libjemalloc2, which scripts/bootstrap.sh installs), as the image preloads it. */
-function jemallocLibrary(): string {
+function findJemalloc(): string {
   const found = /libjemalloc\.so\.2 .*=> (\S+)/.exec(
     execFileSync("ldconfig", ["-p"], { encoding: "utf8" }),
   )?.[1];
@@ -173,6 +173,9 @@ function jemallocLibrary(): string {
     throw new Error("libjemalloc.so.2 not found: install Debian's libjemalloc2 (npm run bootstrap)");
   return found;
 }
+
+/** Looked up once, before any stack starts: a machine without it fails at once. */
+const JEMALLOC = findJemalloc();
 
 /** The operator as a process of its own, the way a Deployment runs it. */
 class OperatorProcess {
@@ -189,7 +192,7 @@ class OperatorProcess {
       env: {
         ...process.env,
         ...OPERATOR_PROCESS_ENV,
-        LD_PRELOAD: jemallocLibrary(),
+        LD_PRELOAD: JEMALLOC,
         ...env,
         ...(heapSnapshotDir
           ? {
