@@ -70,11 +70,13 @@ export class BrokerUnconfirmedError extends Error {
   override name = "BrokerUnconfirmedError";
 }
 
-const claimUpdateReply = z.object({
+/** Who answered a request every server answers, and its error when it failed. */
+const serverAnswer = z.object({
   server: z.object({ id: z.string(), name: z.string() }),
-  data: z.object({ code: z.number() }).optional(),
   error: z.object({ code: z.number().optional(), description: z.string().optional() }).optional(),
 });
+
+const claimUpdateReply = serverAnswer.extend({ data: z.object({ code: z.number() }).optional() });
 
 const connzConnection = z.object({
   cid: z.number(),
@@ -84,10 +86,12 @@ const connzConnection = z.object({
 });
 type ConnzConnection = z.infer<typeof connzConnection>;
 
-const connzReply = z.object({
-  server: z.object({ id: z.string(), name: z.string() }),
-  data: z.object({ connections: z.array(connzConnection).nullish() }).optional(),
+const connzReply = serverAnswer.extend({
+  data: z.object({ connections: z.array(connzConnection).nullish() }).nullish(),
 });
+
+/** An account's JetStream on one server; `data` is null where the account is not loaded or has none. */
+const jszReply = serverAnswer.extend({ data: z.object({ id: z.string() }).nullish() });
 
 /** The header in which a server names its curve key when it seals an authorization request (server/auth_callout.go). */
 const SERVER_XKEY_HEADER = "Nats-Server-Xkey";
@@ -328,10 +332,27 @@ export class NatsAccountsAdapter implements BrokerAdapter {
         throw new BrokerUnconfirmedError(
           `account update for ${tenant} refused by ${refused.map((r) => `${r.server.name}: ${r.error?.description ?? "no 200"}`).join(", ")}`,
         );
+      if (limits.jetStreamBytes > 0) await this.loadEverywhere(tenant, key.getPublicKey());
       entry.pushed = digest;
       this.accounts.set(tenant, entry);
     }
     return key.getPublicKey();
+  }
+
+  /**
+   * Has every server load the account and confirm its JetStream is on. A server otherwise loads a
+   * new account when a device first logs in, and a JetStream request racing that load saw the account
+   * before its JetStream was enabled: the server closed the login ("JetStream not enabled for account").
+   */
+  private async loadEverywhere(tenant: string, account: string): Promise<void> {
+    // An account-scoped CONNZ makes each server look the account up, loading it from its resolver.
+    await this.askEveryServer(`$SYS.REQ.ACCOUNT.${account}.CONNZ`, JSON.stringify({ limit: 1 }), connzReply);
+    const replies = await this.askEveryServer(`$SYS.REQ.ACCOUNT.${account}.JSZ`, "", jszReply);
+    const without = replies.filter((r) => r.error || !r.data);
+    if (without.length > 0)
+      throw new BrokerUnconfirmedError(
+        `account of ${tenant} has no JetStream on ${without.map((r) => `${r.server.name}: ${r.error?.description ?? "no answer"}`).join(", ")}`,
+      );
   }
 
   /**
