@@ -14,7 +14,9 @@ describe("readBody", () => {
     server.listen(0, "127.0.0.1");
     await once(server, "listening");
     const { port } = server.address() as AddressInfo;
-    const response = await new Promise<IncomingMessage>((resolve) => get(`http://127.0.0.1:${port}/`, resolve));
+    const response = await new Promise<IncomingMessage>((resolve) =>
+      get(`http://127.0.0.1:${port}/`, resolve),
+    );
     const listeners = () => response.eventNames().map((event) => [event, response.listenerCount(event)]);
     const before = listeners();
     expect(await readBody(response)).toBe("x".repeat(100_000));
