@@ -297,7 +297,7 @@ export interface ApplyIntent {
  * The body of a response, as text. Once read, the response keeps no listener of ours: a keep-alive
  * socket keeps the request it was opened for reachable as long as it lives (https.Agent's TLS session
  * listener), response and listeners included, and a listener left there kept the chunks or, through
- * the promise, the text — after the informers' first lists, 12 MB of list pages in a 10,000-device
+ * the promise, the text — after the informers' first lists, 11 MB of list pages in a 10,000-device
  * operator's memory for good.
  */
 export function readBody(response: IncomingMessage): Promise<string> {
