@@ -279,7 +279,16 @@ describe("two replicas with leader election", () => {
     expect(takeoverMs).toBeLessThan((LEASE.duration + 2 * 1.2 * LEASE.retryPeriod + 2) * 1000);
 
     await untilExactlyDesired(tenant, devices, []);
-    expect(await metricSum(standby.probePort, "rest_client_requests_total", { code: "409" })).toBe(0);
+    // Reconciles' conflicts only: taking the Lease may meet one 409 when the killed leader's last
+    // renewal, already sent, lands after the standby read the Lease (seen once under load).
+    expect(
+      await metricSum(
+        standby.probePort,
+        "rest_client_requests_total",
+        { code: "409" },
+        { resource: "leases" },
+      ),
+    ).toBe(0);
     expect(
       await metricSum(standby.probePort, "controller_runtime_reconcile_total", { result: "conflict" }),
     ).toBe(0);
@@ -413,12 +422,12 @@ describe("users racing the operator's reconciles", () => {
       // Between two reconciles: the tenant's namespace goes, and someone else creates one of that name.
       expect((await kubectl(["delete", "namespace", taken, "--timeout=120s"])).ok).toBe(true);
       // Namespace deletion finishes in the background (its finalizers); the name frees later — over
-      // 30 s in a CI run right after the 1,000-device test, whose objects the garbage collector and
-      // the namespace controller were still removing.
+      // 30 s, and once over 180 s, in CI runs right after the 1,000-device test, whose objects the
+      // garbage collector and the namespace controller were still removing.
       await eventually(
         "someone else's namespace of that name",
         async () => ((await kubectl(["create", "namespace", taken])).ok ? true : undefined),
-        180_000,
+        360_000,
       );
       expect(
         (await kubectl(["-n", taken, "create", "configmap", "theirs", "--from-literal=keep=me"])).ok,
@@ -468,5 +477,5 @@ describe("users racing the operator's reconciles", () => {
       await operator.stop();
       await kubectl(["delete", "namespace", taken, "--wait=false"]);
     }
-  }, 420_000);
+  }, 600_000);
 });
